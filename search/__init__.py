@@ -1,0 +1,1 @@
+"""nas-run engine: space -> budget -> data -> train -> study -> retrain -> export."""

@@ -1,0 +1,100 @@
+"""Budget accounting: exact parameters, MACs (fvcore), and an estimate of the full retrain's wall-clock.
+
+Units: `params` = trainable parameters; `macs` = multiply-accumulates for one inference image as fvcore
+counts them (fvcore calls them "flops" but counts one multiply-add as 1); `train_seconds` = estimated
+wall-clock of one full retrain on this machine, from a few timed training steps after warm-up.
+A violation is the normalized overshoot value / limit - 1: > 0 breaks the budget, <= 0 fits, exactly
+what `Trial.set_constraint` wants. Params and MACs cost milliseconds; the timing (a few real training
+steps) only runs when they fit.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import time
+import warnings
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from search.data import Meta
+from search.train import make_optimizer, make_step
+
+logging.getLogger("fvcore").setLevel(logging.ERROR)  # it warns about every op it does not count (relu, pool)
+warnings.filterwarnings("ignore", message=r".*torch\.jit\.(script|trace).*deprecated")  # fvcore traces with jit
+
+
+@dataclass
+class Cost:
+    params: int
+    macs: int
+    train_seconds: float | None = None  # None: not measured (params or MACs already over budget)
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def count_macs(model: nn.Module, meta: Meta) -> int:
+    from fvcore.nn import FlopCountAnalysis
+
+    was_training = model.training
+    model.eval()  # tracing in train mode would update BatchNorm's running statistics
+    try:
+        with torch.no_grad():
+            x = torch.zeros(1, meta.channels, meta.size, meta.size, device=next(model.parameters()).device)
+            fca = FlopCountAnalysis(model, x)
+            fca.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+            return int(fca.total())
+    finally:
+        model.train(was_training)
+
+
+def seconds_per_step(model: nn.Module, recipe: dict, meta: Meta, device, warmup: int = 2, timed: int = 4) -> float:
+    """Median wall-clock of one real training step (augmentation included) on random uint8 images."""
+    model = copy.deepcopy(model).to(device)
+    if torch.device(device).type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    bs = recipe["batch_size"]
+    x = torch.randint(0, 256, (bs, meta.channels, meta.size, meta.size), dtype=torch.uint8, device=device)
+    y = torch.randint(0, meta.classes, (bs,), device=device)
+    mean = torch.full((meta.channels,), 0.5, device=device)
+    step = make_step(model, make_optimizer(model, recipe), recipe, mean, mean)
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+    model.train()
+    times = []
+    for i in range(warmup + timed):
+        sync()
+        t0 = time.perf_counter()
+        step(x, y)
+        sync()
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    return sorted(times)[len(times) // 2]
+
+
+def estimate_train_seconds(sps: float, batch_size: int, n_train: int, n_eval: int, epochs: int) -> float:
+    """Steps x seconds per step, plus per-epoch evaluation (a forward pass ~ 1/3 of a training step)."""
+    return epochs * (max(1, n_train // batch_size) * sps + n_eval / batch_size * sps / 3)
+
+
+def violations(cost: Cost, budget: dict) -> dict[str, float]:
+    """Normalized overshoot for every budget key that was measured: value / limit - 1."""
+    out = {}
+    for key in ("params", "macs", "train_seconds"):
+        value = getattr(cost, key)
+        if key in budget and value is not None:
+            out[key] = value / budget[key] - 1
+    return out
+
+
+def check(model, recipe, budget: dict, meta: Meta, *, n_train: int, n_eval: int, epochs: int, device="cpu"):
+    """-> (Cost, violations). The time estimate runs only when params and MACs fit and a time budget is set."""
+    cost = Cost(count_params(model), count_macs(model, meta))
+    over = violations(cost, budget)
+    if "train_seconds" in budget and all(v <= 0 for v in over.values()):
+        sps = seconds_per_step(model, recipe, meta, device)
+        cost.train_seconds = estimate_train_seconds(sps, recipe["batch_size"], n_train, n_eval, epochs)
+        over = violations(cost, budget)
+    return cost, over

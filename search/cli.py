@@ -1,0 +1,87 @@
+"""Command line: `nas-run SPACE [--check] [--trials N] ...` and `nas-export STUDY ...`.
+
+User-input trouble is one line on stderr and exit status 2, before anything is written.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from rich.console import Console
+
+from search.errors import UserError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line instead of usage + message
+        sys.stderr.write(f"{self.prog}: {message} (see {self.prog} --help)\n")
+        sys.exit(2)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
+def _workers(text: str) -> int | str:
+    return "auto" if text == "auto" else _positive(text)
+
+
+def run_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="nas-run", description="Search a YAML space of small CNNs under a budget.")
+    p.add_argument("space", help="the YAML search space, e.g. spaces/mnist_8k.yaml")
+    p.add_argument("--check", action="store_true", help="validate the space and show budget fit; train nothing")
+    p.add_argument("--trials", type=_positive, help="trained trials to reach (default: search.trials)")
+    p.add_argument("--storage", help="Optuna storage URL (default: sqlite:///STUDIES/NAME.db)")
+    p.add_argument("--studies", default="studies", help="output directory (default: studies)")
+    p.add_argument("--workers", type=_workers, default=1, help="worker processes on this machine, or auto")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    p.add_argument("--no-retrain", action="store_true", help="search only: skip retraining and export")
+    p.add_argument("--samples", type=_positive, default=300, help="--check: candidates to sample")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = run_parser().parse_args(argv)
+    console = Console(stderr=False)
+    try:
+        from search import space as S
+
+        space = S.load(args.space)
+        if args.check:
+            from search import check
+
+            return check.run(space, args.samples, console)
+        from search import study
+
+        return study.main(space, args, console)
+    except UserError as e:
+        sys.stderr.write(f"nas-run: {e}\n")
+        return e.status
+
+
+def export_main(argv: list[str] | None = None) -> int:
+    p = _Parser(prog="nas-export", description="Export a trial of a finished study.")
+    p.add_argument("study", help="study name (its storage is sqlite:///STUDIES/NAME.db) or a space file")
+    p.add_argument("--trial", type=int, help="trial number (default: the best trial)")
+    p.add_argument("--format", choices=("checkpoint", "onnx", "pt2", "all"), default="all")
+    p.add_argument("--storage", help="Optuna storage URL")
+    p.add_argument("--studies", default="studies")
+    p.add_argument("--out", help="output directory (default: STUDIES/NAME/export-TRIAL)")
+    args = p.parse_args(argv)
+    try:
+        from search import export
+
+        return export.main(args, Console())
+    except UserError as e:
+        sys.stderr.write(f"nas-export: {e}\n")
+        return e.status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

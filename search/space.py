@@ -1,0 +1,377 @@
+"""YAML search space -> validated `Space`; `space.sample(trial)` -> plain candidate dict.
+
+Grammar, for every searchable key: a scalar is fixed, a list is a categorical choice, a mapping
+`{low, high, log?, step?}` is a range (int or float as the key's type says). `model.stages` is a list of
+per-stage mappings (one entry per stage, each value again scalar / choice / range). The sections data,
+budget, search and retrain hold fixed values only. Every error names file, key path and expected form.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+import models
+from search.data import DATASETS
+from search.errors import SpaceError
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULERS = ("onecycle", "cosine", "step", "multistep", "exponential", "none")
+SAMPLERS = ("tpe", "random", "qmc", "gp", "cmaes")
+PRUNERS = ("median", "none")
+TRAIN_ON = ("train", "train+val")
+SET_BY_DATASET = ("in_channels", "num_classes", "image_size")
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One key: its type, default (None: required), a check and the words for what it expects."""
+
+    type: type
+    default: Any
+    expected: str
+    ok: Callable[[Any], bool] = lambda v: True
+    choices: tuple = ()
+
+
+def _num(lo=None, hi=None, lo_open=False, hi_open=False):
+    def ok(v):
+        return not (
+            (lo is not None and (v < lo or (lo_open and v == lo)))
+            or (hi is not None and (v > hi or (hi_open and v == hi)))
+        )
+
+    return ok
+
+
+def _s(choices: tuple, default) -> Spec:
+    return Spec(str, default, "one of " + ", ".join(choices), choices=choices)
+
+
+POS_INT = ("an integer >= 1", _num(1))
+NONNEG = ("a number >= 0", _num(0))
+FRACTION = ("a number in [0, 1)", _num(0, 1, hi_open=True))
+
+DATA = {
+    "dataset": _s(tuple(DATASETS), None),
+    "root": Spec(str, "data", "a directory path"),
+    "val_fraction": Spec(float, 0.1, "a number in (0, 0.5]", _num(0, 0.5, lo_open=True)),
+    "extra": Spec(bool, False, "true or false (svhn only: add the 531k-image extra split)"),
+}
+BUDGET = {
+    "params": Spec(int, 0, "an integer > 0 (trainable parameters)", _num(1)),
+    "macs": Spec(int, 0, "an integer > 0 (multiply-accumulates per image)", _num(1)),
+    "train_seconds": Spec(float, 0.0, "a number > 0 (seconds of one full retrain)", _num(0, lo_open=True)),
+}
+SEARCH = {
+    "trials": Spec(int, 50, *POS_INT),
+    "epochs": Spec(int, 0, *POS_INT),  # 0 here means: default to retrain.epochs
+    "data_fraction": Spec(float, 1.0, "a number in (0, 1]", _num(0, 1, lo_open=True)),
+    "sampler": _s(SAMPLERS, "tpe"),
+    "multivariate": Spec(bool, True, "true or false"),
+    "seed": Spec(int, 0, "an integer >= 0", _num(0)),
+    "pruner": _s(PRUNERS, "median"),
+    "startup_trials": Spec(int, 5, "an integer >= 0", _num(0)),
+    "warmup_epochs": Spec(int, 1, "an integer >= 0", _num(0)),
+    "max_rejections": Spec(int, 200, *POS_INT),
+}
+RETRAIN = {
+    "epochs": Spec(int, None, *POS_INT),
+    "seeds": Spec(int, 3, *POS_INT),
+    "train_on": _s(TRAIN_ON, "train+val"),
+}
+TRAIN = {
+    "batch_size": Spec(int, 128, *POS_INT),
+    "optimizer": _s(OPTIMIZERS, "sgd"),
+    "lr": Spec(float, None, "a number > 0", _num(0, lo_open=True)),
+    "momentum": Spec(float, 0.9, *FRACTION),
+    "nesterov": Spec(bool, True, "true or false"),
+    "weight_decay": Spec(float, 5e-4, *NONNEG),
+    "scheduler": _s(SCHEDULERS, "onecycle"),
+    "warmup_fraction": Spec(float, 0.25, *FRACTION),
+    "gamma": Spec(float, 0.1, "a number in (0, 1]", _num(0, 1, lo_open=True)),
+    "step_fraction": Spec(float, 1 / 3, "a number in (0, 1)", _num(0, 1, True, True)),
+    "label_smoothing": Spec(float, 0.0, *FRACTION),
+}
+AUGMENT = {
+    "crop": Spec(int, 0, "an integer >= 0 (padding in pixels)", _num(0)),
+    "flip": Spec(bool, False, "true or false"),
+    "rotate": Spec(float, 0.0, "a number in [0, 180] (degrees)", _num(0, 180)),
+    "scale": Spec(float, 0.0, *FRACTION),
+    "brightness": Spec(float, 0.0, *NONNEG),
+    "contrast": Spec(float, 0.0, *FRACTION),
+    "cutout": Spec(int, 0, "an integer >= 0 (square side in pixels)", _num(0)),
+}
+TOP = ("name", "data", "model", "train", "budget", "search", "retrain", "target")
+
+
+class _Loader(yaml.SafeLoader):
+    """Safe YAML that also reads `1e-3` as a float (YAML 1.1 wants `1.0e-3`, a classic trap)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^[-+]?\.(inf|Inf|INF)$|^\.(nan|NaN|NAN)$"),
+    list("-+0123456789."),
+)
+
+
+@dataclass(frozen=True)
+class Param:
+    """A searchable key: fixed value, categorical choice or range. `name` is the Optuna name."""
+
+    name: str
+    value: Any = None
+    choices: tuple | None = None
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    is_int: bool = False
+
+    def sample(self, trial):
+        if self.choices is not None:
+            return trial.suggest_categorical(self.name, list(self.choices))
+        if self.low is not None:
+            if self.is_int:
+                return trial.suggest_int(self.name, self.low, self.high, step=self.step or 1, log=self.log)
+            return trial.suggest_float(self.name, self.low, self.high, step=self.step, log=self.log)
+        return self.value
+
+    def values(self) -> list:
+        """The extreme values (for sanity checks): fixed value, all choices, or both ends."""
+        if self.choices is not None:
+            return list(self.choices)
+        if self.low is not None:
+            return [self.low, self.high]
+        return [self.value]
+
+
+@dataclass
+class Space:
+    file: str
+    name: str
+    data: dict
+    family: str
+    model: dict[str, Param]
+    stages: list[dict[str, Param]]
+    train: dict[str, Param]
+    augment: dict[str, Param]
+    budget: dict
+    search: dict
+    retrain: dict
+    target: float | None
+    text: str = field(repr=False, default="")
+
+    def sample(self, trial) -> dict:
+        """Suggest every searchable value on `trial`; return the JSON-able candidate."""
+        meta = DATASETS[self.data["dataset"]]
+        cfg = {"in_channels": meta.channels, "num_classes": meta.classes, "image_size": meta.size}
+        for key, p in self.model.items():
+            cfg[key] = p.sample(trial)
+        for i, stage in enumerate(self.stages):
+            for key, p in stage.items():
+                cfg.setdefault(key + "s", []).append(p.sample(trial))
+        recipe = {key: p.sample(trial) for key, p in self.train.items()}
+        recipe["augment"] = {key: p.sample(trial) for key, p in self.augment.items()}
+        return {"family": self.family, "model": cfg, "train": recipe}
+
+
+def load(path: str | Path) -> Space:
+    path = Path(path)
+    file = str(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise SpaceError(file, "(file)", "a readable YAML file", e.strerror, show_got=True) from None
+    try:
+        raw = yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else "(file)"
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise SpaceError(file, where, "valid YAML", problem, show_got=False) from None
+    return parse(raw, file, text)
+
+
+def parse(raw: Any, file: str = "<space>", text: str = "") -> Space:
+    if not isinstance(raw, dict):
+        raise SpaceError(file, "(top level)", "a mapping of sections " + ", ".join(TOP), type(raw).__name__)
+    _no_unknown(raw, TOP, file, "")
+    for section in ("data", "model", "retrain"):
+        if section not in raw:
+            raise SpaceError(file, section, "a section (required)", None, show_got=False)
+    data = _fixed_section(raw, "data", DATA, file)
+    budget = {k: v for k, v in _fixed_section(raw, "budget", BUDGET, file).items() if v}
+    retrain = _fixed_section(raw, "retrain", RETRAIN, file)
+    search = _fixed_section(raw, "search", SEARCH, file)
+    search["epochs"] = search["epochs"] or retrain["epochs"]
+    if data["extra"] and data["dataset"] != "svhn":
+        raise SpaceError(file, "data.extra", "false (the extra split exists for svhn only)", True)
+
+    model_raw = _mapping(raw["model"], file, "model")
+    family = model_raw.get("family")
+    if family not in models.names():
+        raise SpaceError(file, "model.family", "one of " + ", ".join(models.names()), family)
+    model, stages = _model_params(model_raw, family, file)
+
+    train_raw = _mapping(raw.get("train", {}), file, "train")
+    augment_raw = _mapping(train_raw.get("augment", {}), file, "train.augment")
+    train = _params({k: v for k, v in train_raw.items() if k != "augment"}, TRAIN, file, "train")
+    augment = _params(augment_raw, AUGMENT, file, "train.augment")
+
+    target = raw.get("target")
+    if target is not None and not (_is_number(target) and 0 < target <= 1):
+        raise SpaceError(file, "target", "a test accuracy in (0, 1], e.g. 0.994", target)
+    name = raw.get("name", Path(file).stem)
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise SpaceError(file, "name", "a study name of letters, digits, '_', '.', '-'", name)
+    return Space(file, name, data, family, model, stages, train, augment, budget, search, retrain, target, text)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _mapping(v, file, key) -> dict:
+    if not isinstance(v, dict):
+        raise SpaceError(file, key, "a mapping", v)
+    return v
+
+
+def _no_unknown(raw: dict, known, file, prefix):
+    for k in raw:
+        if k not in known:
+            raise SpaceError(file, prefix + str(k), "a known key (one of " + ", ".join(known) + ")", k, show_got=False)
+
+
+def _fixed_section(raw, section, specs, file) -> dict:
+    values = _mapping(raw.get(section, {}) or {}, file, section)
+    _no_unknown(values, specs, file, section + ".")
+    out = {}
+    for key, spec in specs.items():
+        if key not in values:
+            if spec.default is None:
+                raise SpaceError(file, f"{section}.{key}", spec.expected + " (required)", None, show_got=False)
+            out[key] = spec.default
+            continue
+        out[key] = _value(values[key], spec, file, f"{section}.{key}", fixed=True)
+    return out
+
+
+def _value(v, spec: Spec, file, key, fixed=False):
+    """Check one scalar against its spec; returns it (ints accepted where floats are expected)."""
+    hint = " (this section takes fixed values only)" if fixed and isinstance(v, (list, dict)) else ""
+    if spec.type is bool:
+        good = isinstance(v, bool)
+    elif spec.type is int:
+        good = isinstance(v, int) and not isinstance(v, bool)
+    elif spec.type is float:
+        good = _is_number(v)
+        v = float(v) if good else v
+    else:
+        good = isinstance(v, str) and (not spec.choices or v in spec.choices)
+    if not good or not spec.ok(v):
+        raise SpaceError(file, key, spec.expected + hint, v)
+    return v
+
+
+def _param(v, spec: Spec, file, key, name) -> Param:
+    if isinstance(v, list):
+        if not v:
+            raise SpaceError(file, key, "a non-empty list of choices", v)
+        choices = tuple(_value(c, spec, file, f"{key}[{i}]") for i, c in enumerate(v))
+        if len(set(choices)) != len(choices):
+            raise SpaceError(file, key, "choices without repeats", v)
+        return Param(name, choices=choices)
+    if isinstance(v, dict):
+        if spec.type not in (int, float):
+            raise SpaceError(file, key, spec.expected + " or a list of them (a range needs a numeric key)", v)
+        _no_unknown(v, ("low", "high", "log", "step"), file, key + ".")
+        for end in ("low", "high"):
+            if end not in v:
+                raise SpaceError(file, f"{key}.{end}", "a number (a range needs low and high)", None, show_got=False)
+        low = _value(v["low"], spec, file, key + ".low")
+        high = _value(v["high"], spec, file, key + ".high")
+        if low > high:
+            raise SpaceError(file, key, "low <= high", f"low={low}, high={high}")
+        log = v.get("log", False)
+        if not isinstance(log, bool):
+            raise SpaceError(file, key + ".log", "true or false", log)
+        if log and low <= 0:
+            raise SpaceError(file, key + ".low", "a number > 0 for a log range", low)
+        step = v.get("step")
+        if step is not None:
+            if not _is_number(step) or step <= 0 or (spec.type is int and not isinstance(step, int)):
+                raise SpaceError(file, key + ".step", f"a {spec.type.__name__} > 0", step)
+            if log:
+                raise SpaceError(file, key + ".step", "no step on a log range", step)
+        return Param(name, low=low, high=high, log=log, step=step, is_int=spec.type is int)
+    return Param(name, value=_value(v, spec, file, key))
+
+
+def _params(raw: dict, specs: dict[str, Spec], file, section) -> dict[str, Param]:
+    _no_unknown(raw, specs, file, section + ".")
+    out = {}
+    for key, spec in specs.items():
+        if key in raw:
+            out[key] = _param(raw[key], spec, file, f"{section}.{key}", f"{section}.{key}")
+        elif spec.default is None:
+            raise SpaceError(file, f"{section}.{key}", spec.expected + " (required)", None, show_got=False)
+        else:
+            out[key] = Param(f"{section}.{key}", value=spec.default)
+    return out
+
+
+def _model_specs(family: str) -> tuple[dict[str, Spec], dict[str, Spec]]:
+    """Specs of a family's config fields from the dataclass: (plain fields, per-stage fields by stage key)."""
+    cls = models.config_class(family)
+    choices = getattr(cls, "CHOICES", {})
+    plain, stage = {}, {}
+    for f in dataclasses.fields(cls):
+        if f.name in SET_BY_DATASET:
+            continue
+        if isinstance(f.default, tuple):
+            stage[f.name[:-1]] = Spec(int, None, *POS_INT)
+        elif isinstance(f.default, bool):
+            plain[f.name] = Spec(bool, f.default, "true or false")
+        elif isinstance(f.default, int):
+            plain[f.name] = Spec(int, f.default, "an integer >= 0", _num(0))
+        elif isinstance(f.default, float):
+            plain[f.name] = (
+                Spec(float, f.default, *FRACTION) if "dropout" in f.name else Spec(float, f.default, "a number > 0", _num(0, lo_open=True))
+            )
+        else:
+            plain[f.name] = _s(choices[f.name], f.default)
+    return plain, stage
+
+
+def _model_params(raw: dict, family: str, file: str):
+    plain_specs, stage_specs = _model_specs(family)
+    for key in raw:
+        if key in SET_BY_DATASET:
+            raise SpaceError(file, f"model.{key}", "no value: it is set by the dataset", raw[key])
+        if key + "s" in stage_specs or key in models.per_stage_fields(family):
+            raise SpaceError(file, f"model.{key}", "per-stage values under model.stages", raw[key])
+    rest = {k: v for k, v in raw.items() if k not in ("family", "stages")}
+    model = _params(rest, plain_specs, file, "model")
+    model = {k: p for k, p in model.items() if k in rest}  # unset keys keep the family's defaults
+    stages = []
+    if "stages" in raw:
+        stage_list = raw["stages"]
+        if not isinstance(stage_list, list) or not stage_list:
+            raise SpaceError(file, "model.stages", "a non-empty list of per-stage mappings", stage_list)
+        for i, st in enumerate(stage_list):
+            key = f"model.stages[{i}]"
+            st = _mapping(st, file, key)
+            _no_unknown(st, stage_specs, file, key + ".")
+            missing = [k for k in stage_specs if k not in st]
+            if missing:
+                raise SpaceError(file, f"{key}.{missing[0]}", "a value for every stage", None, show_got=False)
+            stages.append({k: _param(v, stage_specs[k], file, f"{key}.{k}", f"model.stage{i}.{k}") for k, v in st.items()})
+    return model, stages

@@ -1,0 +1,159 @@
+"""The one training loop. Flat on purpose: every step is visible here.
+
+Batches are `randperm` slices of uint8 tensors already on the device; augmentation and normalization run
+batched there. Per-epoch validation accuracy goes to `on_epoch(epoch, val_acc)`, which may return a reason
+string to stop (the study returns "pruned:median" there). A NaN/inf loss ends training with "diverged";
+a deadline ends it with "time" as soon as the next epoch would overrun it. KeyboardInterrupt propagates.
+No DataLoader, no PIL, no .item() per step: the loss is summed on the device and read every 32 steps.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from search import augment
+from search.data import Split
+
+CHECK_EVERY = 32  # steps between host reads of the running loss (NaN check, deadline check)
+
+
+@dataclass
+class History:
+    train_loss: list[float] = field(default_factory=list)  # mean per epoch
+    val_acc: list[float] = field(default_factory=list)  # per epoch (empty without a val split)
+    epoch_seconds: list[float] = field(default_factory=list)
+    end_reason: str = "completed"  # completed | diverged | time | whatever on_epoch returned
+    images: int = 0  # training images processed (for images/s)
+
+
+def make_optimizer(model: nn.Module, r: dict) -> torch.optim.Optimizer:
+    params, lr, wd = model.parameters(), r["lr"], r["weight_decay"]
+    if r["optimizer"] == "sgd":
+        nesterov = r["nesterov"] and r["momentum"] > 0
+        return torch.optim.SGD(params, lr=lr, momentum=r["momentum"], nesterov=nesterov, weight_decay=wd)
+    if r["optimizer"] == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=wd)
+    if r["optimizer"] == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+    raise ValueError(f"unknown optimizer {r['optimizer']!r}")
+
+
+def make_scheduler(opt, r: dict, epochs: int, steps_per_epoch: int):
+    """(scheduler or None, stepped per batch?). Shapes are relative to the run, so a recipe means the same
+    at search fidelity (few epochs) and at retrain: step drops by gamma every step_fraction of the run,
+    multistep at 50% and 75%, exponential decays to lr * gamma at the end."""
+    kind, total = r["scheduler"], epochs * steps_per_epoch
+    S = torch.optim.lr_scheduler
+    if kind == "onecycle":
+        return S.OneCycleLR(opt, max_lr=r["lr"], total_steps=total, pct_start=max(r["warmup_fraction"], 1e-3)), True
+    if kind == "cosine":
+        return S.CosineAnnealingLR(opt, T_max=total), True
+    if kind == "step":
+        return S.StepLR(opt, step_size=max(1, round(r["step_fraction"] * epochs)), gamma=r["gamma"]), False
+    if kind == "multistep":
+        return S.MultiStepLR(opt, milestones=[max(1, round(epochs * f)) for f in (0.5, 0.75)], gamma=r["gamma"]), False
+    if kind == "exponential":
+        return S.ExponentialLR(opt, gamma=r["gamma"] ** (1 / epochs)), False
+    if kind == "none":
+        return None, False
+    raise ValueError(f"unknown scheduler {kind!r}")
+
+
+def make_step(model: nn.Module, opt, r: dict, mean: torch.Tensor, std: torch.Tensor):
+    """One training step on a uint8 batch: augment, normalize, forward, backward, update -> loss tensor."""
+    cuda = mean.device.type == "cuda"
+    aug, smoothing = r.get("augment", {}), r["label_smoothing"]
+    mean, std = mean[None, :, None, None], std[None, :, None, None]
+
+    def step(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        x = augment.pixels(xb.float().div_(255), aug)
+        x = augment.cutout((x - mean) / std, int(aug.get("cutout", 0)))
+        if cuda:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+            loss = F.cross_entropy(model(x), yb, label_smoothing=smoothing)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss.detach()
+
+    return step
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, split: Split, mean: torch.Tensor, std: torch.Tensor, batch: int = 1024) -> float:
+    """Top-1 accuracy on `split` (model left in eval mode)."""
+    model.eval()
+    cuda = mean.device.type == "cuda"
+    m, s = mean[None, :, None, None], std[None, :, None, None]
+    correct = torch.zeros((), dtype=torch.long, device=split.y.device)
+    for i in range(0, len(split), batch):
+        x = (split.x[i : i + batch].float().div_(255) - m) / s
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+            correct += (model(x).argmax(1) == split.y[i : i + batch]).sum()
+    return correct.item() / max(1, len(split))
+
+
+def train(
+    model: nn.Module,
+    train_split: Split,
+    val_split: Split | None,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    recipe: dict,
+    epochs: int,
+    on_epoch: Callable[[int, float], str | None] | None = None,
+    deadline: float | None = None,
+) -> History:
+    """Train `model` in place. Seed torch before building the model; batches use the global RNG too."""
+    device = mean.device
+    if device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    n, bs = len(train_split), recipe["batch_size"]
+    bs = min(bs, n)
+    steps = max(1, n // bs)  # drop the ragged last batch: a batch of 1 breaks BatchNorm
+    opt = make_optimizer(model, recipe)
+    sched, per_step = make_scheduler(opt, recipe, epochs, steps)
+    step = make_step(model, opt, recipe, mean, std)
+    hist = History()
+    for epoch in range(epochs):
+        t0 = time.perf_counter()
+        if deadline is not None and hist.epoch_seconds and time.monotonic() + hist.epoch_seconds[-1] > deadline:
+            hist.end_reason = "time"
+            break
+        model.train()
+        perm = torch.randperm(n, device=device)
+        loss_sum = torch.zeros((), device=device)
+        for i in range(steps):
+            idx = perm[i * bs : (i + 1) * bs]
+            loss_sum += step(train_split.x[idx], train_split.y[idx])
+            if sched is not None and per_step:
+                sched.step()
+            if (i + 1) % CHECK_EVERY == 0 or i + 1 == steps:
+                if not math.isfinite(loss_sum.item()):
+                    hist.end_reason = "diverged"
+                    break
+                if deadline is not None and time.monotonic() > deadline:
+                    hist.end_reason = "time"
+                    break
+        hist.images += bs * (i + 1)
+        if hist.end_reason != "completed":
+            break
+        if sched is not None and not per_step:
+            sched.step()
+        hist.train_loss.append(loss_sum.item() / steps)
+        if val_split is not None:
+            hist.val_acc.append(evaluate(model, val_split, mean, std))
+        hist.epoch_seconds.append(time.perf_counter() - t0)
+        if on_epoch is not None and val_split is not None:
+            reason = on_epoch(epoch, hist.val_acc[-1])
+            if reason:
+                hist.end_reason = reason
+                break
+    return hist
