@@ -42,6 +42,7 @@ def run_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=_workers, default=1, help="worker processes on this machine, or auto")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     p.add_argument("--no-retrain", action="store_true", help="search only: skip retraining and export")
+    p.add_argument("--heartbeat", type=_positive, default=10, help="seconds between trial heartbeats (stale after 3x)")
     p.add_argument("--samples", type=_positive, default=300, help="--check: candidates to sample")
     return p
 

@@ -1,0 +1,172 @@
+"""Export a trained model: checkpoint (rebuilds with `models.build`), ONNX (checked with onnxruntime on
+real test images), torch.export `.pt2`, and a model card (markdown + json).
+
+ONNX and .pt2 take pixels in [0, 1], shape (N, C, H, W), any batch size: normalization is inside them.
+The checkpoint holds the bare model's state_dict plus mean/std, so it can be fine-tuned as it is.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import warnings
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import models
+from search.budget import count_macs, count_params
+from search.data import DATASETS, Split
+
+FORMATS = ("checkpoint", "onnx", "pt2")
+
+
+class Normalized(nn.Module):
+    """The deployable form: pixels in [0, 1] -> normalize with the training statistics -> model."""
+
+    def __init__(self, model: nn.Module, mean, std):
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x):
+        return self.model((x - self.mean) / self.std)
+
+
+def checkpoint(model: nn.Module, mean, std, cand: dict, metrics: dict, space_text: str) -> dict:
+    return {
+        "family": model.family,
+        "config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(model.config).items()},
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "mean": [float(v) for v in mean],
+        "std": [float(v) for v in std],
+        "candidate": json.dumps(cand),
+        "metrics": json.dumps(metrics),
+        "space": space_text,
+    }
+
+
+def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict]:
+    """-> (model in eval mode, checkpoint dict). Safe: weights_only=True."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    model = models.build(ckpt["family"], **ckpt["config"])
+    model.load_state_dict(ckpt["state_dict"])
+    return model.eval(), ckpt
+
+
+def _quiet():
+    """torch.onnx's dynamo exporter prints progress lines; keep them off the user's terminal."""
+    stack = contextlib.ExitStack()
+    stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
+    stack.enter_context(warnings.catch_warnings())
+    warnings.simplefilter("ignore")
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    return stack
+
+
+def export(model: nn.Module, ckpt: dict, test: Split, out: Path, formats=FORMATS) -> dict:
+    """Write the requested formats and the model card into `out`; returns the card (with parity figures)."""
+    out.mkdir(parents=True, exist_ok=True)
+    model = model.cpu().eval()
+    meta = input_meta(ckpt)
+    wrapped = Normalized(model, ckpt["mean"], ckpt["std"]).eval()
+    x = test.x[:256].cpu().float() / 255
+    files = {}
+    if "checkpoint" in formats:
+        torch.save(ckpt, out / "checkpoint.pt")
+        files["checkpoint"] = "checkpoint.pt"
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    card = {
+        "family": ckpt["family"], "config": ckpt["config"], "params": count_params(model),
+        "macs": count_macs(model, meta), "metrics": json.loads(ckpt["metrics"]),
+        "recipe": json.loads(ckpt["candidate"])["train"], "input": f"float32 pixels in [0, 1], shape (N, {meta.channels}, {meta.size}, {meta.size})",
+        "mean": ckpt["mean"], "std": ckpt["std"], "files": files,
+    }
+    if "onnx" in formats:
+        with _quiet():
+            torch.onnx.export(wrapped, (x[:2],), str(out / "model.onnx"), input_names=["pixels"],
+                              output_names=["logits"], dynamic_shapes={"x": {0: batch}}, dynamo=True,
+                              external_data=False)
+        files["onnx"] = "model.onnx"
+        card["onnx_check"] = onnx_parity(out / "model.onnx", wrapped, x)
+    if "pt2" in formats:
+        with _quiet():
+            program = torch.export.export(wrapped, (x[:2],), dynamic_shapes={"x": {0: batch}})
+            torch.export.save(program, str(out / "model.pt2"))
+        files["pt2"] = "model.pt2"
+    (out / "model_card.json").write_text(json.dumps(card, indent=2))
+    (out / "MODEL_CARD.md").write_text(model_card_md(card))
+    return card
+
+
+def input_meta(ckpt: dict):
+    """Input metadata of a checkpoint from its config (channels, size, classes)."""
+    c = ckpt["config"]
+    for meta in DATASETS.values():
+        if (meta.channels, meta.size, meta.classes) == (c["in_channels"], c["image_size"], c["num_classes"]):
+            return meta
+    return type(next(iter(DATASETS.values())))(c["in_channels"], c["image_size"], c["num_classes"], 0, "")
+
+
+def onnx_parity(path: Path, wrapped: nn.Module, x: torch.Tensor) -> dict:
+    """Run the ONNX file with onnxruntime on real images; compare with PyTorch."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = torch.from_numpy(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0])
+    with torch.no_grad():
+        want = wrapped(x)
+    return {
+        "images": len(x),
+        "max_abs_diff": float((got - want).abs().max()),
+        "same_predictions": int((got.argmax(1) == want.argmax(1)).sum()),
+    }
+
+
+def model_card_md(card: dict) -> str:
+    m = card["metrics"]
+    acc = ""
+    if "test_acc_mean" in m:
+        accs = ", ".join(f"{r['test_acc']:.4f}" for r in m["runs"])
+        acc = f"- test accuracy: **{m['test_acc_mean']:.4f} ± {m['test_acc_std']:.4f}** over {len(m['runs'])} seeds ({accs}); {m['epochs']} epochs on {m['train_on']}\n"
+    if "search_val_acc" in m:
+        acc += f"- search: trial {m.get('trial')} reached validation accuracy {m['search_val_acc']:.4f} at search fidelity\n"
+    onnx = card.get("onnx_check")
+    parity = ""
+    if onnx:
+        parity = f"- ONNX check (onnxruntime, {onnx['images']} real test images): max |diff| {onnx['max_abs_diff']:.2e}, identical predictions {onnx['same_predictions']}/{onnx['images']}\n"
+    return f"""# Model card: {card['family']}
+
+- parameters (trainable): {card['params']:,}
+- MACs per image (fvcore, one multiply-add = 1): {card['macs']:,}
+{acc}{parity}- input: {card['input']} (normalization is built into model.onnx and model.pt2; mean {card['mean']}, std {card['std']})
+
+## Config
+```json
+{json.dumps(card['config'], indent=2)}
+```
+
+## Training recipe
+```json
+{json.dumps(card['recipe'], indent=2)}
+```
+
+## How to load
+```python
+# checkpoint: rebuild the model from its config (needs this repository's `models` package)
+from search.export import load_checkpoint
+model, ckpt = load_checkpoint("checkpoint.pt")   # torch.load(..., weights_only=True) inside
+logits = model((pixels - torch.tensor(ckpt["mean"]).view(1, -1, 1, 1)) / torch.tensor(ckpt["std"]).view(1, -1, 1, 1))
+
+# torch.export program: no repository needed
+program = torch.export.load("model.pt2"); logits = program.module()(pixels)
+
+# ONNX
+import onnxruntime as ort
+session = ort.InferenceSession("model.onnx"); logits = session.run(None, {{"pixels": pixels.numpy()}})[0]
+```
+"""
