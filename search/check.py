@@ -32,7 +32,7 @@ def describe(cand: dict) -> str:
     return " ".join(parts)
 
 
-def sample_costs(space: Space, n: int, seed: int):
+def sample_costs(space: Space, n: int, seed: int, stop_at_fit: bool = False):
     """[(candidate, model, Cost, violations)] for n random candidates that build; and the invalid count."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
@@ -47,7 +47,29 @@ def sample_costs(space: Space, n: int, seed: int):
             continue
         cost = B.Cost(B.count_params(model), B.count_macs(model, meta))
         rows.append((cand, model, cost, B.violations(cost, space.budget)))
+        if stop_at_fit and all(v <= 0 for v in rows[-1][3].values()):
+            break
     return rows, invalid
+
+
+def no_fit_error(space: Space, rows) -> UserError:
+    """The one line for a space whose sampled candidates all break the budget: how close the nearest came."""
+    nearest = min(rows, key=lambda r: max(r[3].values()))
+    worst = max(nearest[3], key=nearest[3].get)
+    value, limit = getattr(nearest[2], worst), space.budget[worst]
+    return UserError(
+        f"{space.file}: budget: no sampled candidate fits; the nearest has {worst}={value:,} "
+        f"({nearest[3][worst]:.0%} over the {limit:,} budget): widen the space toward smaller models or raise the budget"
+    )
+
+
+def preflight(space: Space, n: int = 200) -> None:
+    """Before a run writes anything: stop at the first random candidate that fits, or fail with no_fit_error."""
+    rows, _ = sample_costs(space, n, space.search["seed"], stop_at_fit=True)
+    if not rows:
+        raise UserError(f"{space.file}: model: none of {n} sampled candidates builds")
+    if not any(all(v <= 0 for v in r[3].values()) for r in rows):
+        raise no_fit_error(space, rows)
 
 
 def _q(values: list[float], q: float) -> float:
@@ -99,13 +121,7 @@ def run(space: Space, n: int = 300, console: Console | None = None) -> int:
     console.print(f"smallest: {small[2].params:,} params, {small[2].macs:,} MACs  {describe(small[0])}")
     console.print(f"largest:  {large[2].params:,} params, {large[2].macs:,} MACs  {describe(large[0])}")
     if not fits:
-        nearest = min(rows, key=lambda r: max(r[3].values()))
-        worst = max(nearest[3], key=nearest[3].get)
-        value, limit = getattr(nearest[2], worst), space.budget[worst]
-        raise UserError(
-            f"{space.file}: budget: no sampled candidate fits; the nearest has {worst}={value:,} "
-            f"({nearest[3][worst]:.0%} over the {limit:,} budget): widen the space toward smaller models or raise the budget"
-        )
+        raise no_fit_error(space, rows)
     cand, model, cost, _ = median
     sps = B.seconds_per_step(model, cand["train"], meta, "cpu")
     bs = cand["train"]["batch_size"]

@@ -195,7 +195,7 @@ def load(path: str | Path) -> Space:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else "(file)"
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise SpaceError(file, where, "valid YAML", problem, show_got=False) from None
+        raise SpaceError(file, where, f"valid YAML ({problem})", None, show_got=False) from None
     return parse(raw, file, text)
 
 

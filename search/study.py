@@ -22,13 +22,13 @@ from optuna.trial import TrialState
 
 import models
 from search import budget as B
+from search import check
 from search import data as D
 from search.errors import UserError
 from search.report import Progress, best_trial, counts, dashboard_command, summary
 from search.space import Space
 from search.train import train
 
-warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 HEARTBEAT = 10  # seconds between heartbeats of a running trial; stale after 3x that
@@ -68,15 +68,18 @@ def make_storage(url: str, heartbeat: int = HEARTBEAT):
     if scheme == "postgresql":
         engine["connect_args"] = {"connect_timeout": 10}
     try:
-        return optuna.storages.RDBStorage(
-            url,
-            engine_kwargs=engine,
-            heartbeat_interval=heartbeat,
-            grace_period=3 * heartbeat,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
-        )
+        with warnings.catch_warnings():  # heartbeats are marked experimental; they are what we need
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                url,
+                engine_kwargs=engine,
+                heartbeat_interval=heartbeat,
+                grace_period=3 * heartbeat,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
+            )
     except ImportError as e:
-        raise UserError(f"--storage: the driver for {scheme} is not installed ({e.name}); pip install 'nas-run[postgres]'") from None
+        missing = getattr(e.__cause__, "name", None) or e.name
+        raise UserError(f"--storage: the {scheme} driver ({missing}) is not installed: pip install 'nas-run[postgres]'") from None
     except Exception as e:  # sqlalchemy's OperationalError & co: the server is not there
         if "Could not parse" in str(e) or isinstance(e, ValueError):
             raise UserError(f"--storage: malformed URL {url!r}") from None
@@ -254,11 +257,14 @@ class Worker:
 def pick_device(name: str, worker: int = 0) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        name = f"cuda:{worker % torch.cuda.device_count()}"
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"--device: {name} requested but CUDA is not available; expected cpu or auto")
-    return torch.device(name)
+    if name == "cuda":
+        name = f"cuda:{worker % torch.cuda.device_count()}"
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device: expected cpu, cuda, cuda:N or auto, got {name!r}") from None
 
 
 def run_worker(space: Space, storage_url: str, target: int, device: str, threads: int, worker: int = 0,
@@ -326,6 +332,15 @@ def _run_processes(space, url, target, args, threads, k) -> tuple[bool, int | No
     return any(p.exitcode == 3 for p in procs), None
 
 
+def _writable(folder: Path) -> None:
+    """Fail before the run if `folder` cannot be written (creates nothing: probes the nearest existing parent)."""
+    probe = folder
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK):
+        raise UserError(f"--studies: cannot write to {folder} ({probe} is not a writable directory)")
+
+
 def main(space: Space, args, console) -> int:
     """`nas-run SPACE`: search, summary, retrain the winner, export. Returns the exit status."""
     import signal
@@ -333,11 +348,14 @@ def main(space: Space, args, console) -> int:
     target = args.trials or space.search["trials"]
     url = args.storage or default_storage(space, args.studies)
     studies = Path(args.studies)
-    if studies.exists() and not os.access(studies, os.W_OK):
-        raise UserError(f"--studies: directory {studies} is not writable")
+    _writable(studies)
     k, threads = plan_workers(args.workers, args.device)
     dev = pick_device(args.device)
-    data = D.load(space.data, dev, space.search["seed"])  # missing files fail here, before anything is written
+    check.preflight(space)  # a budget nothing meets fails here, before anything is written
+    try:  # missing files fail here, before anything is written
+        data = D.load(space.data, dev, space.search["seed"])
+    except UserError as e:
+        raise UserError(f"{space.file}: data.root: {e}") from None
     storage = make_storage(url, args.heartbeat)
     study = open_study(space, storage)
 

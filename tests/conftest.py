@@ -1,0 +1,63 @@
+"""Shared fixtures. Tests run on real images (tests/data) and real SQLite / PostgreSQL storages.
+
+Under CI=true a missing tool (chromium, a PostgreSQL server) fails the test that needs it; elsewhere it
+is skipped with the reason, so a developer without them still runs the rest.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+FM_SLICE = ROOT / "tests" / "data" / "fashion_mnist"
+CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def need(condition: bool, what: str):
+    """Fail under CI, skip elsewhere, when something a test needs is missing."""
+    if not condition:
+        if CI:
+            pytest.fail(f"CI=true but {what} is missing: .ci/run must provide it")
+        pytest.skip(f"{what} is missing")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _cache_dir(tmp_path_factory):
+    os.environ["NAS_RUN_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+
+
+def tiny_space(**over) -> dict:
+    """A small real-data space on the Fashion-MNIST slice; `over` replaces whole sections or keys."""
+    space = {
+        "name": "tiny",
+        "data": {"dataset": "fashion_mnist", "root": str(FM_SLICE), "val_fraction": 0.2},
+        "model": {
+            "family": "convnet",
+            "stages": [{"width": [4, 8, 24], "depth": 1}, {"width": [8, 16, 32], "depth": [1, 2]}],
+            "head": ["gap", "flatten_fc"],
+        },
+        "train": {"batch_size": 64, "optimizer": "adamw", "lr": {"low": 0.003, "high": 0.03, "log": True}},
+        "budget": {"params": 6000},
+        "search": {"epochs": 1, "startup_trials": 2, "seed": 0},
+        "retrain": {"epochs": 1, "seeds": 2},
+    }
+    for key, value in over.items():
+        space[key] = value
+    return space
+
+
+def write_space(path: Path, space: dict) -> Path:
+    path.write_text(yaml.safe_dump(space, sort_keys=False))
+    return path
+
+
+def nas_run(*args, timeout=600, **kw) -> subprocess.CompletedProcess:
+    """The installed console script, as a user runs it."""
+    exe = shutil.which("nas-run") or sys.exit("nas-run is not installed: pip install -e '.[test]'")
+    return subprocess.run([exe, *map(str, args)], capture_output=True, text=True, timeout=timeout, **kw)
