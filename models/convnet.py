@@ -30,6 +30,7 @@ class ConvNetConfig:
     separable: bool = False  # depthwise-separable convs everywhere but the stem
     transition: str = "pool"  # pool | pool_1x1 | stride
     squeeze: float = 1.0  # pool_1x1 only: the 1x1 conv outputs round(squeeze * widths[i+1]) channels
+    final_pool: bool = False  # a 2x2 max-pool after the last stage too (the CIFAR seed nets pool after every stage)
     head: str = "gap"  # gap: GAP -> linear; gap_fc: GAP -> fc_width -> linear; flatten_fc: flatten -> ...
     fc_width: int = 0  # hidden units of the fc heads (0: straight to the classifier)
     dropout: float = 0.0  # after every conv block
@@ -57,7 +58,7 @@ class ConvNetConfig:
         size = self.image_size
         for _ in range(len(self.widths) - 1):
             size = size // 2 if self.transition != "stride" else (size + 1) // 2
-        return size
+        return size // 2 if self.final_pool else size
 
 
 def conv_block(cin: int, cout: int, k: int, c: ConvNetConfig, stride: int = 1, separable: bool = False):
@@ -96,6 +97,8 @@ class ConvNet(nn.Module):
                 stem = i == 0 and j == 0
                 layers += conv_block(cin, width, k, c, stride if j == 0 else 1, c.separable and not stem)
                 cin = width
+        if c.final_pool:
+            layers.append(nn.MaxPool2d(2))
         self.features = nn.Sequential(*layers)
         head: list[nn.Module] = []
         if c.head == "flatten_fc":

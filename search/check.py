@@ -115,7 +115,7 @@ def run(space: Space, n: int = 300, console: Console | None = None) -> int:
                 "train_seconds", f"{limit:,.0f}", f"{sum(s <= limit for s in secs) / len(secs):.0%} of {len(secs)} timed",
                 f"{min(secs):,.0f}", "", f"{_q(secs, 0.5):,.0f}", "", f"{max(secs):,.0f}",
             )
-    table.add_row("all", "", f"{len(fits) / len(rows):.0%}", "", "", "", "", "", style="bold")
+    table.add_row("params+macs", "", f"{len(fits) / len(rows):.0%}", "", "", "", "", "", style="bold")
     console.print(table)
     small, large = min(rows, key=lambda r: r[2].params), max(rows, key=lambda r: r[2].params)
     console.print(f"smallest: {small[2].params:,} params, {small[2].macs:,} MACs  {describe(small[0])}")

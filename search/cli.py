@@ -49,7 +49,7 @@ def run_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = run_parser().parse_args(argv)
-    console = Console(stderr=False)
+    console = Console() if sys.stdout.isatty() else Console(width=140)  # logs: no wrapping at 80 columns
     try:
         from search import space as S
 
@@ -78,7 +78,7 @@ def export_main(argv: list[str] | None = None) -> int:
     try:
         from search import export
 
-        return export.main(args, Console())
+        return export.main(args, Console() if sys.stdout.isatty() else Console(width=140))
     except UserError as e:
         sys.stderr.write(f"nas-export: {e}\n")
         return e.status

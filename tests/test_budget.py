@@ -1,0 +1,52 @@
+"""Budget accounting and rejection before training."""
+from __future__ import annotations
+
+import optuna
+import pytest
+
+import models
+from conftest import tiny_space
+from search import budget as B
+from search import data as D
+from search import space as S
+from search import study as ST
+from search.data import DATASETS
+
+
+def test_violations_are_normalized_overshoots():
+    cost = B.Cost(params=12_000, macs=500_000, train_seconds=30.0)
+    assert B.violations(cost, {"params": 8000, "macs": 1_000_000, "train_seconds": 60}) == {
+        "params": 0.5, "macs": -0.5, "train_seconds": -0.5}
+    assert B.violations(B.Cost(10, 10), {"train_seconds": 5}) == {}  # unmeasured: no value
+
+
+def test_time_is_measured_only_when_params_and_macs_fit():
+    model = models.build("convnet", widths=[16, 32], depths=[2, 2])
+    recipe = {"batch_size": 32, "optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True,
+              "weight_decay": 0.0, "label_smoothing": 0.0, "augment": {"rotate": 10.0}}
+    meta = DATASETS["fashion_mnist"]
+    cost, over = B.check(model, recipe, {"params": 100, "train_seconds": 10}, meta, n_train=1000, n_eval=0, epochs=1)
+    assert cost.train_seconds is None and over["params"] > 0 and "train_seconds" not in over
+    cost, over = B.check(model, recipe, {"params": 10**6, "train_seconds": 1e6}, meta, n_train=1000, n_eval=0, epochs=2)
+    assert cost.train_seconds > 0 and over["train_seconds"] < 0
+    sps = B.seconds_per_step(model, recipe, meta, "cpu")
+    assert B.estimate_train_seconds(sps, 32, 3200, 0, 2) == pytest.approx(2 * B.estimate_train_seconds(sps, 32, 3200, 0, 1))
+
+
+def test_a_rejected_candidate_runs_no_training_step(monkeypatch):
+    """Over budget: constraint set, reason recorded, PRUNED, and neither the trainer nor an optimizer step runs."""
+    space = S.parse(tiny_space(budget={"params": 10}, search={"epochs": 1, "seed": 0, "max_rejections": 5}))
+    steps = []
+    monkeypatch.setattr(ST, "train", lambda *a, **k: steps.append("train"))
+    monkeypatch.setattr(B, "make_step", lambda *a, **k: steps.append("timed step"))
+    data = D.load(space.data, "cpu", 0)
+    worker = ST.Worker(space, data, data.mean.device, target=1)
+    study = optuna.create_study(direction="maximize")
+    study.optimize(worker.objective, n_trials=5)
+    assert steps == []
+    for t in study.trials:
+        assert t.state == optuna.trial.TrialState.PRUNED
+        assert t.user_attrs["end_reason"] == "rejected:params"
+        assert t.constraints["params"] == pytest.approx(t.user_attrs["params"] / 10 - 1)
+        assert not t.intermediate_values
+    assert worker.gave_up  # 5 in a row = search.max_rejections

@@ -1,0 +1,133 @@
+"""Every registered family x several sampled configs: output shape, finite output, parameter count equal
+to an independent count from the architecture's formulas, MACs positive and monotone in width."""
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+import models
+from search.budget import count_macs, count_params
+from search.data import DATASETS
+
+
+def conv(cin, cout, k, bias=False, bn=True, separable=False):
+    p = cin * k * k + cin * cout if separable else cin * cout * k * k
+    return p + (cout if bias else 0) + (2 * cout if bn else 0)
+
+
+def expected_convnet(c) -> int:
+    total, cin = 0, c["in_channels"]
+    for i, (w, d) in enumerate(zip(c["widths"], c["depths"])):
+        if i > 0 and c["transition"] == "pool_1x1":
+            sq = max(1, round(c["squeeze"] * w))
+            total += conv(cin, sq, 1, c["bias"], c["bn"])
+            cin = sq
+        for j in range(d):
+            total += conv(cin, w, c["kernel_size"], c["bias"], c["bn"], c["separable"] and not (i == 0 and j == 0))
+            cin = w
+    b = 1 if c["bias"] else 0
+    size = c["image_size"]
+    for _ in range(len(c["widths"]) - 1):
+        size = (size + 1) // 2 if c["transition"] == "stride" else size // 2
+    if c["final_pool"]:
+        size //= 2
+    if c["head"] == "flatten_fc":
+        cin *= size * size
+    if c["head"] != "gap" and c["fc_width"]:
+        total += cin * c["fc_width"] + b * c["fc_width"]
+        cin = c["fc_width"]
+    return total + cin * c["num_classes"] + b * c["num_classes"]
+
+
+def expected_resnet(c) -> int:
+    total, cin = conv(c["in_channels"], c["stem_width"], 3), c["stem_width"]
+    for i, (w, d) in enumerate(zip(c["widths"], c["depths"])):
+        for j in range(d):
+            stride = 2 if i > 0 and j == 0 else 1
+            total += conv(cin, w, 3) + conv(w, w, 3) + (conv(cin, w, 1) if stride != 1 or cin != w else 0)
+            cin = w
+    return total + cin * c["num_classes"] + c["num_classes"]
+
+
+def expected_mobilenet(c) -> int:
+    total, cin = conv(c["in_channels"], c["stem_width"], 3), c["stem_width"]
+    e, k = c["expansion"], c["kernel_size"]
+    for w, d in zip(c["widths"], c["depths"]):
+        for _ in range(d):
+            h = cin * e
+            total += (conv(cin, h, 1) if e != 1 else 0) + h * k * k + 2 * h + conv(h, w, 1)
+            cin = w
+    return total + cin * c["num_classes"] + c["num_classes"]
+
+
+EXPECTED = {"convnet": expected_convnet, "resnet": expected_resnet, "mobilenet": expected_mobilenet}
+
+
+def sample_config(family: str, rng: random.Random) -> dict:
+    ds = rng.choice(list(DATASETS.values()))
+    n = rng.randint(1, 3)
+    c = {"in_channels": ds.channels, "num_classes": ds.classes, "image_size": ds.size,
+         "widths": [rng.randint(2, 24) for _ in range(n)], "depths": [rng.randint(1, 3) for _ in range(n)]}
+    if family == "convnet":
+        c.update(kernel_size=rng.choice([1, 3, 5]), separable=rng.random() < 0.5,
+                 transition=rng.choice(["pool", "pool_1x1", "stride"]), final_pool=rng.random() < 0.5, squeeze=rng.choice([0.5, 1.0]),
+                 head=rng.choice(["gap", "gap_fc", "flatten_fc"]), fc_width=rng.choice([0, 16]),
+                 dropout=rng.choice([0.0, 0.1]), fc_dropout=rng.choice([0.0, 0.2]), bn=rng.random() < 0.7,
+                 bias=rng.random() < 0.5)
+    elif family == "resnet":
+        c.update(stem_width=rng.randint(4, 16), dropout=rng.choice([0.0, 0.1]))
+    else:
+        c.update(stem_width=rng.randint(4, 16), expansion=rng.randint(1, 4), kernel_size=rng.choice([3, 5]))
+    return c
+
+
+CASES = [(f, seed) for f in models.names() for seed in range(4)]
+
+
+def test_every_family_has_an_independent_count():
+    assert set(models.names()) == set(EXPECTED)
+
+
+@pytest.mark.parametrize("family,seed", CASES, ids=[f"{f}-{s}" for f, s in CASES])
+def test_family(family, seed):
+    cfg = sample_config(family, random.Random(seed))
+    model = models.build(family, **cfg)
+    x = torch.rand(3, cfg["in_channels"], cfg["image_size"], cfg["image_size"])
+    out = model(x)
+    assert out.shape == (3, cfg["num_classes"])
+    assert torch.isfinite(out).all()
+    assert count_params(model) == EXPECTED[family](cfg)
+    meta = DATASETS[next(k for k, m in DATASETS.items() if (m.channels, m.size, m.classes) ==
+                         (cfg["in_channels"], cfg["image_size"], cfg["num_classes"]))]
+    macs = count_macs(model, meta)
+    wider = models.build(family, **{**cfg, "widths": [2 * w for w in cfg["widths"]]})
+    assert 0 < macs < count_macs(wider, meta)
+    rebuilt = models.build(family, **{k: list(v) if isinstance(v, tuple) else v for k, v in vars(model.config).items()})
+    assert count_params(rebuilt) == count_params(model)
+
+
+def test_macs_of_a_known_layer():
+    """fvcore counts one multiply-add as one: a 3x3 conv 1->8 at 28x28 'same' is 28*28*8*9 MACs."""
+    net = torch.nn.Conv2d(1, 8, 3, padding=1, bias=False)
+    net.family, net.config = "conv", None
+    assert count_macs(net, DATASETS["mnist"]) == 28 * 28 * 8 * 9
+
+
+def test_seed_designs_are_expressible():
+    """The seed tasks' hand-tuned nets in the convnet family."""
+    mnist = models.build("convnet", widths=[16, 16, 16], depths=[2, 2, 1], transition="pool_1x1",
+                         squeeze=0.5, head="gap_fc", fc_width=16, dropout=0.05)
+    assert count_params(mnist) < 8000
+    cifar100 = models.build("convnet", in_channels=3, num_classes=100, image_size=32, widths=[32, 64, 128],
+                            depths=[1, 1, 1], final_pool=True, head="flatten_fc", fc_width=420, fc_dropout=0.2, bias=True)
+    assert count_params(cifar100) == 996_376  # exactly the report's count
+    svhn = models.build("convnet", in_channels=3, image_size=32, widths=[32, 64, 128], depths=[2, 2, 2],
+                        kernel_size=5, separable=True, dropout=0.05)
+    assert count_params(svhn) < 150_000
+
+
+def test_unknown_family_lists_the_known_ones():
+    with pytest.raises(ValueError, match="known: convnet, mobilenet, resnet"):
+        models.build("vit")

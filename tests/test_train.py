@@ -1,0 +1,77 @@
+"""The training loop on real images: learns, every scheduler runs, divergence and deadlines end it."""
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+import models
+from conftest import FM_SLICE
+from search import data as D
+from search.space import TRAIN
+from search.space import SCHEDULERS
+from search.train import evaluate, train
+
+
+@pytest.fixture(scope="module")
+def data():
+    return D.load({"dataset": "fashion_mnist", "root": str(FM_SLICE), "val_fraction": 0.2}, "cpu", 0)
+
+
+def recipe(**over) -> dict:
+    r = {k: spec.default for k, spec in TRAIN.items()}
+    r.update(lr=0.05, batch_size=64, augment={})
+    r.update(over)
+    return r
+
+
+def small_net():
+    torch.manual_seed(0)
+    return models.build("convnet", widths=[8, 16], depths=[1, 1], head="flatten_fc")
+
+
+def test_a_small_convnet_learns_well_above_chance(data):
+    model = small_net()
+    seen = []
+    hist = train(model, data.train, data.val, data.mean, data.std, recipe(batch_size=32), 2,
+                 on_epoch=lambda e, acc: seen.append((e, acc)))
+    assert hist.end_reason == "completed" and len(hist.val_acc) == 2 == len(hist.epoch_seconds)
+    assert seen == list(enumerate(hist.val_acc))
+    assert hist.val_acc[-1] > 0.7  # chance is 0.10
+    assert evaluate(model, data.test, data.mean, data.std) > 0.7
+    assert hist.images == 2 * (2400 // 32) * 32
+
+
+@pytest.mark.parametrize("scheduler", SCHEDULERS)
+def test_every_scheduler_runs(data, scheduler):
+    small = data.train.subset(torch.arange(640))
+    hist = train(small_net(), small, data.val, data.mean, data.std, recipe(scheduler=scheduler), 2)
+    assert hist.end_reason == "completed" and all(0 <= a <= 1 for a in hist.val_acc)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw"])
+def test_every_optimizer_runs_with_augmentation(data, optimizer):
+    small = data.train.subset(torch.arange(640))
+    aug = {"crop": 2, "flip": True, "rotate": 10.0, "scale": 0.1, "brightness": 0.1, "contrast": 0.1, "cutout": 6}
+    hist = train(small_net(), small, data.val, data.mean, data.std,
+                 recipe(optimizer=optimizer, lr=0.003, label_smoothing=0.1, augment=aug), 1)
+    assert hist.end_reason == "completed"
+
+
+def test_a_diverging_lr_ends_with_diverged(data):
+    model = models.build("convnet", widths=[8, 16], depths=[1, 1], bn=False)
+    hist = train(model, data.train, data.val, data.mean, data.std,
+                 recipe(optimizer="sgd", lr=1e6, scheduler="none", momentum=0.9), 3)
+    assert hist.end_reason == "diverged" and not hist.val_acc
+
+
+def test_on_epoch_can_stop_training(data):
+    hist = train(small_net(), data.train.subset(torch.arange(640)), data.val, data.mean, data.std, recipe(), 5,
+                 on_epoch=lambda e, acc: "pruned:median" if e == 1 else None)
+    assert hist.end_reason == "pruned:median" and len(hist.val_acc) == 2
+
+
+def test_a_deadline_stops_training_with_time(data):
+    hist = train(small_net(), data.train, data.val, data.mean, data.std, recipe(), 50, deadline=time.monotonic() + 0.5)
+    assert hist.end_reason == "time" and len(hist.val_acc) < 50
