@@ -28,7 +28,7 @@ warnings.filterwarnings("ignore", message=r".*torch\.jit\.(script|trace).*deprec
 @dataclass
 class Cost:
     params: int
-    macs: int
+    macs: int | None  # None: not measured (params already over budget)
     train_seconds: float | None = None  # None: not measured (params or MACs already over budget)
 
 
@@ -90,9 +90,14 @@ def violations(cost: Cost, budget: dict) -> dict[str, float]:
 
 
 def check(model, recipe, budget: dict, meta: Meta, *, n_train: int, n_eval: int, epochs: int, device="cpu"):
-    """-> (Cost, violations). The time estimate runs only when params and MACs fit and a time budget is set."""
-    cost = Cost(count_params(model), count_macs(model, meta))
+    """-> (Cost, violations), cheapest first: params (exact, instant); MACs (an fvcore trace) when a MACs budget
+    is set or params fit; the time estimate (real training steps) only when both fit and a time budget is set.
+    Cost.macs is None when params alone already rejected the candidate."""
+    cost = Cost(count_params(model), None)
     over = violations(cost, budget)
+    if "macs" in budget or all(v <= 0 for v in over.values()):
+        cost.macs = count_macs(model, meta)
+        over = violations(cost, budget)
     if "train_seconds" in budget and all(v <= 0 for v in over.values()):
         sps = seconds_per_step(model, recipe, meta, device)
         cost.train_seconds = estimate_train_seconds(sps, recipe["batch_size"], n_train, n_eval, epochs)

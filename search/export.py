@@ -170,3 +170,57 @@ import onnxruntime as ort
 session = ort.InferenceSession("model.onnx"); logits = session.run(None, {{"pixels": pixels.numpy()}})[0]
 ```
 """
+
+
+def main(args, console) -> int:
+    """`nas-export STUDY [--trial N] --format ...`: re-export the retrained winner from its checkpoint, or
+    retrain another trial at full fidelity (retrain.seeds seeds) and export it to STUDIES/NAME/trial-N/."""
+    import optuna
+    import yaml
+
+    from search import data as D
+    from search import space as S
+    from search import study as ST
+    from search.errors import UserError
+    from search.retrain import retrain
+
+    studies = Path(args.studies)
+    url = args.storage or f"sqlite:///{studies / args.study}.db"
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).exists():
+        raise UserError(f"{args.study}: no study storage at {url[len('sqlite:///'):]} (expected the study name nas-run printed; see --studies)")
+    try:
+        study = optuna.load_study(study_name=args.study, storage=ST.make_storage(url))
+    except KeyError:
+        raise UserError(f"{args.study}: no such study in {url}") from None
+    text = study.user_attrs["space"]
+    space = S.parse(yaml.load(text, Loader=S._Loader), study.user_attrs.get("space_file", args.study), text)
+    formats = FORMATS if args.format == "all" else (args.format,)
+    prev = study.user_attrs.get("retrain")
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    number = args.trial if args.trial is not None else (prev["trial"] if prev else None)
+    if number is None:
+        best = ST.best_trial(list(trials.values()))
+        if best is None:
+            raise UserError(f"{args.study}: no completed trial to export yet")
+        number = best.number
+    trial = trials.get(number)
+    if trial is None or not trial.user_attrs.get("trained"):
+        raise UserError(f"--trial: expected the number of a trained trial of {args.study}, got {number}")
+    data = D.load(space.data, "cpu", space.search["seed"])
+    checkpoint_path = studies / space.name / "best" / "checkpoint.pt"
+    if prev and prev["trial"] == number and checkpoint_path.exists():
+        model, ckpt = load_checkpoint(checkpoint_path)
+        out = Path(args.out or checkpoint_path.parent)
+    else:
+        cand = trial.user_attrs["candidate"]
+        results, model = retrain(cand, space, data, space.retrain["seeds"], ST.trial_seed(space.search["seed"], number),
+                                 log=lambda line: console.print("  " + line, highlight=False))
+        results.update(trial=number, search_val_acc=trial.value)
+        ckpt = checkpoint(model, data.mean, data.std, cand, results, text)
+        out = Path(args.out or studies / space.name / f"trial-{number}")
+    card = export(model, ckpt, data.test, out, formats)
+    console.print(f"trial {number} exported to {out}: {', '.join(card['files'].values())}", highlight=False)
+    if "onnx_check" in card:
+        c = card["onnx_check"]
+        console.print(f"ONNX check: max |diff| {c['max_abs_diff']:.1e}, {c['same_predictions']}/{c['images']} identical predictions")
+    return 0

@@ -25,7 +25,7 @@ from search import budget as B
 from search import check
 from search import data as D
 from search.errors import UserError
-from search.report import Progress, best_trial, counts, dashboard_command, summary
+from search.report import Progress, best_trial, counts, dashboard_command, summary  # noqa: F401 (best_trial: export)
 from search.space import Space
 from search.train import train
 
@@ -187,7 +187,8 @@ class Worker:
         for key, value in over.items():
             trial.set_constraint(key, value)
         trial.set_user_attr("params", cost.params)
-        trial.set_user_attr("macs", cost.macs)
+        if cost.macs is not None:
+            trial.set_user_attr("macs", cost.macs)
         if cost.train_seconds is not None:
             trial.set_user_attr("est_train_seconds", round(cost.train_seconds, 1))
         if any(v > 0 for v in over.values()):

@@ -1,0 +1,137 @@
+"""End to end on real images: the study, budget rejection, pruning records, resume, retrain, export."""
+from __future__ import annotations
+
+import json
+
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState
+
+from conftest import nas_run, tiny_space, write_space
+from search import budget as B
+from search import data as D
+from search import space as S
+from search import study as ST
+from search.export import load_checkpoint
+from search.train import History
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """`nas-run tiny.yaml --trials 3`: a real study on the Fashion-MNIST slice, 1 epoch per trial."""
+    tmp = tmp_path_factory.mktemp("e2e")
+    space = write_space(tmp / "tiny.yaml", tiny_space())
+    result = nas_run(space, "--trials", 3, "--studies", tmp / "studies", cwd=tmp)
+    assert result.returncode == 0, result.stderr
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp}/studies/tiny.db")
+    return tmp, space, result, study
+
+
+def test_storage_holds_trained_and_rejected_trials_with_constraints_and_reasons(finished):
+    _, _, result, study = finished
+    trained = [t for t in study.trials if t.user_attrs.get("trained")]
+    rejected = [t for t in study.trials if t.user_attrs.get("end_reason", "").startswith("rejected")]
+    assert len(trained) == 3 and rejected
+    for t in trained:
+        assert t.constraints["params"] <= 0 and t.intermediate_values and t.user_attrs["params"] <= 6000
+        assert {"seed", "candidate", "macs", "seconds_per_epoch", "end_reason"} <= set(t.user_attrs)
+    for t in rejected:
+        assert t.state == TrialState.PRUNED and t.constraints["params"] > 0 and not t.intermediate_values
+        assert t.user_attrs["end_reason"] == "rejected:params" and t.user_attrs["params"] > 6000
+    assert "optuna-dashboard sqlite:///" in result.stdout and "--artifact-dir" in result.stdout
+
+
+def test_winner_retrained_on_two_seeds_and_exported(finished):
+    tmp, _, result, study = finished
+    r = study.user_attrs["retrain"]
+    best = max((t for t in study.trials if t.state == TrialState.COMPLETE), key=lambda t: t.value)
+    assert r["trial"] == best.number and len(r["runs"]) == 2
+    assert len({run["seed"] for run in r["runs"]}) == 2
+    assert r["test_acc_mean"] == pytest.approx(sum(run["test_acc"] for run in r["runs"]) / 2)
+    assert "test accuracy" in result.stdout
+    best_dir = tmp / "studies" / "tiny" / "best"
+    card = json.loads((best_dir / "model_card.json").read_text())
+    assert card["onnx_check"]["same_predictions"] == card["onnx_check"]["images"] == 256
+    assert card["onnx_check"]["max_abs_diff"] < 1e-4
+    assert card["params"] == best.user_attrs["params"]
+    assert "test accuracy" in (best_dir / "MODEL_CARD.md").read_text()
+    # The checkpoint rebuilds the model (weights_only) and agrees with the torch.export program.
+    model, ckpt = load_checkpoint(best_dir / "checkpoint.pt")
+    data = D.load(S.parse(tiny_space()).data, "cpu", 0)
+    x = data.test.x[:64].float() / 255
+    program = torch.export.load(str(best_dir / "model.pt2")).module()
+    mean, std = torch.tensor(ckpt["mean"]).view(1, -1, 1, 1), torch.tensor(ckpt["std"]).view(1, -1, 1, 1)
+    with torch.no_grad():
+        assert torch.allclose(model((x - mean) / std), program(x), atol=1e-5)
+    names = sorted(a.filename for a in optuna.artifacts.get_all_artifact_meta(study))
+    assert names == sorted(["checkpoint.pt", "model.onnx", "model.pt2", "MODEL_CARD.md", "model_card.json"])
+
+
+def test_rerun_resumes_and_tops_up(finished):
+    tmp, space, _, study = finished
+    again = nas_run(space, "--trials", 3, "--studies", tmp / "studies", cwd=tmp)
+    assert again.returncode == 0 and "already retrained" in again.stdout
+    assert len([t for t in study.trials if t.user_attrs.get("trained")]) == 3
+    more = nas_run(space, "--trials", 4, "--studies", tmp / "studies", "--no-retrain", cwd=tmp)
+    assert more.returncode == 0, more.stderr
+    assert len([t for t in study.trials if t.user_attrs.get("trained")]) == 4
+
+
+def test_nas_export_rewrites_formats_from_the_checkpoint(finished):
+    import shutil
+    import subprocess
+
+    tmp, _, _, _ = finished
+    out = tmp / "reexport"
+    r = subprocess.run([shutil.which("nas-export"), "tiny", "--studies", str(tmp / "studies"), "--format", "onnx",
+                        "--out", str(out)], capture_output=True, text=True, cwd=tmp)
+    assert r.returncode == 0, r.stderr
+    assert (out / "model.onnx").exists() and not (out / "model.pt2").exists()
+    assert json.loads((out / "model_card.json").read_text())["onnx_check"]["same_predictions"] == 256
+
+
+def _fake_train(model, *args, **kw):
+    """Stands in for training where only the sampler is under test: 'accuracy' grows with size."""
+    return History(val_acc=[B.count_params(model) / 8000], epoch_seconds=[1e-3], images=1)
+
+
+def _rejection_shares(kind: str, seed: int, monkeypatch) -> tuple[float, float]:
+    raw = tiny_space(model={"family": "convnet", "stages": [{"width": {"low": 4, "high": 64}, "depth": [1, 2, 3]}] * 3,
+                            "head": ["gap", "gap_fc"], "fc_width": [0, 32]},
+                     budget={"params": 8000}, search={"epochs": 1, "seed": seed, "sampler": kind, "max_rejections": 1000})
+    space = S.parse(raw)
+    monkeypatch.setattr(ST, "train", _fake_train)
+    data = D.load(space.data, "cpu", 0)
+    worker = ST.Worker(space, data, torch.device("cpu"), target=10**6)
+    study = optuna.create_study(direction="maximize", sampler=ST.make_sampler(space.search))
+    study.optimize(worker.objective, n_trials=60)
+    rejected = [t.user_attrs["end_reason"].startswith("rejected") for t in study.trials]
+    return sum(rejected[:20]) / 20, sum(rejected[30:]) / 30
+
+
+def test_sampler_learns_the_feasible_region_from_constraints(monkeypatch):
+    """With a budget that excludes most of the space, TPE (fed by Trial.set_constraint) proposes fewer
+    over-budget candidates after ~30 asks; random sampling does not improve."""
+    tpe = [_rejection_shares("tpe", s, monkeypatch) for s in (0, 1)]
+    rnd = [_rejection_shares("random", s, monkeypatch) for s in (0, 1)]
+    tpe_late = sum(late for _, late in tpe) / 2
+    rnd_early, rnd_late = sum(e for e, _ in rnd) / 2, sum(late for _, late in rnd) / 2
+    assert rnd_early > 0.8 and rnd_late > 0.8  # the budget excludes most of the space
+    assert tpe_late < rnd_late - 0.25, (tpe, rnd)
+
+
+def test_an_identical_candidate_is_not_trained_twice(monkeypatch):
+    fixed = tiny_space(model={"family": "convnet", "stages": [{"width": 8, "depth": 1}]},
+                       train={"batch_size": 64, "optimizer": "adamw", "lr": 0.01})
+    space = S.parse(fixed)
+    calls = []
+    monkeypatch.setattr(ST, "train", lambda *a, **k: calls.append(1) or History(val_acc=[0.5], epoch_seconds=[1e-3], images=1))
+    data = D.load(space.data, "cpu", 0)
+    worker = ST.Worker(space, data, torch.device("cpu"), target=10)
+    study = optuna.create_study(direction="maximize")
+    study.optimize(worker.objective, n_trials=3)
+    assert len(calls) == 1
+    assert [t.user_attrs["end_reason"] for t in study.trials] == ["completed", "duplicate_of:0", "duplicate_of:0"]
+    assert [t.value for t in study.trials] == [0.5, 0.5, 0.5]
+    assert [bool(t.user_attrs.get("trained")) for t in study.trials] == [True, False, False]
