@@ -32,7 +32,8 @@ from search.train import train
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 HEARTBEAT = 10  # seconds between heartbeats of a running trial; stale after 3x that
-TIME_SLACK = 1.5  # a search trial may take 1.5x its share of the time budget before it is stopped
+TIME_SLACK = 1.5
+MIMETYPES = {".md": "text/markdown", ".json": "application/json"}  # a search trial may take 1.5x its share of the time budget before it is stopped
 
 
 class StorageError(UserError):
@@ -430,7 +431,8 @@ def finish(study, space: Space, data: D.Data, storage, out: Path, console, trial
     # Optuna refuses to change a finished trial (UpdateFinishedTrialError), and the winner is retrained after
     # it finished: the files go on the study, whose user attr "retrain" names the trial they come from.
     for name in [*card["files"].values(), "MODEL_CARD.md", "model_card.json"]:
-        optuna.artifacts.upload_artifact(artifact_store=store, file_path=str(best_dir / name), study_or_trial=study)
+        optuna.artifacts.upload_artifact(artifact_store=store, file_path=str(best_dir / name), study_or_trial=study,
+                                         mimetype=MIMETYPES.get(Path(name).suffix, "application/octet-stream"))
     target = f" (target {space.target:.4f})" if space.target else ""
     onnx = card.get("onnx_check", {})
     console.print(f"[bold]test accuracy {results['test_acc_mean']:.4f} ± {results['test_acc_std']:.4f}[/] over "

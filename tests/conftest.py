@@ -61,3 +61,17 @@ def nas_run(*args, timeout=600, **kw) -> subprocess.CompletedProcess:
     """The installed console script, as a user runs it."""
     exe = shutil.which("nas-run") or sys.exit("nas-run is not installed: pip install -e '.[test]'")
     return subprocess.run([exe, *map(str, args)], capture_output=True, text=True, timeout=timeout, **kw)
+
+
+@pytest.fixture(scope="session")
+def finished(tmp_path_factory):
+    """`nas-run tiny.yaml --trials 3`: a real study on the Fashion-MNIST slice, 1 epoch per trial, its winner
+    retrained on 2 seeds and exported. Shared by the study and dashboard tests."""
+    import optuna
+
+    tmp = tmp_path_factory.mktemp("e2e")
+    space = write_space(tmp / "tiny.yaml", tiny_space())
+    result = nas_run(space, "--trials", 3, "--studies", tmp / "studies", cwd=tmp)
+    assert result.returncode == 0, result.stderr
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp}/studies/tiny.db")
+    return tmp, space, result, study

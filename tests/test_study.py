@@ -17,17 +17,6 @@ from search.export import load_checkpoint
 from search.train import History
 
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    """`nas-run tiny.yaml --trials 3`: a real study on the Fashion-MNIST slice, 1 epoch per trial."""
-    tmp = tmp_path_factory.mktemp("e2e")
-    space = write_space(tmp / "tiny.yaml", tiny_space())
-    result = nas_run(space, "--trials", 3, "--studies", tmp / "studies", cwd=tmp)
-    assert result.returncode == 0, result.stderr
-    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp}/studies/tiny.db")
-    return tmp, space, result, study
-
-
 def test_storage_holds_trained_and_rejected_trials_with_constraints_and_reasons(finished):
     _, _, result, study = finished
     trained = [t for t in study.trials if t.user_attrs.get("trained")]
