@@ -218,7 +218,7 @@ class Worker:
                          space.search["epochs"], on_epoch=on_epoch, deadline=deadline)
         except KeyboardInterrupt:
             trial.set_user_attr("end_reason", "interrupted")
-            trial.study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number}, skip_if_exists=True)
+            trial.study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
             raise
         except RuntimeError as e:  # CUDA OOM and other failures inside the candidate
             msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
@@ -230,6 +230,7 @@ class Worker:
         if hist.epoch_seconds:
             trial.set_user_attr("seconds_per_epoch", round(sum(hist.epoch_seconds) / len(hist.epoch_seconds), 2))
             trial.set_user_attr("images_per_second", round(hist.images / sum(hist.epoch_seconds)))
+        trial.set_user_attr("images", hist.images)
         if hist.end_reason != "completed":
             raise optuna.TrialPruned()
         return hist.val_acc[-1]
@@ -279,8 +280,18 @@ def run_worker(space: Space, storage_url: str, target: int, device: str, threads
         data = D.load(space.data, dev, space.search["seed"])
     study = open_study(space, make_storage(storage_url, heartbeat), worker)
     w = Worker(space, data, dev, target)
-    if count_in_flight(study) < target:
-        study.optimize(w.objective, catch=(RuntimeError,), callbacks=[w.stop_when_done, *callbacks], gc_after_trial=False)
+    while not w.gave_up:
+        if count_in_flight(study) < target:
+            study.optimize(w.objective, catch=(RuntimeError,), callbacks=[w.stop_when_done, *callbacks], gc_after_trial=False)
+        trials = study.get_trials(deepcopy=False)
+        if len(trained(trials)) >= target or not any(t.state == TrialState.RUNNING for t in trials):
+            break
+        # Others' trials are still running: live workers finish them, a dead worker's go stale after
+        # 3 heartbeats and are failed + requeued here. Either way, wait rather than stop short of target.
+        time.sleep(heartbeat)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
     return w
 
 
