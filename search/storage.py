@@ -1,0 +1,58 @@
+"""Optuna storage from a URL: RDB storages with heartbeats and retry of stale trials. Imports no torch,
+so light processes (benchmarks, the dashboard side) can use it.
+
+Bad URLs are user errors (exit 2); an unreachable server is infrastructure trouble (exit 1).
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import optuna
+
+from search.errors import UserError
+
+HEARTBEAT = 10  # seconds between heartbeats of a running trial; stale after 3x that
+
+
+class StorageError(UserError):
+    status = 1  # infrastructure, not input: the database is unreachable
+
+
+def make_storage(url: str, heartbeat: int = HEARTBEAT):
+    """RDB storages get heartbeats + retry of stale trials; other URLs go to Optuna as they are."""
+    scheme = url.split(":", 1)[0].split("+", 1)[0]
+    if scheme not in ("sqlite", "postgresql", "mysql"):
+        raise UserError(f"--storage: expected sqlite:///PATH, postgresql://USER@HOST/DB or mysql://..., got {url!r}")
+    if scheme == "sqlite":
+        path = url[len("sqlite:///"):] if url.startswith("sqlite:///") else None
+        if not path:
+            raise UserError(f"--storage: expected sqlite:///PATH (three slashes), got {url!r}")
+        parent = Path(path).parent
+        if parent.exists() and not os.access(parent, os.W_OK):
+            raise UserError(f"--storage: directory {parent} is not writable")
+        parent.mkdir(parents=True, exist_ok=True)
+    engine = {"connect_args": {"timeout": 60}} if scheme == "sqlite" else {"pool_pre_ping": True}
+    if scheme == "postgresql":
+        engine["connect_args"] = {"connect_timeout": 10}
+    try:
+        with warnings.catch_warnings():  # heartbeats are marked experimental; they are what we need
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                url,
+                engine_kwargs=engine,
+                heartbeat_interval=heartbeat,
+                grace_period=3 * heartbeat,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
+            )
+    except ImportError as e:
+        missing = getattr(e.__cause__, "name", None) or e.name
+        raise UserError(f"--storage: the {scheme} driver ({missing}) is not installed: pip install 'nas-run[postgres]'") from None
+    except Exception as e:  # sqlalchemy's OperationalError & co: the server is not there
+        if "Could not parse" in str(e) or isinstance(e, ValueError):
+            raise UserError(f"--storage: malformed URL {url!r}") from None
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise StorageError(f"--storage: cannot reach {url.split('@')[-1]}: {first}") from None
+
+
