@@ -12,24 +12,12 @@ from rich.table import Table
 
 import models
 from search import budget as B
-from search.data import DATASETS, train_size
+from search.data import DATASETS, retrain_size, train_size
 from search.errors import UserError
+from search.report import describe
 from search.space import Space
 
 TIMED = 6  # candidates timed for the train_seconds column
-
-
-def describe(cand: dict) -> str:
-    m = cand["model"]
-    parts = [cand["family"]]
-    if "widths" in m:
-        parts.append("widths=" + "/".join(map(str, m["widths"])))
-    if "depths" in m:
-        parts.append("depths=" + "/".join(map(str, m["depths"])))
-    for key in ("kernel_size", "transition", "head", "separable", "expansion"):
-        if key in m:
-            parts.append(f"{key}={m[key]}")
-    return " ".join(parts)
 
 
 def sample_costs(space: Space, n: int, seed: int, stop_at_fit: bool = False):
@@ -86,7 +74,7 @@ def run(space: Space, n: int = 300, console: Console | None = None) -> int:
     fits = [r for r in rows if all(v <= 0 for v in r[3].values())]
     n_full = train_size(space.data)
     n_val = round(n_full * space.data["val_fraction"])
-    n_retrain = n_full if space.retrain["train_on"] == "train+val" else n_full - n_val
+    n_retrain = retrain_size(space.data, space.retrain["train_on"])
     n_search = round((n_full - n_val) * space.search["data_fraction"])
 
     table = Table(title=f"{space.file}: {len(rows)} random candidates ({invalid} invalid skipped)")

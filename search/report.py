@@ -15,6 +15,19 @@ from rich.table import Table
 from rich.text import Text
 
 
+def describe(cand: dict) -> str:
+    m = cand["model"]
+    parts = [cand["family"]]
+    if "widths" in m:
+        parts.append("widths=" + "/".join(map(str, m["widths"])))
+    if "depths" in m:
+        parts.append("depths=" + "/".join(map(str, m["depths"])))
+    for key in ("kernel_size", "transition", "head", "separable", "expansion"):
+        if key in m:
+            parts.append(f"{key}={m[key]}")
+    return " ".join(parts)
+
+
 def counts(trials) -> dict:
     c = {"trained": 0, "completed": 0, "pruned": 0, "rejected": 0, "failed": 0, "running": 0}
     for t in trials:
@@ -72,8 +85,6 @@ def summary(trials, top: int = 10) -> Table:
     table = Table(title=f"top {min(top, len(done))} trials by validation accuracy (search fidelity)")
     for col in ("trial", "val acc", "params", "MACs", "s/epoch", "candidate"):
         table.add_column(col, justify="left" if col == "candidate" else "right")
-    from search.check import describe
-
     for t in done[:top]:
         table.add_row(str(t.number), f"{t.value:.4f}", f"{t.user_attrs.get('params', 0):,}", f"{t.user_attrs.get('macs', 0):,}",
                       f"{t.user_attrs.get('seconds_per_epoch', 0):.1f}", describe(t.user_attrs["candidate"]))

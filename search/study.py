@@ -8,8 +8,7 @@ reason and the study goes on; only storage trouble aborts.
 """
 from __future__ import annotations
 
-import json
-import math
+import functools
 import os
 import time
 import warnings
@@ -27,7 +26,7 @@ from search import data as D
 from search.errors import UserError
 from search.report import Progress, best_trial, counts, dashboard_command, summary  # noqa: F401 (best_trial: export)
 from search.space import Space
-from search.storage import HEARTBEAT, StorageError, make_storage  # noqa: F401 (re-exported)
+from search.storage import HEARTBEAT, make_storage
 from search.train import train
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -111,7 +110,9 @@ class Worker:
     gave_up: bool = False
     nearest: dict = field(default_factory=dict)  # smallest overshoot seen among rejections
 
-    def search_data(self) -> D.Split:
+    @functools.cached_property
+    def search_split(self) -> D.Split:
+        """The fixed, stratified share of the training split every search trial trains on."""
         frac = self.space.search["data_fraction"]
         if frac >= 1:
             return self.data.train
@@ -123,8 +124,7 @@ class Worker:
         if "train_seconds" not in self.space.budget:
             return None
         s, r = self.space.search, self.space.retrain
-        n_retrain = D.train_size(self.space.data) * (1 if r["train_on"] == "train+val" else 1 - self.space.data["val_fraction"])
-        work = (s["epochs"] * n_search) / (r["epochs"] * n_retrain)
+        work = (s["epochs"] * n_search) / (r["epochs"] * D.retrain_size(self.space.data, r["train_on"]))
         return self.space.budget["train_seconds"] * work * TIME_SLACK
 
     def objective(self, trial: optuna.Trial) -> float:
@@ -139,11 +139,9 @@ class Worker:
         except ValueError as e:
             trial.set_constraint("valid", 1.0)
             return self._untrained(trial, f"invalid: {e}")
-        split = self.search_data()
-        n_train = D.train_size(space.data) * (1 if space.retrain["train_on"] == "train+val" else 1 - space.data["val_fraction"])
         cost, over = B.check(
-            model, cand["train"], space.budget, self.data.meta,
-            n_train=int(n_train), n_eval=0, epochs=space.retrain["epochs"], device=self.device,
+            model, cand["train"], space.budget, self.data.meta, n_train=D.retrain_size(space.data, space.retrain["train_on"]),
+            n_eval=0, epochs=space.retrain["epochs"], device=self.device,
         )
         for key, value in over.items():
             trial.set_constraint(key, value)
@@ -171,6 +169,7 @@ class Worker:
             trial.report(val_acc, epoch)
             return "pruned:median" if trial.should_prune() else None
 
+        split = self.search_split
         share = self.time_share(len(split))
         deadline = time.monotonic() + share if share else None
         try:
@@ -359,7 +358,7 @@ def main(space: Space, args, console) -> int:
                   f"rejected before training {c['rejected']}, failed {c['failed']}")
     console.print(f"inspect: {dashboard_command(url, str(artifacts))}", highlight=False)
     if stopped:
-        console.print(f"interrupted: the running trial was stopped and marked 'interrupted'; run the same command to resume")
+        console.print("interrupted: the running trial was stopped and marked 'interrupted'; run the same command to resume")
         return stopped
     if gave_up:
         near = ""

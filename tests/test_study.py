@@ -8,7 +8,7 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from conftest import nas_run, tiny_space, write_space
+from conftest import nas_run, tiny_space
 from search import budget as B
 from search import data as D
 from search import space as S
