@@ -64,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         sys.stderr.write(f"nas-run: {e}\n")
         return e.status
+    except KeyboardInterrupt:  # outside a trial (loading, retraining): nothing half-written is kept
+        sys.stderr.write("nas-run: interrupted; the same command resumes (an unfinished retrain starts over)\n")
+        return 130
 
 
 def export_main(argv: list[str] | None = None) -> int:

@@ -26,13 +26,13 @@ from search import data as D
 from search.errors import UserError
 from search.report import Progress, best_trial, counts, dashboard_command, summary  # noqa: F401 (best_trial: export)
 from search.space import Space
-from search.storage import HEARTBEAT, make_storage
+from search.storage import HEARTBEAT, StorageError, make_storage
 from search.train import train
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-TIME_SLACK = 1.5
-MIMETYPES = {".md": "text/markdown", ".json": "application/json"}  # a search trial may take 1.5x its share of the time budget before it is stopped
+TIME_SLACK = 1.5  # a search trial may take 1.5x its share of the time budget before it is stopped
+MIMETYPES = {".md": "text/markdown", ".json": "application/json"}  # artifacts; the rest are octet-stream
 
 
 class Terminated(KeyboardInterrupt):
@@ -243,8 +243,10 @@ def run_worker(space: Space, storage_url: str, target: int, device: str, threads
         if count_in_flight(study) < target:
             study.optimize(w.objective, catch=(RuntimeError,), callbacks=[w.stop_when_done, *callbacks], gc_after_trial=False)
         trials = study.get_trials(deepcopy=False)
-        if len(trained(trials)) >= target or not any(t.state == TrialState.RUNNING for t in trials):
+        if len(trained(trials)) >= target:
             break
+        if not any(t.state == TrialState.RUNNING for t in trials):
+            continue  # others' running trials ended untrained (rejected): search on
         # Others' trials are still running: live workers finish them, a dead worker's go stale after
         # 3 heartbeats and are failed + requeued here. Either way, wait rather than stop short of target.
         time.sleep(heartbeat)
@@ -301,6 +303,9 @@ def _run_processes(space, url, target, args, threads, k) -> tuple[bool, int | No
         for p in procs:
             p.join(timeout=60)
         return False, 143 if isinstance(e, Terminated) else 130
+    broken = [(i, p.exitcode) for i, p in enumerate(procs) if p.exitcode not in (0, 3)]
+    if broken:  # a worker died of something that is not trial-level (storage gone, killed): abort
+        raise StorageError(f"worker {broken[0][0]} exited with status {broken[0][1]} (see its output above)")
     return any(p.exitcode == 3 for p in procs), None
 
 
@@ -375,12 +380,12 @@ def main(space: Space, args, console) -> int:
     return 0
 
 
-def finish(study, space: Space, data: D.Data, storage, out: Path, console, trial=None):
-    """Retrain the best (or given) trial on retrain.seeds seeds, measure test accuracy, export, upload."""
+def finish(study, space: Space, data: D.Data, storage, out: Path, console):
+    """Retrain the best trial on retrain.seeds seeds, measure test accuracy, export, upload."""
     from search import export as E
     from search.retrain import retrain
 
-    trial = trial or best_trial(study.get_trials(deepcopy=False))
+    trial = best_trial(study.get_trials(deepcopy=False))
     best_dir = out / "best"
     prev = study.user_attrs.get("retrain")
     if prev and prev.get("trial") == trial.number and (best_dir / "checkpoint.pt").exists():
