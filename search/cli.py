@@ -49,7 +49,9 @@ def run_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = run_parser().parse_args(argv)
-    console = Console() if sys.stdout.isatty() else Console(width=140)  # logs: no wrapping at 80 columns
+    if not sys.stdout.isatty():  # logs: a line per trial as it happens, no wrapping at 80 columns
+        sys.stdout.reconfigure(line_buffering=True)
+    console = Console() if sys.stdout.isatty() else Console(width=140)
     try:
         from search import space as S
 
