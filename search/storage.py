@@ -20,6 +20,21 @@ class StorageError(UserError):
     status = 1  # infrastructure, not input: the database is unreachable
 
 
+def _sqlite_wal(engine) -> None:
+    """Several local workers on one SQLite file: write-ahead logging lets readers run beside the writer
+    and commits skip the fsync-per-transaction of the default journal (SQLite on a local disk only;
+    across machines use PostgreSQL)."""
+    import sqlalchemy
+
+    @sqlalchemy.event.listens_for(engine, "connect")
+    def _pragmas(conn, _record):
+        conn.execute("PRAGMA synchronous=NORMAL")
+
+    engine.dispose()  # pooled connections from table creation predate the listener
+    with engine.connect() as conn:
+        conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+
+
 def make_storage(url: str, heartbeat: int = HEARTBEAT):
     """RDB storages get heartbeats + retry of stale trials; other URLs go to Optuna as they are."""
     scheme = url.split(":", 1)[0].split("+", 1)[0]
@@ -39,13 +54,16 @@ def make_storage(url: str, heartbeat: int = HEARTBEAT):
     try:
         with warnings.catch_warnings():  # heartbeats are marked experimental; they are what we need
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(
+            storage = optuna.storages.RDBStorage(
                 url,
                 engine_kwargs=engine,
                 heartbeat_interval=heartbeat,
                 grace_period=3 * heartbeat,
                 heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
             )
+        if scheme == "sqlite":
+            _sqlite_wal(storage.engine)
+        return storage
     except ImportError as e:
         missing = getattr(e.__cause__, "name", None) or e.name
         raise UserError(f"--storage: the {scheme} driver ({missing}) is not installed: pip install 'nas-run[postgres]'") from None

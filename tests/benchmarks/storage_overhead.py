@@ -12,15 +12,7 @@ import multiprocessing as mp
 import time
 import uuid
 
-OBJECTIVE_SECONDS = 0.1
-
-
-def work():
-    for _ in range(3):
-        time.sleep(OBJECTIVE_SECONDS / 3)
-
-
-def with_storage(url: str, name: str, trials: int, seed: int, start_at: float, out):
+def with_storage(url: str, name: str, trials: int, seconds: float, seed: int, start_at: float, out):
     import optuna
 
     from search.storage import make_storage
@@ -32,7 +24,7 @@ def with_storage(url: str, name: str, trials: int, seed: int, start_at: float, o
     def objective(trial):
         x = trial.suggest_float("x", 0, 1)
         for step in range(3):
-            time.sleep(OBJECTIVE_SECONDS / 3)
+            time.sleep(seconds / 3)
             trial.report(x * step, step)
         return x
 
@@ -42,11 +34,11 @@ def with_storage(url: str, name: str, trials: int, seed: int, start_at: float, o
     out.put((t0, time.time()))
 
 
-def without_storage(trials: int, start_at: float, out):
+def without_storage(trials: int, seconds: float, start_at: float, out):
     time.sleep(max(0.0, start_at - time.time()))
     t0 = time.time()
-    for _ in range(trials):
-        work()
+    for _ in range(trials * 3):
+        time.sleep(seconds / 3)
     out.put((t0, time.time()))
 
 
@@ -67,18 +59,21 @@ def main():
     p.add_argument("--storage", required=True)
     p.add_argument("--workers", type=int, default=8)
     p.add_argument("--trials", type=int, default=50, help="per worker")
+    p.add_argument("--seconds", type=float, default=0.1, help="duration of the dummy objective")
     p.add_argument("--startup", type=float, default=15, help="seconds allowed for workers to import and connect")
     args = p.parse_args()
     import optuna
 
     from search.storage import make_storage
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     name = f"overhead_{uuid.uuid4().hex[:8]}"
     optuna.create_study(study_name=name, storage=make_storage(args.storage))
-    plain = span(without_storage, [(args.trials, time.time() + 3)] * args.workers)
-    stored = span(with_storage, [(args.storage, name, args.trials, i, time.time() + args.startup) for i in range(args.workers)])
+    plain = span(without_storage, [(args.trials, args.seconds, time.time() + 3)] * args.workers)
+    stored = span(with_storage, [(args.storage, name, args.trials, args.seconds, i, time.time() + args.startup)
+                                 for i in range(args.workers)])
     n = len(optuna.load_study(study_name=name, storage=args.storage).trials)
-    print(f"{args.workers} workers x {args.trials} trials of a {OBJECTIVE_SECONDS} s objective: no storage {plain:.2f} s, "
+    print(f"{args.workers} workers x {args.trials} trials of a {args.seconds} s objective: no storage {plain:.2f} s, "
           f"{args.storage.split('@')[-1]} {stored:.2f} s ({n} trials stored) -> overhead {stored / plain - 1:.1%}")
 
 
