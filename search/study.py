@@ -47,8 +47,10 @@ def default_storage(space: Space, studies: str) -> str:
     return f"sqlite:///{Path(studies) / space.name}.db"
 
 
-def make_sampler(search: dict, worker: int = 0) -> optuna.samplers.BaseSampler:
-    seed = search["seed"] + 7919 * worker  # workers must not propose the same sequence
+def make_sampler(search: dict, worker: int = 0, resumed_at: int = 0) -> optuna.samplers.BaseSampler:
+    # Workers must not propose the same sequence, nor a resumed run replay the first run's proposals:
+    # the seed moves with the worker index and with the number of trials the study already holds.
+    seed = search["seed"] + 7919 * worker + 104_729 * resumed_at
     kind = search["sampler"]
     if kind == "tpe":
         return optuna.samplers.TPESampler(
@@ -83,6 +85,9 @@ def open_study(space: Space, storage, worker: int = 0) -> optuna.Study:
     if "space" not in study.user_attrs:
         study.set_user_attr("space", space.text)
         study.set_user_attr("space_file", space.file)
+    existing = len(study.get_trials(deepcopy=False))
+    if existing:
+        study.sampler = make_sampler(space.search, worker, existing)
     return study
 
 

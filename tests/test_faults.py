@@ -69,7 +69,8 @@ def test_sigkilled_worker_trial_goes_stale_is_failed_and_its_candidate_retried(t
     trials = _study(tmp_path, "kill").trials
     assert trials[victim].state == TrialState.FAIL
     retries = [t for t in trials if t.system_attrs.get("failed_trial") == victim]
-    assert len(retries) == 1 and retries[0].params == trials[victim].params and retries[0].user_attrs["trained"]
+    assert len(retries) == 1, [(t.number, t.state, t.user_attrs.get("end_reason"), t.system_attrs) for t in trials]
+    assert retries[0].params == trials[victim].params and retries[0].user_attrs.get("trained"), (retries[0], again.stdout)
     assert len([t for t in trials if t.user_attrs.get("trained")]) == 3
     assert all(trials[n].state == TrialState.COMPLETE and trials[n].value == v for n, v in before.items())
     assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
