@@ -176,7 +176,6 @@ def main(args, console) -> int:
     """`nas-export STUDY [--trial N] --format ...`: re-export the retrained winner from its checkpoint, or
     retrain another trial at full fidelity (retrain.seeds seeds) and export it to STUDIES/NAME/trial-N/."""
     import optuna
-    import yaml
 
     from search import data as D
     from search import space as S
@@ -193,7 +192,7 @@ def main(args, console) -> int:
     except KeyError:
         raise UserError(f"{args.study}: no such study in {url}") from None
     text = study.user_attrs["space"]
-    space = S.parse(yaml.load(text, Loader=S._Loader), study.user_attrs.get("space_file", args.study), text)
+    space = S.parse(S.read_yaml(text), study.user_attrs.get("space_file", args.study), text)
     formats = FORMATS if args.format == "all" else (args.format,)
     prev = study.user_attrs.get("retrain")
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}

@@ -121,6 +121,15 @@ _Loader.add_implicit_resolver(
 )
 
 
+def read_yaml(text: str):
+    """yaml.safe_load, with `_Loader` (a SafeLoader subclass: no arbitrary objects) for the float fix."""
+    loader = _Loader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 @dataclass(frozen=True)
 class Param:
     """A searchable key: fixed value, categorical choice or range. `name` is the Optuna name."""
@@ -190,7 +199,7 @@ def load(path: str | Path) -> Space:
     except OSError as e:
         raise SpaceError(file, "(file)", "a readable YAML file", e.strerror, show_got=True) from None
     try:
-        raw = yaml.load(text, Loader=_Loader)
+        raw = read_yaml(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else "(file)"

@@ -49,8 +49,8 @@ def make_storage(url: str, heartbeat: int = HEARTBEAT):
             raise UserError(f"--storage: directory {parent} is not writable")
         parent.mkdir(parents=True, exist_ok=True)
     engine = {"connect_args": {"timeout": 60}} if scheme == "sqlite" else {"pool_pre_ping": True}
-    if scheme == "postgresql":
-        engine["connect_args"] = {"connect_timeout": 10}
+    if scheme == "postgresql":  # utf8: psycopg returns bytes, which SQLAlchemy cannot read, from SQL_ASCII databases
+        engine["connect_args"] = {"connect_timeout": 10, "client_encoding": "utf8"}
     try:
         with warnings.catch_warnings():  # heartbeats are marked experimental; they are what we need
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
