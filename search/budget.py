@@ -54,8 +54,6 @@ def count_macs(model: nn.Module, meta: Meta) -> int:
 def seconds_per_step(model: nn.Module, recipe: dict, meta: Meta, device, warmup: int = 2, timed: int = 4) -> float:
     """Median wall-clock of one real training step (augmentation included) on random uint8 images."""
     model = copy.deepcopy(model).to(device)
-    if torch.device(device).type == "cuda":
-        model.to(memory_format=torch.channels_last)
     bs = recipe["batch_size"]
     x = torch.randint(0, 256, (bs, meta.channels, meta.size, meta.size), dtype=torch.uint8, device=device)
     y = torch.randint(0, meta.classes, (bs,), device=device)

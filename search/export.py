@@ -19,7 +19,7 @@ from torch import nn
 
 import models
 from search.budget import count_macs, count_params
-from search.data import DATASETS, Split
+from search.data import Meta, Split
 
 FORMATS = ("checkpoint", "onnx", "pt2")
 
@@ -103,13 +103,10 @@ def export(model: nn.Module, ckpt: dict, test: Split, out: Path, formats=FORMATS
     return card
 
 
-def input_meta(ckpt: dict):
-    """Input metadata of a checkpoint from its config (channels, size, classes)."""
+def input_meta(ckpt: dict) -> Meta:
+    """Input shape and class count of a checkpoint, from its config."""
     c = ckpt["config"]
-    for meta in DATASETS.values():
-        if (meta.channels, meta.size, meta.classes) == (c["in_channels"], c["image_size"], c["num_classes"]):
-            return meta
-    return type(next(iter(DATASETS.values())))(c["in_channels"], c["image_size"], c["num_classes"], 0, "")
+    return Meta(c["in_channels"], c["image_size"], c["num_classes"], train_size=0, torchvision="")
 
 
 def onnx_parity(path: Path, wrapped: nn.Module, x: torch.Tensor) -> dict:
@@ -181,6 +178,7 @@ def main(args, console) -> int:
     from search import space as S
     from search import study as ST
     from search.errors import UserError
+    from search.report import best_trial
     from search.retrain import retrain
 
     studies = Path(args.studies)
@@ -198,7 +196,7 @@ def main(args, console) -> int:
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     number = args.trial if args.trial is not None else (prev["trial"] if prev else None)
     if number is None:
-        best = ST.best_trial(list(trials.values()))
+        best = best_trial(list(trials.values()))
         if best is None:
             raise UserError(f"{args.study}: no completed trial to export yet")
         number = best.number
@@ -211,11 +209,9 @@ def main(args, console) -> int:
         model, ckpt = load_checkpoint(checkpoint_path)
         out = Path(args.out or checkpoint_path.parent)
     else:
-        cand = trial.user_attrs["candidate"]
-        results, model = retrain(cand, space, data, space.retrain["seeds"], ST.trial_seed(space.search["seed"], number),
+        results, model = retrain(trial, space, data, ST.trial_seed(space.search["seed"], number),
                                  log=lambda line: console.print("  " + line, highlight=False))
-        results.update(trial=number, search_val_acc=trial.value)
-        ckpt = checkpoint(model, data.mean, data.std, cand, results, text)
+        ckpt = checkpoint(model, data.mean, data.std, trial.user_attrs["candidate"], results, text)
         out = Path(args.out or studies / space.name / f"trial-{number}")
     card = export(model, ckpt, data.test, out, formats)
     console.print(f"trial {number} exported to {out}: {', '.join(card['files'].values())}", highlight=False)

@@ -16,16 +16,17 @@ from search import data as D
 from search.train import evaluate, train
 
 
-def retrain(cand: dict, space, data: D.Data, seeds: int, base_seed: int, log=print):
-    """-> (results dict, model of the first seed). `log` receives one line per seed."""
-    r = space.retrain
+def retrain(trial, space, data: D.Data, base_seed: int, log=print):
+    """Retrain a trained trial's candidate on retrain.seeds seeds -> (results dict, model of the first
+    seed). `log` receives one line per seed."""
+    cand, r = trial.user_attrs["candidate"], space.retrain
     train_split = data.train
     val = data.val
     if r["train_on"] == "train+val":
         train_split = D.Split(torch.cat([data.train.x, data.val.x]), torch.cat([data.train.y, data.val.y]))
         val = None
     runs, first = [], None
-    for i in range(seeds):
+    for i in range(r["seeds"]):
         seed = base_seed + i
         torch.manual_seed(seed)
         model = models.build(cand["family"], **cand["model"]).to(data.mean.device)
@@ -42,6 +43,7 @@ def retrain(cand: dict, space, data: D.Data, seeds: int, base_seed: int, log=pri
             first = model
     accs = [run["test_acc"] for run in runs]
     results = {
+        "trial": trial.number, "search_val_acc": trial.value,
         "epochs": r["epochs"], "train_on": r["train_on"], "runs": runs,
         "test_acc_mean": statistics.fmean(accs),
         "test_acc_std": statistics.stdev(accs) if len(accs) > 1 else 0.0,

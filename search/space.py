@@ -152,14 +152,6 @@ class Param:
             return trial.suggest_float(self.name, self.low, self.high, step=self.step, log=self.log)
         return self.value
 
-    def values(self) -> list:
-        """The extreme values (for sanity checks): fixed value, all choices, or both ends."""
-        if self.choices is not None:
-            return list(self.choices)
-        if self.low is not None:
-            return [self.low, self.high]
-        return [self.value]
-
 
 @dataclass
 class Space:
@@ -365,7 +357,7 @@ def _model_params(raw: dict, family: str, file: str):
     for key in raw:
         if key in SET_BY_DATASET:
             raise SpaceError(file, f"model.{key}", "no value: it is set by the dataset", raw[key])
-        if key + "s" in stage_specs or key in models.per_stage_fields(family):
+        if key in models.per_stage_fields(family):
             raise SpaceError(file, f"model.{key}", "per-stage values under model.stages", raw[key])
     rest = {k: v for k, v in raw.items() if k not in ("family", "stages")}
     model = _params(rest, plain_specs, file, "model")

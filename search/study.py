@@ -24,7 +24,7 @@ from search import budget as B
 from search import check
 from search import data as D
 from search.errors import UserError
-from search.report import Progress, best_trial, counts, dashboard_command, summary  # noqa: F401 (best_trial: export)
+from search.report import Progress, best_trial, counts, dashboard_command, summary
 from search.space import Space
 from search.storage import HEARTBEAT, StorageError, make_storage
 from search.train import train
@@ -397,13 +397,11 @@ def finish(study, space: Space, data: D.Data, storage, out: Path, console):
         console.print(f"trial {trial.number} was already retrained: test accuracy "
                       f"{prev['test_acc_mean']:.4f} ± {prev['test_acc_std']:.4f} ({best_dir})")
         return prev
-    cand = trial.user_attrs["candidate"]
     console.print(f"retraining trial {trial.number} ({trial.user_attrs.get('params', 0):,} params): "
                   f"{space.retrain['seeds']} seeds x {space.retrain['epochs']} epochs on {space.retrain['train_on']}")
-    results, model = retrain(cand, space, data, space.retrain["seeds"], trial_seed(space.search["seed"], trial.number),
+    results, model = retrain(trial, space, data, trial_seed(space.search["seed"], trial.number),
                              log=lambda line: console.print("  " + line, highlight=False))
-    results.update(trial=trial.number, search_val_acc=trial.value)
-    ckpt = E.checkpoint(model, data.mean.cpu(), data.std.cpu(), cand, results, space.text)
+    ckpt = E.checkpoint(model, data.mean, data.std, trial.user_attrs["candidate"], results, space.text)
     card = E.export(model, ckpt, data.test, best_dir)
     study.set_user_attr("retrain", results)
     store = optuna.artifacts.FileSystemArtifactStore(str(out / "artifacts"))

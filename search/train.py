@@ -68,6 +68,8 @@ def make_scheduler(opt, r: dict, epochs: int, steps_per_epoch: int):
 def make_step(model: nn.Module, opt, r: dict, mean: torch.Tensor, std: torch.Tensor):
     """One training step on a uint8 batch: augment, normalize, forward, backward, update -> loss tensor."""
     cuda = mean.device.type == "cuda"
+    if cuda:
+        model.to(memory_format=torch.channels_last)
     aug, smoothing = r.get("augment", {}), r["label_smoothing"]
     mean, std = mean[None, :, None, None], std[None, :, None, None]
 
@@ -113,8 +115,6 @@ def train(
 ) -> History:
     """Train `model` in place. Seed torch before building the model; batches use the global RNG too."""
     device = mean.device
-    if device.type == "cuda":
-        model.to(memory_format=torch.channels_last)
     n, bs = len(train_split), recipe["batch_size"]
     bs = min(bs, n)
     steps = max(1, n // bs)  # drop the ragged last batch: a batch of 1 breaks BatchNorm
