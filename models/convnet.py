@@ -1,10 +1,14 @@
-"""`convnet`: plain stages of conv-BN-ReLU(-dropout) blocks, the family behind the seed tasks' hand-tuned nets.
+"""`convnet`: stages of conv-BN-ReLU(-dropout) blocks, the family behind the seed tasks' hand-tuned nets.
 
-stem conv -> stage 0 -> transition -> stage 1 -> ... -> head. Stage i has `depths[i]` convs of
-`widths[i]` output channels. Transitions halve the spatial size (max-pool, optionally followed by a 1x1
-conv that squeezes channels, as in the EVA MNIST nets; or a stride-2 first conv). Depthwise-separable
-convs (depthwise kxk + pointwise 1x1) save parameters everywhere but the stem, where the input has 1-3
-channels and a depthwise conv would learn almost nothing.
+A stage is `depths[i]` convs of `widths[i]` output channels. `pools[i]` says whether stage i starts with a
+transition that halves the map (max-pool, optionally followed by a 1x1 conv that squeezes channels, as in
+the EVA MNIST nets; or a stride-2 first conv). Stages without a pool are width steps at the same resolution,
+so 8 -> 12 -> 16 channels before the first pool is three stages. A stage of depth 0 (not the first) is left
+out with its transition: a space can vary the number of stages and pools.
+`padding: valid` makes convs unpadded where the map allows it (input at least kernel + 2 pixels, so the
+map never shrinks below 3 px), as in the hand-tuned MNIST nets (28 -> 26 -> 24 -> 22, pool, 11 -> 9 ...).
+Depthwise-separable convs (depthwise kxk + pointwise 1x1) save parameters everywhere but the stem, where
+the input has 1-3 channels and a depthwise conv would learn almost nothing.
 """
 from __future__ import annotations
 
@@ -13,10 +17,11 @@ from typing import ClassVar
 
 from torch import nn
 
-from models import check_stages, register
+from models import register
 
 TRANSITIONS = ("pool", "pool_1x1", "stride")
 HEADS = ("gap", "gap_fc", "flatten_fc")
+PADDINGS = ("same", "valid")
 
 
 @dataclass
@@ -25,50 +30,74 @@ class ConvNetConfig:
     num_classes: int = 10
     image_size: int = 28
     widths: tuple = (8, 16, 16)  # output channels of every conv in stage i
-    depths: tuple = (2, 2, 1)  # convs in stage i (the stem counts as the first conv of stage 0)
-    kernel_size: int = 3  # odd; "same" padding
+    depths: tuple = (2, 2, 1)  # convs in stage i (0: the stage is left out; the stem is the first conv of stage 0)
+    pools: tuple = ()  # per stage: True = starts with a transition; () = every stage but the first
+    kernel_size: int = 3  # odd
+    padding: str = "same"  # same | valid (unpadded where the map is >= kernel + 2 px)
     separable: bool = False  # depthwise-separable convs everywhere but the stem
     transition: str = "pool"  # pool | pool_1x1 | stride
-    squeeze: float = 1.0  # pool_1x1 only: the 1x1 conv outputs round(squeeze * widths[i+1]) channels
+    squeeze: float = 1.0  # pool_1x1 only: the 1x1 conv outputs round(squeeze * incoming channels)
     final_pool: bool = False  # a 2x2 max-pool after the last stage too (the CIFAR seed nets pool after every stage)
     head: str = "gap"  # gap: GAP -> linear; gap_fc: GAP -> fc_width -> linear; flatten_fc: flatten -> ...
     fc_width: int = 0  # hidden units of the fc heads (0: straight to the classifier)
     dropout: float = 0.0  # after every conv block
     fc_dropout: float = 0.0  # before the classifier of the fc heads
     bn: bool = True
-    bias: bool = False  # biases of convs and linears (BN makes conv biases redundant)
-    CHOICES: ClassVar[dict] = {"transition": TRANSITIONS, "head": HEADS}
+    bias: bool = False  # biases of convs and hidden linears (BN makes them redundant); the classifier always has one
+    CHOICES: ClassVar[dict] = {"transition": TRANSITIONS, "head": HEADS, "padding": PADDINGS}
 
     def __post_init__(self):
-        check_stages(self, "widths", "depths")
+        n = len(self.widths)
+        self.pools = tuple(bool(p) for p in self.pools) or tuple(i > 0 for i in range(n))
+        lengths = {"widths": n, "depths": len(self.depths), "pools": len(self.pools)}
+        if n == 0 or len(set(lengths.values())) != 1:
+            raise ValueError(f"per-stage fields must have the same non-zero length, got {lengths}")
+        if any(int(w) < 1 for w in self.widths):
+            raise ValueError(f"widths must be >= 1 per stage, got widths={self.widths}")
+        if self.depths[0] < 1 or any(int(d) < 0 for d in self.depths):
+            raise ValueError(f"depths must be >= 1 for the first stage and >= 0 after it, got depths={self.depths}")
+        if self.pools[0]:
+            raise ValueError(f"the first stage cannot start with a transition, got pools={self.pools}")
         if self.kernel_size < 1 or self.kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd and >= 1, got kernel_size={self.kernel_size}")
-        if self.transition not in TRANSITIONS:
-            raise ValueError(f"transition must be one of {TRANSITIONS}, got transition={self.transition!r}")
-        if self.head not in HEADS:
-            raise ValueError(f"head must be one of {HEADS}, got head={self.head!r}")
+        for key, allowed in self.CHOICES.items():
+            if getattr(self, key) not in allowed:
+                raise ValueError(f"{key} must be one of {allowed}, got {key}={getattr(self, key)!r}")
         if not 0 < self.squeeze <= 4:
             raise ValueError(f"squeeze must be in (0, 4], got squeeze={self.squeeze}")
         if self.final_size() < 1:
-            raise ValueError(
-                f"{len(self.widths) - 1} transitions shrink a {self.image_size}px input below 1 pixel"
-            )
+            raise ValueError(f"{sum(self.pools) + self.final_pool} transitions shrink a {self.image_size}px input below 1 pixel")
+
+    def plan(self):
+        """[(stage, width, depth, pool)] of the stages that are built (depth > 0)."""
+        return [(i, w, d, p) for i, (w, d, p) in enumerate(zip(self.widths, self.depths, self.pools)) if d > 0]
+
+    def pad(self, size: int) -> int:
+        """Padding of a kxk conv on a `size`-px map."""
+        k = self.kernel_size
+        return 0 if self.padding == "valid" and size >= k + 2 else k // 2
 
     def final_size(self) -> int:
         size = self.image_size
-        for _ in range(len(self.widths) - 1):
-            size = size // 2 if self.transition != "stride" else (size + 1) // 2
+        for _, _, depth, pool in self.plan():
+            if pool:
+                size = (size + 1) // 2 if self.transition == "stride" else size // 2
+                if self.transition == "stride":
+                    depth -= 1  # the strided conv keeps "same" padding
+            for _ in range(depth):
+                size -= 2 * (self.kernel_size // 2 - self.pad(size))
         return size // 2 if self.final_pool else size
 
 
-def conv_block(cin: int, cout: int, k: int, c: ConvNetConfig, stride: int = 1, separable: bool = False):
+def conv_block(cin: int, cout: int, k: int, c: ConvNetConfig, stride: int = 1, separable: bool = False, pad: int | None = None):
+    pad = k // 2 if pad is None else pad
     if separable:
         layers = [
-            nn.Conv2d(cin, cin, k, stride, k // 2, groups=cin, bias=False),
+            nn.Conv2d(cin, cin, k, stride, pad, groups=cin, bias=False),
             nn.Conv2d(cin, cout, 1, bias=c.bias),
         ]
     else:
-        layers = [nn.Conv2d(cin, cout, k, stride, k // 2, bias=c.bias)]
+        layers = [nn.Conv2d(cin, cout, k, stride, pad, bias=c.bias)]
     if c.bn:
         layers.append(nn.BatchNorm2d(cout))
     layers.append(nn.ReLU(inplace=True))
@@ -82,20 +111,23 @@ class ConvNet(nn.Module):
     def __init__(self, config: ConvNetConfig):
         super().__init__()
         self.config = c = config
-        k, layers, cin = c.kernel_size, [], c.in_channels
-        for i, (width, depth) in enumerate(zip(c.widths, c.depths)):
+        k, layers, cin, size = c.kernel_size, [], c.in_channels, c.image_size
+        for i, width, depth, pool in c.plan():
             stride = 1
-            if i > 0 and c.transition == "stride":
+            if pool and c.transition == "stride":
                 stride = 2
-            elif i > 0:
+            elif pool:
                 layers.append(nn.MaxPool2d(2))
+                size //= 2
                 if c.transition == "pool_1x1":
-                    squeezed = max(1, round(c.squeeze * width))
+                    squeezed = max(1, round(c.squeeze * cin))
                     layers += conv_block(cin, squeezed, 1, c)
                     cin = squeezed
             for j in range(depth):
-                stem = i == 0 and j == 0
-                layers += conv_block(cin, width, k, c, stride if j == 0 else 1, c.separable and not stem)
+                first = j == 0
+                pad = k // 2 if stride > 1 and first else c.pad(size)
+                layers += conv_block(cin, width, k, c, stride if first else 1, c.separable and not (i == 0 and first), pad)
+                size = (size + 2 * pad - k) // (stride if first else 1) + 1
                 cin = width
         if c.final_pool:
             layers.append(nn.MaxPool2d(2))
@@ -111,7 +143,7 @@ class ConvNet(nn.Module):
             cin = c.fc_width
         if c.head != "gap" and c.fc_dropout > 0:
             head.append(nn.Dropout(c.fc_dropout))
-        head.append(nn.Linear(cin, c.num_classes, bias=c.bias))
+        head.append(nn.Linear(cin, c.num_classes))
         self.head = nn.Sequential(*head)
 
     def forward(self, x):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import optuna
 import pytest
 import torch
 
@@ -18,27 +19,35 @@ def conv(cin, cout, k, bias=False, bn=True, separable=False):
 
 
 def expected_convnet(c) -> int:
-    total, cin = 0, c["in_channels"]
-    for i, (w, d) in enumerate(zip(c["widths"], c["depths"])):
-        if i > 0 and c["transition"] == "pool_1x1":
-            sq = max(1, round(c["squeeze"] * w))
-            total += conv(cin, sq, 1, c["bias"], c["bn"])
-            cin = sq
+    """Written from the architecture, not from the module: sizes are tracked by hand."""
+    total, cin, size, k = 0, c["in_channels"], c["image_size"], c["kernel_size"]
+    pools = c.get("pools") or [i > 0 for i in range(len(c["widths"]))]
+    for i, (w, d, pool) in enumerate(zip(c["widths"], c["depths"], pools)):
+        if d == 0:
+            continue
+        strided = pool and c["transition"] == "stride"
+        if pool and not strided:
+            size //= 2
+            if c["transition"] == "pool_1x1":
+                sq = max(1, round(c["squeeze"] * cin))
+                total += conv(cin, sq, 1, c["bias"], c["bn"])
+                cin = sq
         for j in range(d):
-            total += conv(cin, w, c["kernel_size"], c["bias"], c["bn"], c["separable"] and not (i == 0 and j == 0))
+            total += conv(cin, w, k, c["bias"], c["bn"], c["separable"] and not (i == 0 and j == 0))
+            if strided and j == 0:
+                size = (size + 1) // 2
+            elif c.get("padding") == "valid" and size >= k + 2:
+                size -= k - 1
             cin = w
-    b = 1 if c["bias"] else 0
-    size = c["image_size"]
-    for _ in range(len(c["widths"]) - 1):
-        size = (size + 1) // 2 if c["transition"] == "stride" else size // 2
     if c["final_pool"]:
         size //= 2
+    b = 1 if c["bias"] else 0
     if c["head"] == "flatten_fc":
         cin *= size * size
     if c["head"] != "gap" and c["fc_width"]:
         total += cin * c["fc_width"] + b * c["fc_width"]
         cin = c["fc_width"]
-    return total + cin * c["num_classes"] + b * c["num_classes"]
+    return total + cin * c["num_classes"] + c["num_classes"]  # the classifier always has a bias
 
 
 def expected_resnet(c) -> int:
@@ -71,6 +80,8 @@ def sample_config(family: str, rng: random.Random) -> dict:
     c = {"in_channels": ds.channels, "num_classes": ds.classes, "image_size": ds.size,
          "widths": [rng.randint(2, 24) for _ in range(n)], "depths": [rng.randint(1, 3) for _ in range(n)]}
     if family == "convnet":
+        c["depths"] = [c["depths"][0]] + [rng.randint(0, 3) for _ in range(n - 1)]
+        c.update(pools=[False] + [rng.random() < 0.7 for _ in range(n - 1)], padding=rng.choice(["same", "valid"]))
         c.update(kernel_size=rng.choice([1, 3, 5]), separable=rng.random() < 0.5,
                  transition=rng.choice(["pool", "pool_1x1", "stride"]), final_pool=rng.random() < 0.5, squeeze=rng.choice([0.5, 1.0]),
                  head=rng.choice(["gap", "gap_fc", "flatten_fc"]), fc_width=rng.choice([0, 16]),
@@ -83,7 +94,7 @@ def sample_config(family: str, rng: random.Random) -> dict:
     return c
 
 
-CASES = [(f, seed) for f in models.names() for seed in range(4)]
+CASES = [(f, seed) for f in models.names() for seed in range(4)] + [("convnet", seed) for seed in range(4, 12)]
 
 
 def test_every_family_has_an_independent_count():
@@ -116,10 +127,29 @@ def test_macs_of_a_known_layer():
 
 
 def test_seed_designs_are_expressible():
-    """The seed tasks' hand-tuned nets in the convnet family."""
-    mnist = models.build("convnet", widths=[16, 16, 16], depths=[2, 2, 1], transition="pool_1x1",
-                         squeeze=0.5, head="gap_fc", fc_width=16, dropout=0.05)
-    assert count_params(mnist) < 8000
+    """The seed tasks' hand-tuned nets in the convnet family, and in the shipped MNIST space."""
+    # conv3x3 1->8, 8->12, 12->16 unpadded, maxpool, conv1x1 16->8, conv3x3 8->12, 12->16, 16->16 unpadded, GAP, linear.
+    hand = dict(widths=[8, 12, 16, 12, 16], depths=[1, 1, 1, 1, 2], pools=[0, 0, 0, 1, 0], transition="pool_1x1",
+                squeeze=0.5, padding="valid", head="gap", dropout=0.05)
+    mnist = models.build("convnet", **hand)
+    assert count_params(mnist) == 8034  # exactly the seed reports' count
+    assert mnist.features(torch.zeros(1, 1, 28, 28)).shape[-1] == 5  # 28 -> 26 -> 24 -> 22, pool 11 -> 9 -> 7 -> 5
+    assert [m.padding for m in mnist.modules() if isinstance(m, torch.nn.Conv2d)] == [(0, 0)] * 7
+    # ... and the same net is a point of spaces/mnist_8k.yaml (with fill off, so widths are taken as sampled)
+    from conftest import ROOT
+    from search import space as S
+
+    raw = S.read_yaml((ROOT / "spaces" / "mnist_8k.yaml").read_text())
+    raw["budget"]["fill"] = False
+    space = S.parse(raw)
+    point = {"model.stage0.width": 8, "model.stage0.depth": 1, "model.stage1.width": 12, "model.stage1.depth": 1,
+             "model.stage2.width": 16, "model.stage2.depth": 1, "model.stage3.width": 12, "model.stage3.depth": 1,
+             "model.stage4.width": 16, "model.stage4.depth": 2, "model.stage4.pool": False, "model.padding": "valid",
+             "model.transition": "pool_1x1", "model.squeeze": 0.5, "model.head": "gap", "model.fc_width": 0,
+             "model.dropout": 0.05}
+    rest = {n: p.choices[0] if p.choices else p.low for n, p in space.params().items() if p.value is None}
+    cand = space.sample(optuna.trial.FixedTrial(rest | point))
+    assert count_params(models.build(cand["family"], **cand["model"])) == 8034
     cifar100 = models.build("convnet", in_channels=3, num_classes=100, image_size=32, widths=[32, 64, 128],
                             depths=[1, 1, 1], final_pool=True, head="flatten_fc", fc_width=420, fc_dropout=0.2, bias=True)
     assert count_params(cifar100) == 996_376  # exactly the report's count
