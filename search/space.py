@@ -23,7 +23,7 @@ from search.errors import SpaceError
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULERS = ("onecycle", "cosine", "step", "multistep", "exponential", "none")
 SAMPLERS = ("tpe", "random", "qmc", "gp", "cmaes")
-PRUNERS = ("median", "none")
+PRUNERS = ("successive_halving", "hyperband", "median", "none")
 TRAIN_ON = ("train", "train+val")
 SET_BY_DATASET = ("in_channels", "num_classes", "image_size")
 
@@ -67,18 +67,24 @@ BUDGET = {
     "params": Spec(int, 0, "an integer > 0 (trainable parameters)", _num(1)),
     "macs": Spec(int, 0, "an integer > 0 (multiply-accumulates per image)", _num(1)),
     "train_seconds": Spec(float, 0.0, "a number > 0 (seconds of one full retrain)", _num(0, lo_open=True)),
+    "fill": Spec(bool, False, "true or false (scale every candidate's widths to just under the params/MACs limits)"),
 }
 SEARCH = {
     "trials": Spec(int, 50, *POS_INT),
-    "epochs": Spec(int, 0, *POS_INT),  # 0 here means: default to retrain.epochs
+    "epochs": Spec(int, 0, *POS_INT),  # 0 here means: default to retrain.epochs (full fidelity)
     "data_fraction": Spec(float, 1.0, "a number in (0, 1]", _num(0, 1, lo_open=True)),
     "sampler": _s(SAMPLERS, "tpe"),
     "multivariate": Spec(bool, True, "true or false"),
     "seed": Spec(int, 0, "an integer >= 0", _num(0)),
-    "pruner": _s(PRUNERS, "median"),
-    "startup_trials": Spec(int, 5, "an integer >= 0", _num(0)),
+    "pruner": _s(PRUNERS, "successive_halving"),
+    "min_epochs": Spec(int, 0, "an integer >= 1 (epochs every trial trains before its first rung)", _num(1)),
+    "reduction_factor": Spec(int, 3, "an integer >= 2 (1 in reduction_factor trials goes on at each rung)", _num(2)),
+    "startup_trials": Spec(int, 10, "an integer >= 0", _num(0)),
     "warmup_epochs": Spec(int, 1, "an integer >= 0", _num(0)),
+    "race_top": Spec(int, 3, "an integer >= 0 (finalists raced on more seeds; 0: no race)", _num(0)),
+    "race_seeds": Spec(int, 3, "an integer >= 2 (seeds per finalist, its search run included)", _num(2)),
     "max_rejections": Spec(int, 200, *POS_INT),
+    "max_failures": Spec(int, 3, "an integer >= 1 (failed trials in a row that stop the run)", _num(1)),
 }
 RETRAIN = {
     "epochs": Spec(int, None, *POS_INT),
@@ -107,6 +113,11 @@ AUGMENT = {
     "contrast": Spec(float, 0.0, *FRACTION),
     "cutout": Spec(int, 0, "an integer >= 0 (square side in pixels)", _num(0)),
 }
+STAGE = {  # per-stage keys (a family's tuple fields without the plural s); None default: required
+    "width": Spec(int, None, "an integer >= 1 (channels)", _num(1)),
+    "depth": Spec(int, None, "an integer >= 0 (convs or blocks; 0 leaves the stage out, not the first)", _num(0)),
+    "pool": Spec(bool, None, "true or false (the stage starts with a transition; default: every stage but the first)"),
+}
 TOP = ("name", "data", "model", "train", "budget", "search", "retrain", "target")
 
 
@@ -130,6 +141,12 @@ def read_yaml(text: str):
         loader.dispose()
 
 
+def optuna_distributions():
+    import optuna.distributions
+
+    return optuna.distributions
+
+
 @dataclass(frozen=True)
 class Param:
     """A searchable key: fixed value, categorical choice or range. `name` is the Optuna name."""
@@ -142,6 +159,36 @@ class Param:
     log: bool = False
     step: float | None = None
     is_int: bool = False
+
+    def distribution(self):
+        """Optuna's distribution for this key, or None for a fixed value."""
+        D = optuna_distributions()
+        if self.choices is not None:
+            return D.CategoricalDistribution(list(self.choices))
+        if self.low is None:
+            return None
+        if self.is_int:
+            return D.IntDistribution(self.low, self.high, log=self.log, step=self.step or 1)
+        return D.FloatDistribution(self.low, self.high, log=self.log, step=self.step)
+
+    def compatible(self, other: "Param") -> bool:
+        """Trials of `self` can go on under `other`: the same fixed value, or distributions Optuna accepts under
+        one name (a moved or widened range; not new choices, nor a change of log scale or type)."""
+        a, b = self.distribution(), other.distribution()
+        if a is None or b is None:
+            return a is None and b is None and self.value == other.value
+        try:
+            optuna_distributions().check_distribution_compatibility(a, b)
+        except ValueError:
+            return False
+        return True
+
+    def describe(self) -> str:
+        if self.choices is not None:
+            return f"choices {list(self.choices)}"
+        if self.low is not None:
+            return f"range {self.low}..{self.high}" + (" log" if self.log else "")
+        return f"fixed {self.value!r}"
 
     def sample(self, trial):
         if self.choices is not None:
@@ -163,11 +210,19 @@ class Space:
     stages: list[dict[str, Param]]
     train: dict[str, Param]
     augment: dict[str, Param]
-    budget: dict
+    budget: dict  # limits only: params, macs, train_seconds
+    fill: bool
     search: dict
     retrain: dict
     target: float | None
     text: str = field(repr=False, default="")
+
+    def params(self) -> dict[str, Param]:
+        """Every key by its Optuna name (fixed ones included)."""
+        out = {p.name: p for p in [*self.model.values(), *self.train.values(), *self.augment.values()]}
+        for stage in self.stages:
+            out.update({p.name: p for p in stage.values()})
+        return out
 
     def sample(self, trial) -> dict:
         """Suggest every searchable value on `trial`; return the JSON-able candidate."""
@@ -208,10 +263,15 @@ def parse(raw: Any, file: str = "<space>", text: str = "") -> Space:
         if section not in raw:
             raise SpaceError(file, section, "a section (required)", None, show_got=False)
     data = _fixed_section(raw, "data", DATA, file)
-    budget = {k: v for k, v in _fixed_section(raw, "budget", BUDGET, file).items() if v}
+    budget = _fixed_section(raw, "budget", BUDGET, file)
+    fill = budget.pop("fill")
+    budget = {k: v for k, v in budget.items() if v}
+    if fill and not ({"params", "macs"} & set(budget)):
+        raise SpaceError(file, "budget.fill", "a params or macs limit to fill (or fill: false)", True)
     retrain = _fixed_section(raw, "retrain", RETRAIN, file)
     search = _fixed_section(raw, "search", SEARCH, file)
     search["epochs"] = search["epochs"] or retrain["epochs"]
+    search["min_epochs"] = search["min_epochs"] or max(1, round(search["epochs"] / 7))  # 15 epochs: rungs at 2, 6
     if data["extra"] and data["dataset"] != "svhn":
         raise SpaceError(file, "data.extra", "false (the extra split exists for svhn only)", True)
 
@@ -232,7 +292,9 @@ def parse(raw: Any, file: str = "<space>", text: str = "") -> Space:
     name = raw.get("name", Path(file).stem)
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise SpaceError(file, "name", "a study name of letters, digits, '_', '.', '-'", name)
-    return Space(file, name, data, family, model, stages, train, augment, budget, search, retrain, target, text)
+    if search["min_epochs"] > search["epochs"]:
+        raise SpaceError(file, "search.min_epochs", f"at most search.epochs ({search['epochs']})", search["min_epochs"])
+    return Space(file, name, data, family, model, stages, train, augment, budget, fill, search, retrain, target, text)
 
 
 def _is_number(v) -> bool:
@@ -338,7 +400,7 @@ def _model_specs(family: str) -> tuple[dict[str, Spec], dict[str, Spec]]:
         if f.name in SET_BY_DATASET:
             continue
         if isinstance(f.default, tuple):
-            stage[f.name[:-1]] = Spec(int, None, *POS_INT)
+            stage[f.name[:-1]] = STAGE[f.name[:-1]]
         elif isinstance(f.default, bool):
             plain[f.name] = Spec(bool, f.default, "true or false")
         elif isinstance(f.default, int):
@@ -350,6 +412,11 @@ def _model_specs(family: str) -> tuple[dict[str, Spec], dict[str, Spec]]:
         else:
             plain[f.name] = _s(choices[f.name], f.default)
     return plain, stage
+
+
+def _values(p: Param) -> tuple:
+    """The values a key can take (a range by its low end only, enough for the checks above)."""
+    return p.choices if p.choices is not None else (p.low,) if p.low is not None else (p.value,)
 
 
 def _model_params(raw: dict, family: str, file: str):
@@ -371,8 +438,16 @@ def _model_params(raw: dict, family: str, file: str):
             key = f"model.stages[{i}]"
             st = _mapping(st, file, key)
             _no_unknown(st, stage_specs, file, key + ".")
-            missing = [k for k in stage_specs if k not in st]
+            missing = [k for k in stage_specs if k not in st and k != "pool"]
             if missing:
                 raise SpaceError(file, f"{key}.{missing[0]}", "a value for every stage", None, show_got=False)
-            stages.append({k: _param(v, stage_specs[k], file, f"{key}.{k}", f"model.stage{i}.{k}") for k, v in st.items()})
+            stage = {k: _param(v, stage_specs[k], file, f"{key}.{k}", f"model.stage{i}.{k}") for k, v in st.items()}
+            if "pool" in stage_specs and "pool" not in stage:
+                stage["pool"] = Param(f"model.stage{i}.pool", value=i > 0)
+            stages.append(stage)
+        first = stages[0]
+        if "depth" in first and 0 in _values(first["depth"]):
+            raise SpaceError(file, "model.stages[0].depth", "an integer >= 1 (the first stage holds the stem)", 0)
+        if "pool" in first and True in _values(first["pool"]):
+            raise SpaceError(file, "model.stages[0].pool", "false (nothing to pool before the stem)", True)
     return model, stages
