@@ -18,7 +18,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from search.data import Meta
+import models
+from search.data import DATASETS, Meta
+from search.errors import UserError
 from search.train import make_optimizer, make_step
 
 logging.getLogger("fvcore").setLevel(logging.ERROR)  # it warns about every op it does not count (relu, pool)
@@ -101,3 +103,87 @@ def check(model, recipe, budget: dict, meta: Meta, *, n_train: int, n_eval: int,
         cost.train_seconds = estimate_train_seconds(sps, recipe["batch_size"], n_train, n_eval, epochs)
         over = violations(cost, budget)
     return cost, over
+
+
+def scaled(cand: dict, m: float) -> dict:
+    """The candidate with every width (and the fc head's width) multiplied by m, at least 1 channel each."""
+    cfg = dict(cand["model"])
+    cfg["widths"] = [max(1, round(w * m)) for w in cfg["widths"]]
+    for key in ("fc_width", "stem_width"):
+        if cfg.get(key):
+            cfg[key] = max(1, round(cfg[key] * m))
+    return {**cand, "model": cfg}
+
+
+def fill(cand: dict, budget: dict, meta: Meta, steps: int = 12) -> dict:
+    """Scale the candidate's widths by the largest multiplier whose model still fits the params and MACs limits
+    (bisection; each probe builds the model and counts, ~1 ms for params, ~15 ms with an fvcore MACs trace). The
+    sampled widths then set the shape (ratios between stages), the budget sets the size. A candidate that does
+    not fit even at one channel per conv is returned as sampled and rejected by `check`."""
+
+    def fits(m: float) -> bool:
+        model = models.build(cand["family"], **scaled(cand, m)["model"])
+        cost = Cost(count_params(model), None)
+        if "params" in budget and cost.params > budget["params"]:
+            return False
+        return "macs" not in budget or count_macs(model, meta) <= budget["macs"]
+
+    lo, hi = 1.0, 1.0
+    if fits(1.0):
+        while fits(hi * 2) and hi < 64:
+            hi *= 2
+        lo, hi = hi, hi * 2
+    else:
+        while not fits(lo):
+            lo /= 2
+            if all(w * lo < 1 for w in cand["model"]["widths"]):
+                return cand
+    for _ in range(steps):
+        mid = (lo * hi) ** 0.5
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    return scaled(cand, lo)
+
+
+def sample_costs(space, n: int, seed: int, stop_at_fit: bool = False):
+    """[(candidate, model, Cost, violations)] for n random candidates that build (filled when the space fills
+    the budget); and the invalid count."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    meta = DATASETS[space.data["dataset"]]
+    rows, invalid = [], 0
+    for _ in range(n):
+        cand = space.sample(study.ask())
+        try:
+            if space.fill:
+                cand = fill(cand, space.budget, meta)
+            model = models.build(cand["family"], **cand["model"])
+        except ValueError:
+            invalid += 1
+            continue
+        cost = Cost(count_params(model), count_macs(model, meta))
+        rows.append((cand, model, cost, violations(cost, space.budget)))
+        if stop_at_fit and all(v <= 0 for v in rows[-1][3].values()):
+            break
+    return rows, invalid
+
+
+def no_fit_error(space, rows) -> UserError:
+    """The one line for a space whose sampled candidates all break the budget: how close the nearest came."""
+    nearest = min(rows, key=lambda r: max(r[3].values()))
+    worst = max(nearest[3], key=nearest[3].get)
+    value, limit = getattr(nearest[2], worst), space.budget[worst]
+    return UserError(
+        f"{space.file}: budget: no sampled candidate fits; the nearest has {worst}={value:,} "
+        f"({nearest[3][worst]:.0%} over the {limit:,} budget): widen the space toward smaller models or raise the budget"
+    )
+
+
+def preflight(space, n: int = 200) -> None:
+    """Before a run writes anything: stop at the first random candidate that fits, or fail with no_fit_error."""
+    rows, _ = sample_costs(space, n, space.search["seed"], stop_at_fit=True)
+    if not rows:
+        raise UserError(f"{space.file}: model: none of {n} sampled candidates builds")
+    if not any(all(v <= 0 for v in r[3].values()) for r in rows):
+        raise no_fit_error(space, rows)

@@ -5,14 +5,14 @@ of the median feasible candidate (and a handful spread over the MACs range for t
 """
 from __future__ import annotations
 
-import optuna
 import torch
 from rich.console import Console
 from rich.table import Table
 
-import models
 from search import budget as B
-from search.data import DATASETS, retrain_size, train_size
+from search.budget import no_fit_error, sample_costs
+from search import data as D
+from search.data import DATASETS, train_size
 from search.errors import UserError
 from search.report import describe
 from search.space import Space
@@ -20,63 +20,76 @@ from search.space import Space
 TIMED = 6  # candidates timed for the train_seconds column
 
 
-def sample_costs(space: Space, n: int, seed: int, stop_at_fit: bool = False):
-    """[(candidate, model, Cost, violations)] for n random candidates that build; and the invalid count."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
-    meta = DATASETS[space.data["dataset"]]
-    rows, invalid = [], 0
-    for _ in range(n):
-        cand = space.sample(study.ask())
-        try:
-            model = models.build(cand["family"], **cand["model"])
-        except ValueError:
-            invalid += 1
-            continue
-        cost = B.Cost(B.count_params(model), B.count_macs(model, meta))
-        rows.append((cand, model, cost, B.violations(cost, space.budget)))
-        if stop_at_fit and all(v <= 0 for v in rows[-1][3].values()):
-            break
-    return rows, invalid
-
-
-def no_fit_error(space: Space, rows) -> UserError:
-    """The one line for a space whose sampled candidates all break the budget: how close the nearest came."""
-    nearest = min(rows, key=lambda r: max(r[3].values()))
-    worst = max(nearest[3], key=nearest[3].get)
-    value, limit = getattr(nearest[2], worst), space.budget[worst]
-    return UserError(
-        f"{space.file}: budget: no sampled candidate fits; the nearest has {worst}={value:,} "
-        f"({nearest[3][worst]:.0%} over the {limit:,} budget): widen the space toward smaller models or raise the budget"
-    )
-
-
-def preflight(space: Space, n: int = 200) -> None:
-    """Before a run writes anything: stop at the first random candidate that fits, or fail with no_fit_error."""
-    rows, _ = sample_costs(space, n, space.search["seed"], stop_at_fit=True)
-    if not rows:
-        raise UserError(f"{space.file}: model: none of {n} sampled candidates builds")
-    if not any(all(v <= 0 for v in r[3].values()) for r in rows):
-        raise no_fit_error(space, rows)
-
-
 def _q(values: list[float], q: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
-def run(space: Space, n: int = 300, console: Console | None = None) -> int:
+MEDIAN_SHARE = 10.7 / 15  # median pruner: share of the full length a trained trial ran, measured (issue #9's run)
+
+
+def expected_epochs(search: dict) -> float:
+    """Epochs a trained search trial is expected to run under the pruner, in the limit of many trials: with
+    successive halving 1 in reduction_factor trials goes on at every rung (min_epochs x factor^i epochs); Hyperband
+    averages that over its brackets; the median pruner's share is measured, not derived."""
+    E, eta, low, kind = search["epochs"], search["reduction_factor"], search["min_epochs"], search["pruner"]
+
+    def halving(first: int) -> float:
+        levels = [first]
+        while levels[-1] * eta < E:
+            levels.append(levels[-1] * eta)
+        levels.append(E)
+        return first + sum((levels[j] - levels[j - 1]) * eta ** -j for j in range(1, len(levels)))
+
+    if kind == "successive_halving":
+        return halving(min(low, E))
+    if kind == "hyperband":
+        brackets = [low * eta ** s for s in range(64) if low * eta ** s < E] or [E]
+        return sum(halving(b) for b in brackets) / len(brackets)
+    if kind == "median":
+        return E * MEDIAN_SHARE
+    return float(E)
+
+
+def sizes(space: Space) -> tuple[dict, str]:
+    """Images per split from the dataset files when they are there (a folder may hold fewer than the official
+    split), else from the dataset's official size; and where the numbers came from."""
+    try:
+        data = D.load(space.data, "cpu", space.search["seed"])
+        n_train, n_val, source = len(data.train), len(data.val), f"the files in {space.data['root']}"
+    except UserError:
+        n_full = train_size(space.data)
+        n_val = round(n_full * space.data["val_fraction"])
+        n_train, source = n_full - n_val, f"the official {space.data['dataset']} size (files not found)"
+    n_search = round(n_train * space.search["data_fraction"])
+    n_retrain = n_train + n_val if space.retrain["train_on"] == "train+val" else n_train
+    return {"search": n_search, "val": n_val, "retrain": n_retrain}, source
+
+
+def run_cost(space: Space, sps: float, bs: int, n: dict, trials: int, workers: int) -> dict:
+    """Seconds of the whole run for `trials` trained trials: search, race, retrain (rejections cost ~ms; ignored).
+    Every phase runs on `workers` processes at the timed thread count (retrain seeds in parallel too)."""
+    s, r = space.search, space.retrain
+    per_epoch = B.estimate_train_seconds(sps, bs, n["search"], n["val"], 1)
+    epochs = expected_epochs(s)
+    race = s["race_top"] * (s["race_seeds"] - 1) if s["race_top"] else 0
+    retrain_one = B.estimate_train_seconds(sps, bs, n["retrain"], 0, r["epochs"])
+    return {"epochs_per_trial": epochs, "per_epoch": per_epoch,
+            "search": trials * epochs * per_epoch / workers, "race": race * s["epochs"] * per_epoch / workers,
+            "race_runs": race, "retrain": -(-r["seeds"] // workers) * retrain_one, "retrain_one": retrain_one}
+
+
+def run(space: Space, samples: int = 300, console: Console | None = None, trials: int | None = None,
+        workers: int = 1, device: str = "cpu") -> int:
+    """The table, the median candidate's timing and the whole run's cost. Timed with the thread count the caller
+    set (a worker's) on `device`, as the run will train."""
     console = console or Console()
     meta = DATASETS[space.data["dataset"]]
-    rows, invalid = sample_costs(space, n, space.search["seed"])
+    rows, invalid = sample_costs(space, samples, space.search["seed"])
     if not rows:
-        raise UserError(f"{space.file}: model: none of {n} sampled candidates builds (every one was {invalid} invalid)")
+        raise UserError(f"{space.file}: model: none of {samples} sampled candidates builds (every one was {invalid} invalid)")
     fits = [r for r in rows if all(v <= 0 for v in r[3].values())]
-    n_full = train_size(space.data)
-    n_val = round(n_full * space.data["val_fraction"])
-    n_retrain = retrain_size(space.data, space.retrain["train_on"])
-    n_search = round((n_full - n_val) * space.search["data_fraction"])
-
+    n, source = sizes(space)
     table = Table(title=f"{space.file}: {len(rows)} random candidates ({invalid} invalid skipped)")
     for col in ("budget", "limit", "fits", "min", "5%", "median", "95%", "max"):
         table.add_column(col, justify="right" if col != "budget" else "left")
@@ -93,8 +106,8 @@ def run(space: Space, n: int = 300, console: Console | None = None) -> int:
         median = fits[len(fits) // 2]
         picks = [fits[round(i * (len(fits) - 1) / max(1, TIMED - 1))] for i in range(min(TIMED, len(fits)))]
         for cand, model, cost, _ in picks:
-            sps = B.seconds_per_step(model, cand["train"], meta, "cpu")
-            full = B.estimate_train_seconds(sps, cand["train"]["batch_size"], n_retrain, 0, space.retrain["epochs"])
+            sps = B.seconds_per_step(model, cand["train"], meta, device)
+            full = B.estimate_train_seconds(sps, cand["train"]["batch_size"], n["retrain"], 0, space.retrain["epochs"])
             timed.append((cand, sps, full))
         if "train_seconds" in space.budget:
             limit = space.budget["train_seconds"]
@@ -111,14 +124,19 @@ def run(space: Space, n: int = 300, console: Console | None = None) -> int:
     if not fits:
         raise no_fit_error(space, rows)
     cand, model, cost, _ = median
-    sps = B.seconds_per_step(model, cand["train"], meta, "cpu")
     bs = cand["train"]["batch_size"]
-    per_trial = B.estimate_train_seconds(sps, bs, n_search, n_val, space.search["epochs"])
-    per_retrain = B.estimate_train_seconds(sps, bs, n_retrain, 0, space.retrain["epochs"])
+    sps = B.seconds_per_step(model, cand["train"], meta, device)
+    trials = trials or space.search["trials"]
+    c = run_cost(space, sps, bs, n, trials, workers)
+    s = space.search
     console.print(
         f"median fitting candidate: {cost.params:,} params, {cost.macs:,} MACs, batch {bs}: "
-        f"{sps * 1000:.0f} ms/step on {torch.get_num_threads()} CPU threads -> "
-        f"~{per_trial:,.0f} s per search trial ({space.search['epochs']} epochs on {n_search:,} images), "
-        f"~{per_retrain:,.0f} s per retrain ({space.retrain['epochs']} epochs on {n_retrain:,} images, one seed)"
-    )
+        f"{sps * 1000:.0f} ms/step on {device} with {torch.get_num_threads()} thread(s) per worker -> ~{c['per_epoch']:,.0f} s "
+        f"per epoch on {n['search']:,} images; one retrain seed ~{c['retrain_one']:,.0f} s ({space.retrain['epochs']} epochs "
+        f"on {n['retrain']:,} images; sizes from {source})")
+    console.print(
+        f"whole run, --trials {trials} on {workers} worker(s): search ~{c['search'] / 60:,.1f} min "
+        f"({s['pruner']} pruner: ~{c['epochs_per_trial']:.1f} of {s['epochs']} epochs per trained trial), race "
+        f"~{c['race'] / 60:,.1f} min ({c['race_runs']} full-length runs), retrain ~{c['retrain'] / 60:,.1f} min "
+        f"({space.retrain['seeds']} seeds): total ~{(c['search'] + c['race'] + c['retrain']) / 60:,.1f} min", highlight=False)
     return 0

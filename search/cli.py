@@ -5,11 +5,12 @@ User-input trouble is one line on stderr and exit status 2, before anything is w
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 from rich.console import Console
 
-from search.errors import UserError
+from search.errors import OneLineError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -48,6 +49,7 @@ def run_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C works even when started with SIGINT ignored
     args = run_parser().parse_args(argv)
     if not sys.stdout.isatty():  # logs: a line per trial as it happens, no wrapping at 80 columns
         sys.stdout.reconfigure(line_buffering=True)
@@ -57,13 +59,19 @@ def main(argv: list[str] | None = None) -> int:
 
         space = S.load(args.space)
         if args.check:
+            import torch
+
             from search import check
+            from search.workers import pick_device, plan_workers
 
-            return check.run(space, args.samples, console)
-        from search import study
+            k, threads = plan_workers(args.workers, args.device)
+            torch.set_num_threads(threads)
+            return check.run(space, args.samples, console, args.trials, k, pick_device(args.device))
+        from search.run import run
 
-        return study.main(space, args, console)
-    except UserError as e:
+        return run(space, console, trials=args.trials, storage=args.storage, studies=args.studies,
+                   workers=args.workers, device=args.device, heartbeat=args.heartbeat, retrain_winner=not args.no_retrain)
+    except OneLineError as e:
         sys.stderr.write(f"nas-run: {e}\n")
         return e.status
     except KeyboardInterrupt:  # outside a trial (loading, retraining): nothing half-written is kept
@@ -82,9 +90,12 @@ def export_main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         from search import export
+        from search.run import export_study
 
-        return export.main(args, Console() if sys.stdout.isatty() else Console(width=140))
-    except UserError as e:
+        formats = export.FORMATS if args.format == "all" else (args.format,)
+        return export_study(args.study, Console() if sys.stdout.isatty() else Console(width=140), trial=args.trial,
+                            storage=args.storage, studies=args.studies, formats=formats, out=args.out)
+    except OneLineError as e:
         sys.stderr.write(f"nas-export: {e}\n")
         return e.status
 

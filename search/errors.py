@@ -1,13 +1,22 @@
-"""The two kinds of trouble nas-run keeps apart.
+"""The kinds of trouble nas-run keeps apart. Each is one line on stderr and an exit status, no traceback.
 
-`UserError`: the user's input is wrong (space file, flag, missing data files). The CLI prints its message
-as one line on stderr and exits with `status` (2), having written nothing. Trial-level trouble (NaN loss,
-OOM, time overrun) is not an exception at this level: it ends one trial with a reason (see train.py).
+`UserError` (2): the user's input is wrong (space file, flag, missing data files); nothing was written.
+`RunError` (1): infrastructure or a fault that repeats (storage unreachable, a worker process died, every
+candidate fails the same way). Trial-level trouble (NaN loss, one OOM, time overrun) is not an exception at
+this level: it ends one trial with a reason (see objective.py). Bugs keep their traceback.
 """
 
 
-class UserError(Exception):
+class OneLineError(Exception):
+    status = 1
+
+
+class UserError(OneLineError):
     status = 2
+
+
+class RunError(OneLineError):
+    status = 1
 
 
 class SpaceError(UserError):

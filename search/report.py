@@ -14,6 +14,9 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from search.objective import INVALID, REJECTED, untrained
+from search.study import best_search_trial, is_race
+
 
 def describe(cand: dict) -> str:
     m = cand["model"]
@@ -22,57 +25,61 @@ def describe(cand: dict) -> str:
         parts.append("widths=" + "/".join(map(str, m["widths"])))
     if "depths" in m:
         parts.append("depths=" + "/".join(map(str, m["depths"])))
-    for key in ("kernel_size", "transition", "head", "separable", "expansion"):
+    if any(m.get("pools", ())[1:]) and not all(m["pools"][1:]):
+        parts.append("pools=" + "".join("p" if p else "-" for p in m["pools"]))
+    for key in ("kernel_size", "padding", "transition", "head", "separable", "expansion"):
         if key in m:
             parts.append(f"{key}={m[key]}")
     return " ".join(parts)
 
 
 def counts(trials) -> dict:
-    c = {"trained": 0, "completed": 0, "pruned": 0, "rejected": 0, "failed": 0, "running": 0}
+    """trained / completed / pruned: search trials; race: race runs that trained; rejected: candidates over budget
+    or invalid, never trained; duplicates: candidates already trained (told the earlier value), and surplus asks;
+    failed: trials that ended in a fault."""
+    c = {"trained": 0, "completed": 0, "pruned": 0, "race": 0, "rejected": 0, "duplicates": 0, "failed": 0, "running": 0}
     for t in trials:
-        reason = t.user_attrs.get("end_reason", "")
         if t.state == TrialState.RUNNING:
             c["running"] += 1
+        elif t.user_attrs.get("trained") and is_race(t):
+            c["race"] += 1
         elif t.user_attrs.get("trained"):
             c["trained"] += 1
             c["completed" if t.state == TrialState.COMPLETE else "pruned"] += 1
-        elif reason.startswith(("rejected", "invalid", "duplicate")):
+        elif t.user_attrs.get("end_reason", "").startswith((REJECTED, INVALID)):
             c["rejected"] += 1
+        elif untrained(t.user_attrs.get("end_reason", "")):
+            c["duplicates"] += 1
         elif t.state == TrialState.FAIL:
             c["failed"] += 1
     return c
 
 
-def best_trial(trials):
-    done = [t for t in trials if t.state == TrialState.COMPLETE and t.user_attrs.get("trained")]
-    return max(done, key=lambda t: t.value) if done else None
-
-
 def trial_line(t) -> str:
     reason = t.user_attrs.get("end_reason", t.state.name.lower())
     acc = f"val {t.value:.4f}" if t.value is not None else (
-        f"val {t.intermediate_values[max(t.intermediate_values)]:.4f} at epoch {max(t.intermediate_values) + 1}"
+        f"val {t.intermediate_values[max(t.intermediate_values)]:.4f} at epoch {max(t.intermediate_values)}"
         if t.intermediate_values else "")
     params = t.user_attrs.get("params")
     size = f"{params:,} params" if params is not None else ""
-    return f"trial {t.number}: {reason} {acc} {size}".replace("  ", " ").strip()
+    race = f" (race of trial {t.user_attrs['race_of']})" if is_race(t) else ""
+    return f"trial {t.number}{race}: {reason} {acc} {size}".replace("  ", " ").strip()
 
 
 def status(trials, target: int, started: float, workers: int) -> Group:
     c = counts(trials)
     lines = [Text(f"trained {c['trained']}/{target} · completed {c['completed']} · pruned {c['pruned']} · "
-                  f"rejected before training {c['rejected']} · failed {c['failed']}", style="bold")]
+                  f"rejected before training {c['rejected']} · duplicates {c['duplicates']} · failed {c['failed']}", style="bold")]
     for t in trials:
         if t.state == TrialState.RUNNING and t.intermediate_values:
             e = max(t.intermediate_values)
-            lines.append(Text(f"  running trial {t.number}: epoch {e + 1}, val {t.intermediate_values[e]:.4f}, {t.user_attrs.get('params', 0):,} params"))
+            lines.append(Text(f"  running trial {t.number}: epoch {e}, val {t.intermediate_values[e]:.4f}, {t.user_attrs.get('params', 0):,} params"))
         elif t.state == TrialState.RUNNING:
             lines.append(Text(f"  running trial {t.number}: starting"))
-    best = best_trial(trials)
+    best = best_search_trial(trials)
     if best:
         lines.append(Text(f"best: trial {best.number}, val {best.value:.4f}, {best.user_attrs.get('params', 0):,} params", style="green"))
-    done = [t for t in trials if t.user_attrs.get("trained") and t.datetime_complete and t.datetime_start]
+    done = [t for t in trials if t.user_attrs.get("trained") and not is_race(t) and t.datetime_complete and t.datetime_start]
     if done and c["trained"] < target:
         per = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in done) / len(done)
         lines.append(Text(f"ETA ~{per * (target - c['trained']) / workers / 60:.1f} min "
@@ -81,8 +88,9 @@ def status(trials, target: int, started: float, workers: int) -> Group:
 
 
 def summary(trials, top: int = 10) -> Table:
-    done = sorted((t for t in trials if t.value is not None and t.user_attrs.get("trained")), key=lambda t: -t.value)
-    table = Table(title=f"top {min(top, len(done))} trials by validation accuracy (search fidelity)")
+    done = sorted((t for t in trials if t.value is not None and t.user_attrs.get("trained") and not is_race(t)),
+                  key=lambda t: -t.value)
+    table = Table(title=f"top {min(top, len(done))} search trials by validation accuracy (one seed each)")
     for col in ("trial", "val acc", "params", "MACs", "s/epoch", "candidate"):
         table.add_column(col, justify="left" if col == "candidate" else "right")
     for t in done[:top]:

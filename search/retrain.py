@@ -1,8 +1,10 @@
 """Retrain the winner at full fidelity on several seeds; the only place the test split is touched.
 
 Every seed trains the same candidate for `retrain.epochs` on the training split (plus the validation
-split with `train_on: train+val`) and is measured once on the test split. The model of the first seed is
-the one exported: choosing the seed by its test accuracy would select on the test set.
+split with `train_on: train+val`) and is measured once on the test split, in fp32 as the exported model runs.
+With K workers the seeds run as K processes with the workers' thread count each, so a seed takes the time the
+budget's `train_seconds` estimate describes (it was timed in a worker). The model of the first seed is the one
+exported: choosing the seed by its test accuracy would select on the test set.
 """
 from __future__ import annotations
 
@@ -16,31 +18,58 @@ from search import data as D
 from search.train import evaluate, train
 
 
-def retrain(trial, space, data: D.Data, base_seed: int, log=print):
-    """Retrain a trained trial's candidate on retrain.seeds seeds -> (results dict, model of the first
-    seed). `log` receives one line per seed."""
-    cand, r = trial.user_attrs["candidate"], space.retrain
-    train_split = data.train
-    val = data.val
+def one_seed(cand: dict, space, data: D.Data, seed: int) -> tuple[dict, torch.nn.Module]:
+    r = space.retrain
+    train_split, val = data.train, data.val
     if r["train_on"] == "train+val":
         train_split = D.Split(torch.cat([data.train.x, data.val.x]), torch.cat([data.train.y, data.val.y]))
         val = None
+    torch.manual_seed(seed)
+    model = models.build(cand["family"], **cand["model"]).to(data.mean.device)
+    t0 = time.perf_counter()
+    hist = train(model, train_split, val, data.mean, data.std, cand["train"], r["epochs"])
+    acc = evaluate(model, data.test, data.mean, data.std, fp32=True)
+    run = {"seed": seed, "test_acc": acc, "end_reason": hist.end_reason, "seconds": round(time.perf_counter() - t0, 1),
+           "train_loss": [round(v, 5) for v in hist.train_loss], "val_acc": hist.val_acc[-1] if hist.val_acc else None}
+    return run, model
+
+
+def _seed_process(cand: dict, space, seed: int, device: str, threads: int, worker: int):
+    from search.workers import pick_device
+
+    torch.set_num_threads(threads)
+    dev = pick_device(device, worker)
+    run, model = one_seed(cand, space, D.load(space.data, dev, space.search["seed"]), seed)
+    return run, {k: v.cpu() for k, v in model.state_dict().items()}
+
+
+def retrain(trial, space, data: D.Data, base_seed: int, log=print, workers: int = 1, threads: int = 1,
+            device: str = "cpu"):
+    """Retrain a trained trial's candidate on retrain.seeds seeds -> (results dict, model of the first seed).
+    `log` receives one line per seed."""
+    cand, r = trial.user_attrs["candidate"], space.retrain
+    seeds = [base_seed + i for i in range(r["seeds"])]
     runs, first = [], None
-    for i in range(r["seeds"]):
-        seed = base_seed + i
-        torch.manual_seed(seed)
-        model = models.build(cand["family"], **cand["model"]).to(data.mean.device)
-        t0 = time.perf_counter()
-        hist = train(model, train_split, val, data.mean, data.std, cand["train"], r["epochs"])
-        acc = evaluate(model, data.test, data.mean, data.std)
-        runs.append({
-            "seed": seed, "test_acc": acc, "end_reason": hist.end_reason, "seconds": round(time.perf_counter() - t0, 1),
-            "final_train_loss": hist.train_loss[-1] if hist.train_loss else None,
-            "val_acc": hist.val_acc[-1] if hist.val_acc else None,
-        })
-        log(f"retrain seed {seed}: test accuracy {acc:.4f} ({hist.end_reason}, {runs[-1]['seconds']:.0f} s)")
-        if first is None:
-            first = model
+
+    def done(run):
+        runs.append(run)
+        log(f"retrain seed {run['seed']}: test accuracy {run['test_acc']:.4f} ({run['end_reason']}, {run['seconds']:.0f} s)")
+
+    if workers > 1 and len(seeds) > 1:
+        import multiprocessing as mp
+
+        with mp.get_context("spawn").Pool(min(workers, len(seeds))) as pool:
+            jobs = [(cand, space, s, device, threads, i) for i, s in enumerate(seeds)]
+            for i, (run, state) in enumerate(pool.starmap(_seed_process, jobs)):
+                done(run)
+                if i == 0:
+                    first = models.build(cand["family"], **cand["model"])
+                    first.load_state_dict(state)
+    else:
+        for seed in seeds:
+            run, model = one_seed(cand, space, data, seed)
+            done(run)
+            first = first or model
     accs = [run["test_acc"] for run in runs]
     results = {
         "trial": trial.number, "search_val_acc": trial.value,

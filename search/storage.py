@@ -6,18 +6,20 @@ Bad URLs are user errors (exit 2); an unreachable server is infrastructure troub
 from __future__ import annotations
 
 import os
+import random
+import time
 import warnings
 from pathlib import Path
 
 import optuna
 
-from search.errors import UserError
+from search.errors import RunError, UserError
 
 HEARTBEAT = 10  # seconds between heartbeats of a running trial; stale after 3x that
 
 
-class StorageError(UserError):
-    status = 1  # infrastructure, not input: the database is unreachable
+class StorageError(RunError):
+    """The database is unreachable: infrastructure, not input."""
 
 
 def _sqlite_wal(engine) -> None:
@@ -33,6 +35,30 @@ def _sqlite_wal(engine) -> None:
     engine.dispose()  # pooled connections from table creation predate the listener
     with engine.connect() as conn:
         conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+
+
+# Messages of the schema set-up race: processes starting at the same instant on a fresh database all see no
+# tables and all create them (Optuna's create_all + alembic stamp); the losers fail with one of these.
+SCHEMA_RACE = ("already exists", "UNIQUE constraint failed", "duplicate key", "IntegrityError", "database is locked")
+
+
+def _rdb_storage(url: str, engine: dict, heartbeat: int, tries: int = 8):
+    """RDBStorage with heartbeats; a lost schema set-up race is retried (the winner's schema is then there)."""
+    for attempt in range(tries):
+        try:
+            with warnings.catch_warnings():  # heartbeats are marked experimental; they are what we need
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    url,
+                    engine_kwargs=engine,
+                    heartbeat_interval=heartbeat,
+                    grace_period=3 * heartbeat,
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
+                )
+        except Exception as e:
+            if attempt + 1 == tries or not any(m in f"{type(e).__name__}: {e}" for m in SCHEMA_RACE):
+                raise
+            time.sleep(0.2 * (attempt + 1) + random.random() * 0.3)
 
 
 def make_storage(url: str, heartbeat: int = HEARTBEAT):
@@ -52,15 +78,7 @@ def make_storage(url: str, heartbeat: int = HEARTBEAT):
     if scheme == "postgresql":  # utf8: psycopg returns bytes, which SQLAlchemy cannot read, from SQL_ASCII databases
         engine["connect_args"] = {"connect_timeout": 10, "client_encoding": "utf8"}
     try:
-        with warnings.catch_warnings():  # heartbeats are marked experimental; they are what we need
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            storage = optuna.storages.RDBStorage(
-                url,
-                engine_kwargs=engine,
-                heartbeat_interval=heartbeat,
-                grace_period=3 * heartbeat,
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
-            )
+        storage = _rdb_storage(url, engine, heartbeat)
         if scheme == "sqlite":
             _sqlite_wal(storage.engine)
         return storage

@@ -50,8 +50,9 @@ def make_scheduler(opt, r: dict, epochs: int, steps_per_epoch: int):
     multistep at 50% and 75%, exponential decays to lr * gamma at the end."""
     kind, total = r["scheduler"], epochs * steps_per_epoch
     S = torch.optim.lr_scheduler
-    if kind == "onecycle":
-        return S.OneCycleLR(opt, max_lr=r["lr"], total_steps=total, pct_start=max(r["warmup_fraction"], 1e-3)), True
+    if kind == "onecycle":  # momentum stays what the recipe says (torch would cycle it 0.95 -> 0.85 -> 0.95)
+        return S.OneCycleLR(opt, max_lr=r["lr"], total_steps=total, pct_start=max(r["warmup_fraction"], 1e-3),
+                            cycle_momentum=False), True
     if kind == "cosine":
         return S.CosineAnnealingLR(opt, T_max=total), True
     if kind == "step":
@@ -65,9 +66,15 @@ def make_scheduler(opt, r: dict, epochs: int, steps_per_epoch: int):
     raise ValueError(f"unknown scheduler {kind!r}")
 
 
+def bf16(device: torch.device) -> bool:
+    """bf16 autocast on GPUs that support it (Ampere and later); fp32 everywhere else."""
+    return device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+
 def make_step(model: nn.Module, opt, r: dict, mean: torch.Tensor, std: torch.Tensor):
     """One training step on a uint8 batch: augment, normalize, forward, backward, update -> loss tensor."""
     cuda = mean.device.type == "cuda"
+    half = bf16(mean.device)
     if cuda:
         model.to(memory_format=torch.channels_last)
     aug, smoothing = r.get("augment", {}), r["label_smoothing"]
@@ -78,7 +85,7 @@ def make_step(model: nn.Module, opt, r: dict, mean: torch.Tensor, std: torch.Ten
         x = augment.cutout((x - mean) / std, int(aug.get("cutout", 0)))
         if cuda:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=half):
             loss = F.cross_entropy(model(x), yb, label_smoothing=smoothing)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -89,15 +96,17 @@ def make_step(model: nn.Module, opt, r: dict, mean: torch.Tensor, std: torch.Ten
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, split: Split, mean: torch.Tensor, std: torch.Tensor, batch: int = 1024) -> float:
-    """Top-1 accuracy on `split` (model left in eval mode)."""
+def evaluate(model: nn.Module, split: Split, mean: torch.Tensor, std: torch.Tensor, batch: int = 1024,
+             fp32: bool = False) -> float:
+    """Top-1 accuracy on `split` (model left in eval mode); bf16 where training uses it unless `fp32` (the test
+    split is measured in fp32, as the exported model runs)."""
     model.eval()
-    cuda = mean.device.type == "cuda"
+    half = bf16(mean.device) and not fp32
     m, s = mean[None, :, None, None], std[None, :, None, None]
     correct = torch.zeros((), dtype=torch.long, device=split.y.device)
     for i in range(0, len(split), batch):
         x = (split.x[i : i + batch].float().div_(255) - m) / s
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=half):
             correct += (model(x).argmax(1) == split.y[i : i + batch]).sum()
     return correct.item() / max(1, len(split))
 

@@ -44,7 +44,7 @@ def tiny_space(**over) -> dict:
         },
         "train": {"batch_size": 64, "optimizer": "adamw", "lr": {"low": 0.003, "high": 0.03, "log": True}},
         "budget": {"params": 6000},
-        "search": {"epochs": 1, "startup_trials": 2, "seed": 0},
+        "search": {"epochs": 1, "startup_trials": 2, "seed": 0, "race_top": 2, "race_seeds": 2},
         "retrain": {"epochs": 1, "seeds": 2},
     }
     for key, value in over.items():
@@ -52,9 +52,23 @@ def tiny_space(**over) -> dict:
     return space
 
 
+def pytest_addoption(parser):
+    parser.addoption("--reverse", action="store_true", help="run the tests in reverse order (order independence)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--reverse"):
+        items.reverse()
+
+
 def write_space(path: Path, space: dict) -> Path:
     path.write_text(yaml.safe_dump(space, sort_keys=False))
     return path
+
+
+def search_trials(study) -> list:
+    """Trained search trials (race runs excluded)."""
+    return [t for t in study.trials if t.user_attrs.get("trained") and "race_of" not in t.user_attrs]
 
 
 def nas_run(*args, timeout=600, **kw) -> subprocess.CompletedProcess:

@@ -9,7 +9,7 @@ from conftest import tiny_space
 from search import budget as B
 from search import data as D
 from search import space as S
-from search import study as ST
+from search import objective as O
 from search.data import DATASETS
 
 
@@ -35,14 +35,15 @@ def test_time_is_measured_only_when_params_and_macs_fit():
 
 def test_a_rejected_candidate_runs_no_training_step(monkeypatch):
     """Over budget: constraint set, reason recorded, PRUNED, and neither the trainer nor an optimizer step runs."""
-    space = S.parse(tiny_space(budget={"params": 10}, search={"epochs": 1, "seed": 0, "max_rejections": 5}))
+    # a time budget too, so a timed step would run if the params check did not come first
+    space = S.parse(tiny_space(budget={"params": 10, "train_seconds": 1000}, search={"epochs": 1, "seed": 0, "max_rejections": 5}))
     steps = []
-    monkeypatch.setattr(ST, "train", lambda *a, **k: steps.append("train"))
+    monkeypatch.setattr(O, "train", lambda *a, **k: steps.append("train"))
     monkeypatch.setattr(B, "make_step", lambda *a, **k: steps.append("timed step"))
     data = D.load(space.data, "cpu", 0)
-    worker = ST.Worker(space, data, data.mean.device, target=1)
+    worker = O.Objective(space, data, data.mean.device, trials=1)
     study = optuna.create_study(direction="maximize")
-    study.optimize(worker.objective, n_trials=5)
+    study.optimize(worker, n_trials=5)
     assert steps == []
     for t in study.trials:
         assert t.state == optuna.trial.TrialState.PRUNED
@@ -50,3 +51,21 @@ def test_a_rejected_candidate_runs_no_training_step(monkeypatch):
         assert t.constraints["params"] == pytest.approx(t.user_attrs["params"] / 10 - 1)
         assert not t.intermediate_values
     assert worker.gave_up  # 5 in a row = search.max_rejections
+
+
+def test_fill_scales_widths_to_just_under_the_limits():
+    """The sampled widths set the shape; fill scales them so the model lands just under params (and MACs)."""
+    meta = DATASETS["mnist"]
+    cand = {"family": "convnet", "train": {}, "model": {"in_channels": 1, "num_classes": 10, "image_size": 28,
+                                                        "widths": [4, 8, 16], "depths": [1, 2, 1], "head": "gap_fc", "fc_width": 8}}
+    for budget in ({"params": 8000}, {"params": 50_000}, {"params": 8000, "macs": 400_000}):
+        filled = B.fill(cand, budget, meta)
+        model = models.build("convnet", **filled["model"])
+        params, macs = B.count_params(model), B.count_macs(model, meta)
+        assert params <= budget["params"] and macs <= budget.get("macs", macs)
+        bigger = models.build("convnet", **B.scaled(filled, 1.1)["model"])  # 10% wider breaks a limit
+        assert B.count_params(bigger) > budget["params"] or B.count_macs(bigger, meta) > budget.get("macs", 10**12)
+        w = filled["model"]["widths"]
+        assert w[0] <= w[1] <= w[2]  # the shape is kept
+    too_small = B.fill(cand, {"params": 20}, meta)  # even 1 channel per conv is over: returned as sampled
+    assert too_small == cand

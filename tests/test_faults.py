@@ -14,9 +14,10 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from conftest import need, nas_run, tiny_space, write_space
+from conftest import need, nas_run, search_trials, tiny_space, write_space
+from search import objective as O
 from search import space as S
-from search import study as ST
+from search.workers import run_worker
 
 
 def slow_space(name: str, epochs: int = 4) -> dict:
@@ -25,7 +26,7 @@ def slow_space(name: str, epochs: int = 4) -> dict:
         name=name,
         model={"family": "convnet", "stages": [{"width": 24, "depth": 2}, {"width": 32, "depth": 1}]},
         train={"batch_size": 32, "optimizer": "adamw", "lr": {"low": 0.001, "high": 0.01, "log": True}},
-        budget={}, search={"epochs": epochs, "startup_trials": 100, "seed": 0},
+        budget={}, search={"epochs": epochs, "startup_trials": 100, "seed": 0, "pruner": "none", "race_top": 0},
     )
 
 
@@ -81,7 +82,8 @@ def test_interrupt_ends_the_running_trial_and_the_same_command_resumes(tmp_path,
     name = f"stop{status}"
     space = write_space(tmp_path / "stop.yaml", slow_space(name))
     args = [space, "--trials", 2, "--no-retrain", "--studies", tmp_path / "studies"]
-    proc = _popen(*args, cwd=tmp_path)
+    # Started with SIGINT ignored, as a background job of a shell is: nas-run must still stop on Ctrl-C.
+    proc = _popen(*args, cwd=tmp_path, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     victim = _wait_mid_trial(tmp_path, name, proc)
     t0 = time.monotonic()
     proc.send_signal(sig)
@@ -105,7 +107,7 @@ def test_interrupt_ends_the_running_trial_and_the_same_command_resumes(tmp_path,
 
 def test_a_runtime_error_in_one_candidate_ends_that_trial_only(tmp_path, monkeypatch):
     space = S.parse(slow_space("oom", epochs=1))
-    real, calls = ST.train, []
+    real, calls = O.train, []
 
     def oom_once(*args, **kw):
         calls.append(1)
@@ -113,9 +115,9 @@ def test_a_runtime_error_in_one_candidate_ends_that_trial_only(tmp_path, monkeyp
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real(*args, **kw)
 
-    monkeypatch.setattr(ST, "train", oom_once)
+    monkeypatch.setattr(O, "train", oom_once)
     url = f"sqlite:///{tmp_path}/oom.db"
-    ST.run_worker(space, url, target=2, device="cpu", threads=1)
+    run_worker(space, url, trials=2, device="cpu", threads=1)
     trials = optuna.load_study(study_name="oom", storage=url).trials
     assert trials[0].state == TrialState.FAIL
     assert trials[0].user_attrs["end_reason"].startswith("error:OutOfMemoryError: CUDA out of memory")
@@ -125,9 +127,9 @@ def test_a_runtime_error_in_one_candidate_ends_that_trial_only(tmp_path, monkeyp
 def test_a_trial_that_would_overrun_the_time_budget_is_stopped(tmp_path, monkeypatch):
     raw = slow_space("late", epochs=3)
     raw["budget"] = {"train_seconds": 10**6}
-    monkeypatch.setattr(ST, "TIME_SLACK", 1e-9)  # every trial's share of the budget is ~0 s
+    monkeypatch.setattr(O, "TIME_SLACK", 1e-9)  # every trial's share of the budget is ~0 s
     url = f"sqlite:///{tmp_path}/late.db"
-    ST.run_worker(S.parse(raw), url, target=1, device="cpu", threads=1)
+    run_worker(S.parse(raw), url, trials=1, device="cpu", threads=1)
     t = optuna.load_study(study_name="late", storage=url).trials[0]
     assert t.state == TrialState.PRUNED and t.user_attrs["end_reason"] == "time" and t.user_attrs["trained"]
     assert t.user_attrs["est_train_seconds"] > 0
@@ -163,3 +165,132 @@ def test_four_workers_on_postgresql(tmp_path):
     assert r.returncode == 0, r.stderr
     _check_parallel_study(optuna.load_study(study_name=name, storage=url), 8)
     assert not list(tmp_path.glob("studies/*.db"))  # nothing went to SQLite
+
+
+def test_a_failure_that_repeats_stops_the_run_with_one_line(tmp_path, monkeypatch, capsys):
+    """Every candidate raises (a broken CUDA context, a bug in a family): not trial-level. After search.max_failures
+    failures in a row the run stops with one line and exit 1; the failed trials are in storage with their reason.
+    In process (nas-run's own main) so the trainer can be made to fail; everything else is real."""
+    from search import cli
+
+    def broken(*a, **k):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(O, "train", broken)
+    raw = slow_space("broken", epochs=1)
+    raw["search"]["max_failures"] = 3
+    space = write_space(tmp_path / "broken.yaml", raw)
+    status = cli.main([str(space), "--trials", "5", "--no-retrain", "--studies", str(tmp_path / "studies")])
+    err = capsys.readouterr().err
+    assert status == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "3 trials in a row failed" in lines[0] and "illegal memory access" in lines[0], err
+    trials = _study(tmp_path, "broken").trials
+    assert [t.state for t in trials] == [TrialState.FAIL] * 3
+    assert all(t.user_attrs["end_reason"].startswith("error:RuntimeError: CUDA error") for t in trials)
+
+
+def test_an_edited_space_on_resume_is_one_line_and_writes_nothing(tmp_path):
+    raw = tiny_space(name="edit", search={"epochs": 1, "seed": 0, "race_top": 0})
+    space = write_space(tmp_path / "edit.yaml", raw)
+    args = ["--trials", 1, "--no-retrain", "--studies", tmp_path / "studies"]
+    assert nas_run(space, *args, cwd=tmp_path).returncode == 0
+    db = tmp_path / "studies" / "edit.db"
+    before = (db.stat().st_mtime_ns, len(_study(tmp_path, "edit").trials))
+    raw["model"]["stages"][0]["width"] = [4, 8, 24, 32]  # a new choice: Optuna cannot continue the old trials
+    write_space(space, raw)
+    r = nas_run(space, *args, cwd=tmp_path)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "model.stage0.width" in r.stderr and "'edit'" in r.stderr and "new `name:`" in r.stderr
+    assert "choices [4, 8, 24] -> choices [4, 8, 24, 32]" in r.stderr
+    assert (db.stat().st_mtime_ns, len(_study(tmp_path, "edit").trials)) == before
+    # A moved range is compatible: accepted, and the stored space follows the file (nas-export reads it).
+    raw["model"]["stages"][0]["width"] = [4, 8, 24]
+    raw["train"]["lr"] = {"low": 0.002, "high": 0.03, "log": True}
+    write_space(space, raw)
+    r = nas_run(space, "--trials", 2, "--no-retrain", "--studies", tmp_path / "studies", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    study = _study(tmp_path, "edit")
+    assert "0.002" in study.user_attrs["space"] and len(study.user_attrs["space_history"]) == 1
+
+
+def _start_together(tmp_path, space, n, *extra):
+    """n nas-run processes released at the same instant (they wait on a file, then exec)."""
+    go = tmp_path / "go"
+    exe = shutil.which("nas-run")
+    script = f"while [ ! -e {go} ]; do sleep 0.01; done; exec {exe} " + " ".join(map(str, [space, *extra]))
+    procs = [subprocess.Popen(["bash", "-c", script], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(n)]
+    time.sleep(0.5)
+    go.touch()
+    return [(p, *p.communicate(timeout=600)) for p in procs]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_four_processes_started_at_once_on_a_fresh_storage(tmp_path, backend):
+    """The scale-out recipe, four shells at the same instant on a storage nobody created yet: all succeed (the
+    schema set-up race is retried), the study reaches 8 trained trials and no candidate is trained twice."""
+    name = f"once_{uuid.uuid4().hex[:8]}"
+    url = f"sqlite:///{tmp_path}/studies/{name}.db"
+    if backend == "postgresql":
+        url = os.environ.get("NAS_RUN_TEST_POSTGRES")
+        need(url, "a PostgreSQL server (NAS_RUN_TEST_POSTGRES=postgresql://USER@127.0.0.1:PORT/DB)")
+        url = _fresh_database(url, name)
+    raw = slow_space(name, epochs=1)
+    raw["model"]["stages"] = [{"width": [8, 16, 24], "depth": [1, 2]}, {"width": [16, 32], "depth": 1}]
+    raw["train"]["batch_size"] = [32, 64]
+    space = write_space(tmp_path / "once.yaml", raw)
+    results = _start_together(tmp_path, space, 4, "--trials", 8, "--no-retrain", "--storage", url, "--studies", tmp_path / "studies")
+    for proc, out, err in results:
+        assert proc.returncode == 0, err
+    study = optuna.load_study(study_name=name, storage=url)
+    trained = search_trials(study)
+    assert 8 <= len(trained) <= 8 + 3  # each process stops at 8 counting the others' running trials
+    cands = [str(t.user_attrs["candidate"]) for t in trained]
+    assert len(cands) == len(set(cands))  # no candidate trained twice across the processes
+    assert not [t for t in study.trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+
+
+def _fresh_database(url: str, name: str) -> str:
+    """A new, empty PostgreSQL database on the test server: no Optuna schema at all, as on a new server."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return url.rsplit("/", 1)[0] + "/" + name
+
+
+def test_ctrl_c_in_the_race_resumes_the_race(tmp_path):
+    """Ctrl-C while a race run trains: exit 130, that run is FAIL + interrupted and queued again with its race_of;
+    the same command finishes the race (race_seeds - 1 trained runs per finalist) and retrains the race winner."""
+    raw = slow_space("race", epochs=2)
+    raw["search"].update(race_top=2, race_seeds=2)
+    space = write_space(tmp_path / "race.yaml", raw)
+    args = [space, "--trials", 2, "--studies", tmp_path / "studies"]
+    proc = _popen(*args, cwd=tmp_path)
+    deadline = time.monotonic() + 300
+    victim = None
+    while victim is None and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        try:
+            running = _study(tmp_path, "race").get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            victim = next((t.number for t in running if "race_of" in t.user_attrs and t.intermediate_values), None)
+        except Exception:
+            pass
+        time.sleep(0.05)
+    assert victim is not None, "no race run got mid-way in time"
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    trials = _study(tmp_path, "race").trials
+    assert trials[victim].user_attrs["end_reason"] == "interrupted"
+    queued = [t for t in trials if t.state == TrialState.WAITING]
+    assert [t.user_attrs.get("race_of") for t in queued] == [trials[victim].user_attrs["race_of"]]
+
+    again = nas_run(*args, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    study = _study(tmp_path, "race")
+    race = [t for t in study.trials if "race_of" in t.user_attrs and t.user_attrs.get("trained")]
+    assert sorted(t.user_attrs["race_of"] for t in race) == sorted(row["trial"] for row in study.user_attrs["race"])
+    assert len(search_trials(study)) == 2 and len(race) == 2
+    assert study.user_attrs["retrain"]["trial"] == study.user_attrs["race"][0]["trial"]

@@ -8,9 +8,10 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from conftest import nas_run, tiny_space
+from conftest import nas_run, search_trials, tiny_space
 from search import budget as B
 from search import data as D
+from search import objective as O
 from search import space as S
 from search import study as ST
 from search.export import load_checkpoint
@@ -19,7 +20,7 @@ from search.train import History
 
 def test_storage_holds_trained_and_rejected_trials_with_constraints_and_reasons(finished):
     _, _, result, study = finished
-    trained = [t for t in study.trials if t.user_attrs.get("trained")]
+    trained = search_trials(study)
     rejected = [t for t in study.trials if t.user_attrs.get("end_reason", "").startswith("rejected")]
     assert len(trained) == 3 and rejected
     for t in trained:
@@ -34,7 +35,7 @@ def test_storage_holds_trained_and_rejected_trials_with_constraints_and_reasons(
 def test_winner_retrained_on_two_seeds_and_exported(finished):
     tmp, _, result, study = finished
     r = study.user_attrs["retrain"]
-    best = max((t for t in study.trials if t.state == TrialState.COMPLETE), key=lambda t: t.value)
+    best = study.trials[study.user_attrs["race"][0]["trial"]]  # the race winner (test_race_... checks the race)
     assert r["trial"] == best.number and len(r["runs"]) == 2
     assert len({run["seed"] for run in r["runs"]}) == 2
     assert r["test_acc_mean"] == pytest.approx(sum(run["test_acc"] for run in r["runs"]) / 2)
@@ -57,14 +58,42 @@ def test_winner_retrained_on_two_seeds_and_exported(finished):
     assert names == sorted(["checkpoint.pt", "model.onnx", "model.pt2", "MODEL_CARD.md", "model_card.json"])
 
 
-def test_rerun_resumes_and_tops_up(finished):
-    tmp, space, _, study = finished
-    again = nas_run(space, "--trials", 3, "--studies", tmp / "studies", cwd=tmp)
+def test_race_trials_are_recorded_and_the_winner_has_the_best_mean(finished):
+    """The top 2 distinct full-length candidates each got 1 race run (race_seeds 2: the search run is the other);
+    the study's race standings are computed from storage and the retrained trial is the best mean."""
+    _, _, result, study = finished
+    race = [t for t in study.trials if "race_of" in t.user_attrs]
+    completed = sorted((t for t in search_trials(study) if t.state == TrialState.COMPLETE), key=lambda t: -t.value)
+    finalists = []
+    for t in completed:
+        if t.user_attrs["candidate"] not in [f.user_attrs["candidate"] for f in finalists]:
+            finalists.append(t)
+    finalists = finalists[:2]
+    assert sorted(t.user_attrs["race_of"] for t in race) == sorted(f.number for f in finalists)
+    for t in race:
+        f = study.trials[t.user_attrs["race_of"]]
+        assert t.params == f.params and t.user_attrs["candidate"] == f.user_attrs["candidate"]
+        assert t.user_attrs["seed"] != f.user_attrs["seed"] and t.user_attrs["trained"]
+        assert t.state == TrialState.COMPLETE and len(t.intermediate_values) == 1  # never pruned: full length
+    means = {f.number: (f.value + next(t.value for t in race if t.user_attrs["race_of"] == f.number)) / 2 for f in finalists}
+    standings = study.user_attrs["race"]
+    assert {row["trial"]: row["mean"] for row in standings} == pytest.approx(means)
+    assert study.user_attrs["retrain"]["trial"] == max(means, key=means.get) == standings[0]["trial"]
+    assert "race: top 2 candidates x 2 seeds" in result.stdout
+
+
+def test_rerun_resumes_and_tops_up(finished, tmp_path):
+    import shutil
+
+    src, space, _, _ = finished
+    shutil.copytree(src / "studies", tmp_path / "studies")  # a copy: the shared study stays as the other tests expect
+    again = nas_run(space, "--trials", 3, "--studies", tmp_path / "studies", cwd=tmp_path)
     assert again.returncode == 0 and "already retrained" in again.stdout
-    assert len([t for t in study.trials if t.user_attrs.get("trained")]) == 3
-    more = nas_run(space, "--trials", 4, "--studies", tmp / "studies", "--no-retrain", cwd=tmp)
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path}/studies/tiny.db")
+    assert len(search_trials(study)) == 3
+    more = nas_run(space, "--trials", 4, "--studies", tmp_path / "studies", "--no-retrain", cwd=tmp_path)
     assert more.returncode == 0, more.stderr
-    assert len([t for t in study.trials if t.user_attrs.get("trained")]) == 4
+    assert len(search_trials(study)) == 4
 
 
 def test_nas_export_rewrites_formats_from_the_checkpoint(finished):
@@ -90,11 +119,11 @@ def _rejection_shares(kind: str, seed: int, monkeypatch) -> tuple[float, float]:
                             "head": ["gap", "gap_fc"], "fc_width": [0, 32]},
                      budget={"params": 8000}, search={"epochs": 1, "seed": seed, "sampler": kind, "max_rejections": 1000})
     space = S.parse(raw)
-    monkeypatch.setattr(ST, "train", _fake_train)
+    monkeypatch.setattr(O, "train", _fake_train)
     data = D.load(space.data, "cpu", 0)
-    worker = ST.Worker(space, data, torch.device("cpu"), target=10**6)
-    study = optuna.create_study(direction="maximize", sampler=ST.make_sampler(space.search))
-    study.optimize(worker.objective, n_trials=60)
+    worker = O.Objective(space, data, torch.device("cpu"), trials=10**6)
+    study = optuna.create_study(direction="maximize", sampler=ST.make_sampler(space.search, seed))
+    study.optimize(worker, n_trials=60)
     rejected = [t.user_attrs["end_reason"].startswith("rejected") for t in study.trials]
     return sum(rejected[:20]) / 20, sum(rejected[30:]) / 30
 
@@ -115,12 +144,49 @@ def test_an_identical_candidate_is_not_trained_twice(monkeypatch):
                        train={"batch_size": 64, "optimizer": "adamw", "lr": 0.01})
     space = S.parse(fixed)
     calls = []
-    monkeypatch.setattr(ST, "train", lambda *a, **k: calls.append(1) or History(val_acc=[0.5], epoch_seconds=[1e-3], images=1))
+    monkeypatch.setattr(O, "train", lambda *a, **k: calls.append(1) or History(val_acc=[0.5], epoch_seconds=[1e-3], images=1))
     data = D.load(space.data, "cpu", 0)
-    worker = ST.Worker(space, data, torch.device("cpu"), target=10)
+    worker = O.Objective(space, data, torch.device("cpu"), trials=10)
     study = optuna.create_study(direction="maximize")
-    study.optimize(worker.objective, n_trials=3)
+    study.optimize(worker, n_trials=3)
     assert len(calls) == 1
     assert [t.user_attrs["end_reason"] for t in study.trials] == ["completed", "duplicate_of:0", "duplicate_of:0"]
     assert [t.value for t in study.trials] == [0.5, 0.5, 0.5]
     assert [bool(t.user_attrs.get("trained")) for t in study.trials] == [True, False, False]
+
+
+def _curve_train(model, train_split, val_split, mean, std, recipe, epochs, on_epoch=None, deadline=None):
+    """Stands in for training where only the pruner is under test: a learning curve set by the lr, one epoch at a
+    time through the real on_epoch (report + should_prune), exactly as train() calls it."""
+    hist = History()
+    for epoch in range(epochs):
+        hist.val_acc.append(recipe["lr"] * (1 - 0.5 ** (epoch + 1)))
+        hist.epoch_seconds.append(1e-3)
+        reason = on_epoch(epoch, hist.val_acc[-1])
+        if reason:
+            hist.end_reason = reason
+            break
+    return hist
+
+
+@pytest.mark.parametrize("pruner", ["successive_halving", "hyperband"])
+def test_trials_are_planned_full_length_and_survivors_of_every_rung_train_it(pruner, monkeypatch):
+    """search.epochs defaults to retrain.epochs; a pruned trial stopped exactly at a rung (min_epochs x factor^i);
+    a trial that survives every rung reports all 9 epochs and is the completed value."""
+    raw = tiny_space(search={"seed": 0, "pruner": pruner, "min_epochs": 1, "reduction_factor": 3, "race_top": 0},
+                     retrain={"epochs": 9, "seeds": 1}, budget={})
+    space = S.parse(raw)
+    assert space.search["epochs"] == 9
+    monkeypatch.setattr(O, "train", _curve_train)
+    obj = O.Objective(space, D.load(space.data, "cpu", 0), torch.device("cpu"), trials=10**6)
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0), pruner=ST.make_pruner(space.search))
+    study.optimize(obj, n_trials=30)
+    trained = [t for t in study.trials if t.user_attrs.get("trained")]
+    pruned = [t for t in trained if t.state == TrialState.PRUNED]
+    done = [t for t in trained if t.state == TrialState.COMPLETE]
+    assert pruned and done
+    for t in pruned:
+        assert t.user_attrs["end_reason"] == "pruned" and max(t.intermediate_values) in (1, 3)  # rungs at 1, 3 (9 is the end)
+    for t in done:
+        assert sorted(t.intermediate_values) == list(range(1, 10)) and t.value == t.intermediate_values[9]
+    assert sum(t.user_attrs["epochs_run"] for t in trained) < 0.7 * 9 * len(trained)  # most stop early

@@ -23,7 +23,7 @@ from pathlib import Path
 import optuna
 import yaml
 
-from search.study import plan_workers
+from search.workers import plan_workers
 
 SPACE = {
     "name": "throughput",
@@ -31,7 +31,7 @@ SPACE = {
     "model": {"family": "convnet", "stages": [{"width": 12, "depth": 2}, {"width": 16, "depth": 2}, {"width": 16, "depth": 1}],
               "transition": "pool_1x1", "squeeze": 0.5, "head": "gap_fc", "fc_width": 16, "dropout": 0.05},
     "train": {"batch_size": 128, "optimizer": "sgd", "lr": {"low": 0.01, "high": 0.1, "log": True}, "augment": {"rotate": 10.0}},
-    "search": {"epochs": 2, "data_fraction": 0.2, "pruner": "none", "seed": 0},
+    "search": {"epochs": 2, "data_fraction": 0.2, "pruner": "none", "race_top": 0, "seed": 0},
     "retrain": {"epochs": 1, "seeds": 1},
 }
 

@@ -1,0 +1,68 @@
+"""The race: before the retrain, the top `search.race_top` distinct candidates at full fidelity are trained
+again on more seeds, and the winner is the best *mean* validation accuracy.
+
+One seed on a small validation split picks noise (the top of a search sits within a few tenths of a point);
+a finalist's search run counts as its first seed, `search.race_seeds - 1` race trials add the others. Race
+trials are ordinary trials enqueued with the finalist's parameters and user attr `race_of: N`: they are in
+storage and optuna-dashboard, resume like any trial, and are never pruned. The test split is not read here.
+"""
+from __future__ import annotations
+
+import statistics
+
+from optuna.trial import TrialState
+
+from search.study import is_race, trained
+
+
+def finalists(trials, top: int) -> list:
+    """The `top` completed search trials with the best validation accuracy, one per distinct candidate."""
+    done = sorted((t for t in trained(trials) if t.state == TrialState.COMPLETE), key=lambda t: -t.value)
+    out, seen = [], []
+    for t in done:
+        if t.user_attrs["candidate"] not in seen:
+            seen.append(t.user_attrs["candidate"])
+            out.append(t)
+    return out[:top]
+
+
+def runs_of(trials, finalist) -> list:
+    """Race trials of a finalist that trained or still will (waiting / running)."""
+    alive = (TrialState.WAITING, TrialState.RUNNING)
+    return [t for t in trials if t.user_attrs.get("race_of") == finalist.number
+            and (t.user_attrs.get("trained") or t.state in alive)]
+
+
+def enqueue(study, top: int, seeds: int) -> int:
+    """Enqueue the race trials still missing (none on a resumed race that has them); -> how many are pending."""
+    trials = study.get_trials(deepcopy=False)
+    for f in finalists(trials, top):
+        for _ in range(seeds - 1 - len(runs_of(trials, f))):
+            study.enqueue_trial(f.params, user_attrs={"race_of": f.number}, skip_if_exists=False)
+    return len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+
+
+def val_of(t) -> float:
+    """A race run's validation accuracy; a run that diverged or stopped early counts with its last value."""
+    if t.state == TrialState.COMPLETE:
+        return t.value
+    return t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else 0.0
+
+
+def standings(trials, top: int) -> list[dict]:
+    """Per finalist: its trial number, every seed's validation accuracy, mean and std; best mean first."""
+    rows = []
+    for f in finalists(trials, top):
+        vals = [f.value] + [val_of(t) for t in runs_of(trials, f) if t.state.is_finished()]
+        rows.append({"trial": f.number, "val_accs": vals, "mean": statistics.fmean(vals),
+                     "std": statistics.stdev(vals) if len(vals) > 1 else 0.0, "params": f.user_attrs.get("params")})
+    return sorted(rows, key=lambda r: -r["mean"])
+
+
+def winner(trials, top: int):
+    """The trial whose candidate wins the race (the best search trial when there is no race)."""
+    rows = standings(trials, max(top, 1))
+    if not rows:
+        return None
+    number = rows[0]["trial"]
+    return next(t for t in trials if t.number == number and not is_race(t))

@@ -1,0 +1,203 @@
+"""The pipeline, top to bottom: search -> race -> retrain -> publish. No argparse in here.
+
+    run(space, trials=200, ...)  ->  exit status
+
+1. search: K workers run trials until the study holds `trials` trained search trials (objective.py);
+2. race: the top `search.race_top` candidates are trained again on more seeds; the winner has the best mean
+   validation accuracy (race.py);
+3. publish_winner: retrain the winner on `retrain.train_on` for `retrain.seeds` seeds, measure the test split
+   once (retrain.py), write the checkpoint / ONNX / .pt2 / model card (export.py), upload them as artifacts.
+Reruns of the same command resume at whichever step was reached.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import optuna
+
+from search import budget as B
+from search import data as D
+from search import export as E
+from search import race as R
+from search.errors import RunError, UserError
+from search.objective import trial_seed
+from search.report import Progress, counts, dashboard_command, summary
+from search.retrain import retrain
+from search.space import Space
+from search.storage import HEARTBEAT, make_storage
+from search.study import default_storage, open_study
+from search.workers import FAILING, GAVE_UP, Terminated, pick_device, plan_workers, run_processes, run_worker
+
+MIMETYPES = {".md": "text/markdown", ".json": "application/json"}  # artifacts; the rest are octet-stream
+
+
+def writable(folder: Path) -> None:
+    """Fail before the run if `folder` cannot be written (creates nothing: probes the nearest existing parent)."""
+    probe = folder
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK):
+        raise UserError(f"--studies: cannot write to {folder} ({probe} is not a writable directory)")
+
+
+def run(space: Space, console, trials: int | None = None, storage: str | None = None, studies: str = "studies",
+        workers: int | str = 1, device: str = "auto", heartbeat: int = HEARTBEAT, retrain_winner: bool = True) -> int:
+    """`nas-run SPACE`: search, race, retrain the winner, export. Returns the exit status."""
+    trials = trials or space.search["trials"]
+    url = storage or default_storage(space, studies)
+    out = Path(studies) / space.name
+    writable(Path(studies))
+    k, threads = plan_workers(workers, device)
+    dev = pick_device(device)
+    B.preflight(space)  # a budget nothing meets fails here, before anything is written
+    try:  # missing files fail here, before anything is written; with K processes the parent keeps a CPU copy
+        data = D.load(space.data, dev if k == 1 else "cpu", space.search["seed"])
+    except UserError as e:
+        raise UserError(f"{space.file}: data.root: {e}") from None
+    study = open_study(space, make_storage(url, heartbeat))
+    console.print(f"study {space.name} in {url}: {k} worker(s) x {threads} thread(s) on {dev}, target {trials} trained trials")
+
+    def phase(race_phase: bool) -> set[int]:
+        if k == 1:
+            obj = run_worker(space, url, trials, device, threads, 0, heartbeat, data, race_phase)
+            return {FAILING if obj.failing else GAVE_UP if obj.gave_up else 0}, obj
+        return run_processes(space, url, trials, device, threads, k, heartbeat, race_phase), None
+
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        with Progress(study, trials, console, k):
+            statuses, obj = phase(race_phase=False)
+            search_done = not statuses & {GAVE_UP, FAILING}
+            race_needed = search_done and space.search["race_top"] and R.enqueue(
+                study, space.search["race_top"], space.search["race_seeds"])
+            if race_needed:
+                console.print(f"race: top {space.search['race_top']} candidates x {space.search['race_seeds']} seeds "
+                              f"({race_needed} race trials to train)")
+                statuses |= phase(race_phase=True)[0]
+    except KeyboardInterrupt as e:
+        console.print(summary(study.get_trials(deepcopy=False)))
+        console.print("interrupted: the running trial was stopped and marked 'interrupted'; run the same command to resume")
+        return 143 if isinstance(e, Terminated) else 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    all_trials = study.get_trials(deepcopy=False)
+    c = counts(all_trials)
+    console.print(summary(all_trials))
+    console.print(f"trained {c['trained']} (completed {c['completed']}, pruned {c['pruned']}), race runs {c['race']}, "
+                  f"rejected before training {c['rejected']}, duplicates {c['duplicates']}, failed {c['failed']}")
+    console.print(f"inspect: {dashboard_command(url, str(out / 'artifacts'))}", highlight=False)
+    if FAILING in statuses:
+        last = next(t for t in reversed(all_trials) if t.user_attrs.get("end_reason", "").startswith("error:"))
+        raise RunError(f"{space.search['max_failures']} trials in a row failed, the last with "
+                       f"{last.user_attrs['end_reason'][len('error:'):]} (trial {last.number}); not a trial-level "
+                       f"fault: fix the cause and run the same command to resume")
+    if GAVE_UP in statuses:
+        near = ""
+        if obj is not None and obj.nearest:
+            n = obj.nearest
+            near = f"; the nearest candidate had {n['key']}={n['value']:,} ({n['overshoot']:.0%} over budget)"
+        msg = (f"{space.file}: budget: {space.search['max_rejections']} candidates in a row were rejected before "
+               f"training{near}; the space and the budget barely meet (check with nas-run {space.file} --check)")
+        if not c["completed"]:
+            raise UserError(msg)
+        console.print(f"[yellow]stopped early: {msg}[/]")
+    standings = R.standings(all_trials, space.search["race_top"])
+    if space.search["race_top"] and standings:
+        study.set_user_attr("race", standings)
+        for row in standings:
+            vals = ", ".join(f"{v:.4f}" for v in row["val_accs"])
+            console.print(f"race: trial {row['trial']} val {row['mean']:.4f} ± {row['std']:.4f} ({vals})", highlight=False)
+    if not retrain_winner or not c["completed"]:
+        return 0
+    winner = R.winner(all_trials, space.search["race_top"])
+    publish_winner(study, space, winner, data, out, console, parallel=(k, threads, device))
+    return 0
+
+
+def _raise_terminated(*_):
+    raise Terminated()
+
+
+def publish_winner(study, space: Space, trial, data: D.Data, out: Path, console, formats=E.FORMATS,
+                   folder: Path | None = None, parallel: tuple = (1, 1, "cpu")) -> dict:
+    """Retrain `trial`'s candidate on retrain.seeds seeds, measure the test split once, export. The study's winner
+    goes to out/best and is uploaded as study artifacts; another trial (nas-export --trial N) to `folder`."""
+    prev = study.user_attrs.get("retrain")
+    best_dir = out / "best"
+    is_winner = folder is None
+    folder = best_dir if is_winner else folder
+    if is_winner and prev and prev.get("trial") == trial.number and (best_dir / "checkpoint.pt").exists():
+        console.print(f"trial {trial.number} was already retrained: test accuracy "
+                      f"{prev['test_acc_mean']:.4f} ± {prev['test_acc_std']:.4f} ({best_dir})")
+        return prev
+    r = space.retrain
+    console.print(f"retraining trial {trial.number} ({trial.user_attrs.get('params', 0):,} params): "
+                  f"{r['seeds']} seeds x {r['epochs']} epochs on {r['train_on']}")
+    k, threads, device = parallel
+    results, model = retrain(trial, space, data, trial_seed(space.search["seed"], trial.number),
+                             log=lambda line: console.print("  " + line, highlight=False),
+                             workers=k, threads=threads, device=device)
+    ckpt = E.checkpoint(model, data.mean, data.std, trial.user_attrs["candidate"], results, space.text)
+    card = E.export(model, ckpt, data.test, folder, formats)
+    if is_winner:
+        study.set_user_attr("retrain", results)
+        store = optuna.artifacts.FileSystemArtifactStore(str(out / "artifacts"))
+        (out / "artifacts").mkdir(parents=True, exist_ok=True)
+        # Optuna refuses to change a finished trial (UpdateFinishedTrialError), and the winner is retrained after
+        # it finished: the files go on the study, whose user attr "retrain" names the trial they come from.
+        for name in [*card["files"].values(), "MODEL_CARD.md", "model_card.json"]:
+            optuna.artifacts.upload_artifact(artifact_store=store, file_path=str(folder / name), study_or_trial=study,
+                                             mimetype=MIMETYPES.get(Path(name).suffix, "application/octet-stream"))
+    target = f" (target {space.target:.4f})" if space.target else ""
+    console.print(f"[bold]test accuracy {results['test_acc_mean']:.4f} ± {results['test_acc_std']:.4f}[/] over "
+                  f"{len(results['runs'])} seeds{target}; {card['params']:,} params, {card['macs']:,} MACs")
+    onnx = card.get("onnx_check", {})
+    if onnx:
+        console.print(f"exported to {folder}: ONNX max |diff| {onnx['max_abs_diff']:.1e}, "
+                      f"{onnx['same_predictions']}/{onnx['images']} identical predictions", highlight=False)
+    return results
+
+
+def export_study(name: str, console, trial: int | None = None, storage: str | None = None, studies: str = "studies",
+                 formats=E.FORMATS, out: str | None = None) -> int:
+    """`nas-export STUDY [--trial N]`: re-export the retrained winner from its checkpoint, or retrain another trained
+    trial at full fidelity (retrain.seeds seeds) and export it to STUDIES/NAME/trial-N/."""
+    from search import space as S
+    from search.study import is_race
+
+    url = storage or f"sqlite:///{Path(studies) / name}.db"
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).exists():
+        raise UserError(f"{name}: no study storage at {url[len('sqlite:///'):]} (expected the study name nas-run printed; see --studies)")
+    try:
+        study = optuna.load_study(study_name=name, storage=make_storage(url))
+    except KeyError:
+        raise UserError(f"{name}: no such study in {url}") from None
+    text = study.user_attrs["space"]
+    space = S.parse(S.read_yaml(text), study.user_attrs.get("space_file", name), text)
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    prev = study.user_attrs.get("retrain")
+    winner = R.winner(list(trials.values()), space.search["race_top"])
+    number = trial if trial is not None else prev["trial"] if prev else winner.number if winner else None
+    if number is None:
+        raise UserError(f"{name}: no completed trial to export yet")
+    t = trials.get(number)
+    if t is None or not t.user_attrs.get("trained") or is_race(t):
+        raise UserError(f"--trial: expected the number of a trained search trial of {name}, got {number}")
+    data = D.load(space.data, "cpu", space.search["seed"])
+    best = Path(studies) / space.name / "best" / "checkpoint.pt"
+    if prev and prev["trial"] == number and best.exists():  # the retrained winner: export its checkpoint again
+        model, ckpt = E.load_checkpoint(best)
+        folder = Path(out) if out else best.parent
+        card = E.export(model, ckpt, data.test, folder, formats)
+    else:
+        folder = Path(out) if out else Path(studies) / space.name / f"trial-{number}"
+        publish_winner(study, space, t, data, Path(studies) / space.name, console, formats, folder)
+        card = json.loads((folder / "model_card.json").read_text())
+    console.print(f"trial {number} exported to {folder}: {', '.join(card['files'].values())}", highlight=False)
+    if "onnx_check" in card:
+        c = card["onnx_check"]
+        console.print(f"ONNX check: max |diff| {c['max_abs_diff']:.1e}, {c['same_predictions']}/{c['images']} identical predictions")
+    return 0

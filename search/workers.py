@@ -1,0 +1,131 @@
+"""Devices, worker processes and signals. A worker runs trials until the study has what the phase needs; K
+workers share the study through Optuna's storage (no scheduler of ours), locally or across machines.
+
+Exit statuses of a worker process: 0 done, 3 gave up (rejections in a row), 4 failures in a row; anything else
+is not trial-level (storage gone, killed) and aborts the run.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+import warnings
+
+import optuna
+import torch
+from optuna.trial import TrialState
+
+from search import data as D
+from search.errors import RunError, UserError
+from search.objective import Objective
+from search.space import Space
+from search.storage import HEARTBEAT, make_storage
+from search.study import count_in_flight, open_study, trained
+
+GAVE_UP, FAILING = 3, 4
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, delivered like Ctrl-C so the running trial ends the same way."""
+
+
+class WorkerDied(RunError):
+    """A worker process ended with a status that is not trial-level (storage gone, killed)."""
+
+
+def pick_device(name: str, worker: int = 0) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device: {name} requested but CUDA is not available; expected cpu or auto")
+    if name == "cuda":
+        name = f"cuda:{worker % torch.cuda.device_count()}"
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device: expected cpu, cuda, cuda:N or auto, got {name!r}") from None
+
+
+def plan_workers(workers, device: str) -> tuple[int, int]:
+    """(processes, torch threads each). Small convolutions use one core poorly, so on CPU `auto` runs one
+    single-thread worker per core; on GPUs one worker per GPU (one, when a single GPU is named: cuda:N)."""
+    cores = os.cpu_count() or 1
+    gpus = torch.cuda.device_count() if device in ("auto", "cuda") else (1 if device.startswith("cuda:") else 0)
+    if workers == "auto":
+        workers = gpus if gpus else cores
+    return workers, max(1, cores // workers)
+
+
+def run_worker(space: Space, storage_url: str, trials: int, device: str, threads: int, worker: int = 0,
+               heartbeat: int = HEARTBEAT, data: D.Data | None = None, race_phase: bool = False) -> Objective:
+    """One worker's loop: search until the study holds `trials` trained search trials, or (race phase) until no
+    enqueued trial waits; stops early when the objective gives up or keeps failing."""
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    torch.set_num_threads(threads)
+    dev = pick_device(device, worker)
+    if data is None:
+        data = D.load(space.data, dev, space.search["seed"])
+    study = open_study(space, make_storage(storage_url, heartbeat), worker)
+    obj = Objective(space, data, dev, trials, race_phase)
+    while not (obj.gave_up or obj.failing):
+        if race_phase or count_in_flight(study.get_trials(deepcopy=False)) < trials:
+            study.optimize(obj, catch=(RuntimeError,), callbacks=[obj.stop_when_done], gc_after_trial=False)
+        states = [t.state for t in study.get_trials(deepcopy=False)]
+        if race_phase and TrialState.WAITING not in states:
+            break
+        if not race_phase and len(trained(study.get_trials(deepcopy=False))) >= trials:
+            break
+        if TrialState.RUNNING not in states:
+            continue  # others' running trials ended untrained (rejected): search on
+        # Others' trials are still running: live workers finish them, a dead worker's go stale after
+        # 3 heartbeats and are failed + requeued here. Either way, wait rather than stop short.
+        time.sleep(heartbeat)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+    return obj
+
+
+def _worker_process(space: Space, url: str, trials: int, device: str, threads: int, worker: int, heartbeat: int,
+                    race_phase: bool):
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent turns Ctrl-C into SIGTERM for its workers
+
+    def on_term(*_):
+        raise Terminated()
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        obj = run_worker(space, url, trials, device, threads, worker, heartbeat, race_phase=race_phase)
+    except KeyboardInterrupt:
+        sys.exit(143)
+    sys.exit(FAILING if obj.failing else GAVE_UP if obj.gave_up else 0)
+
+
+def run_processes(space, url, trials, device, threads, k, heartbeat, race_phase=False) -> set[int]:
+    """K worker processes until they end; -> their exit statuses (0, GAVE_UP, FAILING). Ctrl-C / SIGTERM stop
+    them (SIGTERM, then a kill after 60 s) and re-raise; any other status raises WorkerDied."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_worker_process, args=(space, url, trials, device, threads, i, heartbeat, race_phase))
+             for i in range(k)]
+    for p in procs:
+        p.start()
+    try:
+        for p in procs:
+            p.join()
+    except KeyboardInterrupt:
+        for p in procs:
+            if p.is_alive():
+                os.kill(p.pid, signal.SIGTERM)
+        for p in procs:
+            p.join(timeout=60)
+            if p.is_alive():
+                p.kill()
+                p.join()
+        raise
+    broken = [(i, p.exitcode) for i, p in enumerate(procs) if p.exitcode not in (0, GAVE_UP, FAILING)]
+    if broken:
+        raise WorkerDied(f"worker {broken[0][0]} exited with status {broken[0][1]} (see its output above)")
+    return {p.exitcode for p in procs}
