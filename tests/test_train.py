@@ -75,3 +75,19 @@ def test_on_epoch_can_stop_training(data):
 def test_a_deadline_stops_training_with_time(data):
     hist = train(small_net(), data.train, data.val, data.mean, data.std, recipe(), 50, deadline=time.monotonic() + 0.5)
     assert hist.end_reason == "time" and len(hist.val_acc) < 50
+
+
+def test_onecycle_keeps_the_recipes_momentum(data):
+    """torch's OneCycleLR cycles momentum 0.95 -> 0.85 by default; nas-run's recipe says momentum, so it holds."""
+    from search.train import make_optimizer, make_scheduler
+
+    model = small_net()
+    r = recipe(scheduler="onecycle", momentum=0.8)
+    opt = make_optimizer(model, r)
+    sched, per_step = make_scheduler(opt, r, epochs=2, steps_per_epoch=10)
+    seen = set()
+    for _ in range(20):
+        opt.step()
+        sched.step()
+        seen.add(opt.param_groups[0]["momentum"])
+    assert per_step and seen == {0.8}

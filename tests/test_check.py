@@ -1,0 +1,32 @@
+"""`nas-run SPACE --check`: the budget table and the price of the whole run, before anything trains."""
+from __future__ import annotations
+
+import pytest
+
+from conftest import nas_run, tiny_space, write_space
+from search import check
+from search import space as S
+
+
+def test_expected_epochs_per_pruner():
+    base = S.parse(tiny_space(retrain={"epochs": 15}, search={"min_epochs": 2, "reduction_factor": 3})).search
+    sh = {**base, "pruner": "successive_halving"}
+    # rungs at 2 and 6 of 15: everyone trains 2, 1 in 3 goes on to 6, 1 in 9 to 15
+    assert check.expected_epochs(sh) == pytest.approx(2 + 4 / 3 + 9 / 9)
+    hb = {**base, "pruner": "hyperband"}  # brackets starting at 2 and 6
+    assert check.expected_epochs(hb) == pytest.approx((check.expected_epochs(sh) + (6 + 9 / 3)) / 2)
+    assert check.expected_epochs({**base, "pruner": "none"}) == 15
+    assert check.expected_epochs({**base, "pruner": "median"}) == pytest.approx(15 * check.MEDIAN_SHARE)
+
+
+def test_check_prices_the_whole_run(tmp_path):
+    space = write_space(tmp_path / "tiny.yaml", tiny_space(retrain={"epochs": 6, "seeds": 2},
+                                                          search={"seed": 0, "race_top": 2, "race_seeds": 3}))
+    r = nas_run(space, "--check", "--trials", 10, "--samples", 40, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    out = " ".join(r.stdout.split())
+    assert "whole run, --trials 10 on 1 worker(s)" in out
+    assert "successive_halving pruner: ~2.0 of 6 epochs per trained trial" in out  # min_epochs 1: rungs 1, 3
+    assert "race" in out and "(4 full-length runs)" in out and "(2 seeds)" in out
+    assert "on 2,400 images" in out  # the slice's training split (3,000 - 20% val), read from the files
+    assert not (tmp_path / "studies").exists()  # --check writes nothing
