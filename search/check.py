@@ -29,9 +29,10 @@ MEDIAN_SHARE = 10.7 / 15  # median pruner: share of the full length a trained tr
 
 
 def expected_epochs(search: dict) -> float:
-    """Epochs a trained search trial is expected to run under the pruner, in the limit of many trials: with
+    """Epochs a trained search trial is expected to run under the pruner, for trials of steady quality: with
     successive halving 1 in reduction_factor trials goes on at every rung (min_epochs x factor^i epochs); Hyperband
-    averages that over its brackets; the median pruner's share is measured, not derived."""
+    averages that over its brackets; the median pruner's share is measured, not derived. A sampler that keeps
+    improving gets more trials through (measured on the 8k Fashion-MNIST task: 6.2 epochs against 4.3 here)."""
     E, eta, low, kind = search["epochs"], search["reduction_factor"], search["min_epochs"], search["pruner"]
 
     def halving(first: int) -> float:
@@ -136,7 +137,8 @@ def run(space: Space, samples: int = 300, console: Console | None = None, trials
         f"on {n['retrain']:,} images; sizes from {source})")
     console.print(
         f"whole run, --trials {trials} on {workers} worker(s): search ~{c['search'] / 60:,.1f} min "
-        f"({s['pruner']} pruner: ~{c['epochs_per_trial']:.1f} of {s['epochs']} epochs per trained trial), race "
+        f"({s['pruner']} pruner: ~{c['epochs_per_trial']:.1f} of {s['epochs']} epochs per trained trial, more while the "
+        f"sampler keeps finding better candidates), race "
         f"~{c['race'] / 60:,.1f} min ({c['race_runs']} full-length runs), retrain ~{c['retrain'] / 60:,.1f} min "
         f"({space.retrain['seeds']} seeds): total ~{(c['search'] + c['race'] + c['retrain']) / 60:,.1f} min", highlight=False)
     return 0

@@ -284,8 +284,10 @@ def test_ctrl_c_in_the_race_resumes_the_race(tmp_path):
     assert proc.returncode == 130, err
     trials = _study(tmp_path, "race").trials
     assert trials[victim].user_attrs["end_reason"] == "interrupted"
-    queued = [t for t in trials if t.state == TrialState.WAITING]
-    assert [t.user_attrs.get("race_of") for t in queued] == [trials[victim].user_attrs["race_of"]]
+    queued = [t for t in trials if t.state == TrialState.WAITING]  # the requeued run (+ race runs not started yet)
+    assert all("race_of" in t.user_attrs for t in queued)
+    retry = [t for t in queued if t.user_attrs.get("retry_of") == victim]
+    assert len(retry) == 1 and retry[0].user_attrs["race_of"] == trials[victim].user_attrs["race_of"]
 
     again = nas_run(*args, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
