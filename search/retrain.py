@@ -69,7 +69,8 @@ def retrain(trial, space, data: D.Data, base_seed: int, log=print, workers: int 
         for seed in seeds:
             run, model = one_seed(cand, space, data, seed)
             done(run)
-            first = first or model
+            if first is None:
+                first = model
     accs = [run["test_acc"] for run in runs]
     results = {
         "trial": trial.number, "search_val_acc": trial.value,

@@ -23,7 +23,7 @@ from search import data as D
 from search import export as E
 from search import race as R
 from search.errors import RunError, UserError
-from search.objective import trial_seed
+from search.objective import ERROR, trial_seed
 from search.report import Progress, counts, dashboard_command, summary
 from search.retrain import retrain
 from search.space import Space
@@ -60,7 +60,8 @@ def run(space: Space, console, trials: int | None = None, storage: str | None = 
     study = open_study(space, make_storage(url, heartbeat))
     console.print(f"study {space.name} in {url}: {k} worker(s) x {threads} thread(s) on {dev}, target {trials} trained trials")
 
-    def phase(race_phase: bool) -> set[int]:
+    def phase(race_phase: bool) -> tuple[set[int], object]:
+        """Workers until the phase is done -> (their exit statuses, the in-process Objective when K == 1)."""
         if k == 1:
             obj = run_worker(space, url, trials, device, threads, 0, heartbeat, data, race_phase)
             return {FAILING if obj.failing else GAVE_UP if obj.gave_up else 0}, obj
@@ -90,9 +91,9 @@ def run(space: Space, console, trials: int | None = None, storage: str | None = 
                   f"rejected before training {c['rejected']}, duplicates {c['duplicates']}, failed {c['failed']}")
     console.print(f"inspect: {dashboard_command(url, str(out / 'artifacts'))}", highlight=False)
     if FAILING in statuses:
-        last = next(t for t in reversed(all_trials) if t.user_attrs.get("end_reason", "").startswith("error:"))
+        last = next(t for t in reversed(all_trials) if t.user_attrs.get("end_reason", "").startswith(ERROR))
         raise RunError(f"{space.search['max_failures']} trials in a row failed, the last with "
-                       f"{last.user_attrs['end_reason'][len('error:'):]} (trial {last.number}); not a trial-level "
+                       f"{last.user_attrs['end_reason'][len(ERROR):]} (trial {last.number}); not a trial-level "
                        f"fault: fix the cause and run the same command to resume")
     if GAVE_UP in statuses:
         near = ""
