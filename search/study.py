@@ -5,10 +5,7 @@ seed, enqueued with user attr `race_of`). Counting, the stop rule and the winner
 """
 from __future__ import annotations
 
-import os
-import socket
 import warnings
-import zlib
 from pathlib import Path
 
 import optuna
@@ -25,20 +22,43 @@ def default_storage(space: Space, studies: str) -> str:
 
 
 def sampler_seed(search: dict, worker: int, existing: int) -> int:
-    """Different for every process: workers of one run (index), reruns (trials already stored), and machines
-    or shells started at the same instant on the same storage (host name and process id). Proposals are
-    therefore not replayed run to run; each trial's training seed is recorded and reproducible."""
-    salt = zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode())
-    return (search["seed"] + 7919 * worker + 104_729 * existing + salt) % 2**31
+    """Workers of one run (index) and reruns (trials already stored) start from different seeds."""
+    return (search["seed"] + 7919 * worker + 104_729 * existing) % 2**31
+
+
+class _SeededPerTrial:
+    """Reseeds the sampler's random state from the study seed and the trial's number before each trial. Trial
+    numbers are handed out by the storage, so processes started at the same instant on the same study (other
+    machines, other shells) draw different proposals, while a run stays reproducible: the same history and trial
+    number give the same proposal. (`_rng` / `_random_sampler` are Optuna's own fields of these two samplers.)"""
+
+    def __init__(self, *args, study_seed: int, **kw):
+        super().__init__(*args, **kw)
+        self._study_seed = study_seed
+
+    def before_trial(self, study, trial) -> None:
+        seed = (self._study_seed * 1_000_003 + trial.number * 7919) % 2**32
+        for sampler in (self, getattr(self, "_random_sampler", None)):
+            if sampler is not None and hasattr(sampler, "_rng"):
+                sampler._rng.rng.seed(seed)
+        super().before_trial(study, trial)
+
+
+class SeededTPESampler(_SeededPerTrial, optuna.samplers.TPESampler):
+    pass
+
+
+class SeededRandomSampler(_SeededPerTrial, optuna.samplers.RandomSampler):
+    pass
 
 
 def make_sampler(search: dict, seed: int) -> optuna.samplers.BaseSampler:
     kind = search["sampler"]
     if kind == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, multivariate=search["multivariate"], constant_liar=True,
-                                          n_startup_trials=search["startup_trials"])
+        return SeededTPESampler(seed=seed, multivariate=search["multivariate"], constant_liar=True,
+                                n_startup_trials=search["startup_trials"], study_seed=search["seed"])
     if kind == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
+        return SeededRandomSampler(seed=seed, study_seed=search["seed"])
     if kind == "qmc":
         return optuna.samplers.QMCSampler(seed=seed)
     if kind == "gp":
