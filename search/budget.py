@@ -123,8 +123,7 @@ def fill(cand: dict, budget: dict, meta: Meta, steps: int = 12) -> dict:
 
     def fits(m: float) -> bool:
         model = models.build(cand["family"], **scaled(cand, m)["model"])
-        cost = Cost(count_params(model), None)
-        if "params" in budget and cost.params > budget["params"]:
+        if "params" in budget and count_params(model) > budget["params"]:
             return False
         return "macs" not in budget or count_macs(model, meta) <= budget["macs"]
 

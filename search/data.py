@@ -73,12 +73,6 @@ def train_size(data_cfg: dict) -> int:
     return meta.train_size + (SVHN_EXTRA if data_cfg.get("extra") else 0)
 
 
-def retrain_size(data_cfg: dict, train_on: str) -> int:
-    """Images one full retrain trains on: the training split, plus the validation split with train+val."""
-    n = train_size(data_cfg)
-    return n if train_on == "train+val" else n - round(n * data_cfg["val_fraction"])
-
-
 def load(data_cfg: dict, device: str | torch.device = "cpu", seed: int = 0) -> Data:
     """The dataset named by the space's `data` section, split and on `device`."""
     name, meta = data_cfg["dataset"], DATASETS[data_cfg["dataset"]]

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import optuna.distributions
 import yaml
 
 import models
@@ -141,12 +142,6 @@ def read_yaml(text: str):
         loader.dispose()
 
 
-def optuna_distributions():
-    import optuna.distributions
-
-    return optuna.distributions
-
-
 @dataclass(frozen=True)
 class Param:
     """A searchable key: fixed value, categorical choice or range. `name` is the Optuna name."""
@@ -162,7 +157,7 @@ class Param:
 
     def distribution(self):
         """Optuna's distribution for this key, or None for a fixed value."""
-        D = optuna_distributions()
+        D = optuna.distributions
         if self.choices is not None:
             return D.CategoricalDistribution(list(self.choices))
         if self.low is None:
@@ -178,7 +173,7 @@ class Param:
         if a is None or b is None:
             return a is None and b is None and self.value == other.value
         try:
-            optuna_distributions().check_distribution_compatibility(a, b)
+            optuna.distributions.check_distribution_compatibility(a, b)
         except ValueError:
             return False
         return True
