@@ -14,7 +14,7 @@ from search.budget import no_fit_error, sample_costs
 from search import data as D
 from search.data import DATASETS, train_size
 from search.errors import UserError
-from search.report import describe
+from search.progress import describe
 from search.space import Space
 
 TIMED = 6  # candidates timed for the train_seconds column

@@ -100,5 +100,21 @@ def export_main(argv: list[str] | None = None) -> int:
         return e.status
 
 
+def report_main(argv: list[str] | None = None) -> int:
+    p = _Parser(prog="nas-report", description="Write STUDIES/NAME/report.html for a study (finished or running).")
+    p.add_argument("study", help="study name (its storage is sqlite:///STUDIES/NAME.db)")
+    p.add_argument("--storage", help="Optuna storage URL")
+    p.add_argument("--studies", default="studies")
+    args = p.parse_args(argv)
+    try:
+        from search.run import report_study
+
+        return report_study(args.study, Console() if sys.stdout.isatty() else Console(width=140),
+                            storage=args.storage, studies=args.studies)
+    except OneLineError as e:
+        sys.stderr.write(f"nas-report: {e}\n")
+        return e.status
+
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -36,6 +36,13 @@ DATASETS = {
     "cifar100": Meta(3, 32, 100, 50_000, "CIFAR100"),
     "svhn": Meta(3, 32, 10, 73_257, "SVHN"),
 }
+CLASS_NAMES = {  # for the study report; CIFAR-100's 100 classes are shown by number
+    "mnist": [str(i) for i in range(10)],
+    "svhn": [str(i) for i in range(10)],
+    "fashion_mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                      "Ankle boot"],
+    "cifar10": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
+}
 SVHN_EXTRA = 531_131
 IDX_FILES = {
     "train_x": "train-images-idx3-ubyte",
@@ -66,6 +73,10 @@ class Data:
     mean: torch.Tensor  # float (C,) over the training split, in [0, 1] pixel units
     std: torch.Tensor
     meta: Meta
+
+
+def class_names(dataset: str) -> list[str]:
+    return CLASS_NAMES.get(dataset) or [str(i) for i in range(DATASETS[dataset].classes)]
 
 
 def train_size(data_cfg: dict) -> int:

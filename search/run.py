@@ -22,9 +22,10 @@ from search import budget as B
 from search import data as D
 from search import export as E
 from search import race as R
+from search import report
 from search.errors import RunError, UserError
 from search.objective import ERROR, trial_seed
-from search.report import Progress, counts, dashboard_command, summary
+from search.progress import Progress, counts, dashboard_command, summary
 from search.retrain import retrain
 from search.space import Space
 from search.storage import HEARTBEAT, make_storage
@@ -111,11 +112,19 @@ def run(space: Space, console, trials: int | None = None, storage: str | None = 
         for row in standings:
             vals = ", ".join(f"{v:.4f}" for v in row["val_accs"])
             console.print(f"race: trial {row['trial']} val {row['mean']:.4f} ± {row['std']:.4f} ({vals})", highlight=False)
-    if not retrain_winner or not c["completed"]:
-        return 0
-    winner = R.winner(all_trials, space.search["race_top"])
-    publish_winner(study, space, winner, data, out, console, parallel=(k, threads, device))
+    if retrain_winner and c["completed"]:
+        winner = R.winner(all_trials, space.search["race_top"])
+        publish_winner(study, space, winner, data, out, console, parallel=(k, threads, device))
+    write_report(study, space, out, data, console)
     return 0
+
+
+def write_report(study, space: Space, out: Path, data: D.Data | None, console, problem: str = "") -> Path:
+    """studies/NAME/report.html, uploaded as a study artifact with a note for optuna-dashboard."""
+    path = report.write(study, space, out, data, problem)
+    report.publish(study, path, out / "artifacts")
+    console.print(f"report: {path} (figures in {path.parent / 'report'})", highlight=False)
+    return path
 
 
 def _raise_terminated(*_):
@@ -166,18 +175,9 @@ def export_study(name: str, console, trial: int | None = None, storage: str | No
                  formats=E.FORMATS, out: str | None = None) -> int:
     """`nas-export STUDY [--trial N]`: re-export the retrained winner from its checkpoint, or retrain another trained
     trial at full fidelity (retrain.seeds seeds) and export it to STUDIES/NAME/trial-N/."""
-    from search import space as S
     from search.study import is_race
 
-    url = storage or f"sqlite:///{Path(studies) / name}.db"
-    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).exists():
-        raise UserError(f"{name}: no study storage at {url[len('sqlite:///'):]} (expected the study name nas-run printed; see --studies)")
-    try:
-        study = optuna.load_study(study_name=name, storage=make_storage(url))
-    except KeyError:
-        raise UserError(f"{name}: no such study in {url}") from None
-    text = study.user_attrs["space"]
-    space = S.parse(S.read_yaml(text), study.user_attrs.get("space_file", name), text)
+    study, space = load_stored(name, storage, studies)
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     prev = study.user_attrs.get("retrain")
     winner = R.winner(list(trials.values()), space.search["race_top"])
@@ -201,4 +201,32 @@ def export_study(name: str, console, trial: int | None = None, storage: str | No
     if "onnx_check" in card:
         c = card["onnx_check"]
         console.print(f"ONNX check: max |diff| {c['max_abs_diff']:.1e}, {c['same_predictions']}/{c['images']} identical predictions")
+    return 0
+
+
+def load_stored(name: str, storage: str | None, studies: str) -> tuple[optuna.Study, Space]:
+    """A study nas-run wrote (finished or still running) and the space it was searched with."""
+    from search import space as S
+
+    url = storage or f"sqlite:///{Path(studies) / name}.db"
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).exists():
+        raise UserError(f"{name}: no study storage at {url[len('sqlite:///'):]} (expected the study name nas-run printed; see --studies)")
+    try:
+        study = optuna.load_study(study_name=name, storage=make_storage(url))
+    except KeyError:
+        raise UserError(f"{name}: no such study in {url}") from None
+    if "space" not in study.user_attrs:
+        raise UserError(f"{name}: study in {url} was not written by nas-run (no stored space)")
+    text = study.user_attrs["space"]
+    return study, S.parse(S.read_yaml(text), study.user_attrs.get("space_file", name), text)
+
+
+def report_study(name: str, console, storage: str | None = None, studies: str = "studies") -> int:
+    """`nas-report STUDY`: write STUDIES/NAME/report.html from the study as it is now (it may still be running)."""
+    study, space = load_stored(name, storage, studies)
+    try:
+        data, problem = D.load(space.data, "cpu", space.search["seed"]), ""
+    except UserError as e:
+        data, problem = None, f"the data could not be loaded ({e})"
+    write_report(study, space, Path(studies) / space.name, data, console, problem)
     return 0

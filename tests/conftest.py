@@ -27,6 +27,15 @@ def need(condition: bool, what: str):
         pytest.skip(f"{what} is missing")
 
 
+def chromium(*args, timeout=90) -> str:
+    """Debian's headless chromium with `args` -> its stdout (e.g. --dump-dom URL)."""
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    need(exe is not None, "chromium (apt-get install chromium)")
+    r = subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                        "--virtual-time-budget=20000", *args], capture_output=True, text=True, timeout=timeout)
+    return r.stdout
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _cache_dir(tmp_path_factory):
     os.environ["NAS_RUN_CACHE"] = str(tmp_path_factory.mktemp("cache"))

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import need
+from conftest import chromium, need
 
 
 def _free_port() -> int:
@@ -50,22 +50,14 @@ def dashboard(finished):
     proc.wait(timeout=10)
 
 
-def _chromium(*args, timeout=90) -> str:
-    exe = shutil.which("chromium") or shutil.which("chromium-browser")
-    need(exe is not None, "chromium (apt-get install chromium)")
-    r = subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                        "--virtual-time-budget=20000", *args], capture_output=True, text=True, timeout=timeout)
-    return r.stdout
-
-
 def _page_text(url: str) -> str:
-    return re.sub(r"<[^>]+>", " ", _chromium("--dump-dom", url))
+    return re.sub(r"<[^>]+>", " ", chromium("--dump-dom", url))
 
 
 def _screenshot(url: str, name: str, tmp: Path) -> Path:
     out = Path(os.environ.get("NAS_RUN_SCREENSHOTS", tmp))
     out.mkdir(parents=True, exist_ok=True)
-    _chromium("--window-size=1400,1800", f"--screenshot={out / name}", url)
+    chromium("--window-size=1400,1800", f"--screenshot={out / name}", url)
     return out / name
 
 
@@ -96,3 +88,13 @@ def test_browser_shows_the_winner_and_its_exported_files(dashboard, finished, tm
     assert "test_acc_mean" in text and "val_accs" in text  # the retrain results and race standings, study user attrs
     assert f'"trial": {st.user_attrs["retrain"]["trial"]}' in text or f'"trial":{st.user_attrs["retrain"]["trial"]}' in text
     assert _screenshot(dashboard + "/dashboard/studies/1", "dashboard_study.png", tmp_path).stat().st_size > 10_000
+
+
+def test_study_note_links_the_report_the_dashboard_serves(dashboard, finished):
+    study = json.load(urllib.request.urlopen(dashboard + "/api/studies/1", timeout=30))
+    body = study["note"]["body"]
+    link = re.search(r"\((/artifacts/1/[0-9a-f-]+)\)", body)
+    assert "report.html" in body and link, body
+    page = urllib.request.urlopen(dashboard + link.group(1), timeout=30)
+    assert page.headers["Content-Type"] == "text/html" and b"nas-run study tiny" in page.read()
+    assert study["objective_names"] == ["val accuracy"]  # what the dashboard titles its plots with

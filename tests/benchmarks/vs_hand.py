@@ -13,6 +13,7 @@ sampling, no pruning, full length, no race), each at the same number of trained 
 seeds. Rows print as they finish; wall-clock is the whole nas-run command.
 
     python tests/benchmarks/vs_hand.py [--trials 40] [--workers auto] [--runs new,previous,random] [--skip-hand]
+                                       [--search min_epochs=5 ...]   # the `new` run with other search settings
 """
 from __future__ import annotations
 
@@ -136,6 +137,8 @@ def main():
     p.add_argument("--work", default="/tmp/nas-run-vs-hand")
     p.add_argument("--runs", default="new", help="comma-separated: new, previous, random")
     p.add_argument("--skip-hand", action="store_true")
+    p.add_argument("--search", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a search setting of the `new` run (repeatable); the study is named after the overrides")
     args = p.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -145,8 +148,10 @@ def main():
         torch.set_num_threads(os.cpu_count())
         rows.append(hand(root, 3, 15))
         show(rows)
+    overrides = {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in args.search)}
+    suffix = "".join(f"_{k}{v}" for k, v in overrides.items())
     searches = {
-        "new": lambda: space_copy(root, "fm8k"),
+        "new": lambda: space_copy(root, "fm8k" + suffix, **overrides),
         "previous": lambda: space_copy(root, "fm8k_previous", True, epochs=3, data_fraction=0.5, pruner="median",
                                        startup_trials=8, race_top=0),
         "random": lambda: space_copy(root, "fm8k_random", True, sampler="random", pruner="none", race_top=0),

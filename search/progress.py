@@ -1,0 +1,145 @@
+"""What the user sees: a live view of the study while it runs, a summary table, the dashboard command.
+
+Everything is rendered from storage snapshots (`study.get_trials()`), so one view serves one worker in
+this process and K worker processes alike. Without a terminal (CI, logs) it prints a line per trial.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+from optuna.trial import TrialState
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from search.objective import INVALID, REJECTED, untrained
+from search.study import best_search_trial, is_race
+
+
+def describe(cand: dict) -> str:
+    m = cand["model"]
+    parts = [cand["family"]]
+    if "widths" in m:
+        parts.append("widths=" + "/".join(map(str, m["widths"])))
+    if "depths" in m:
+        parts.append("depths=" + "/".join(map(str, m["depths"])))
+    if any(m.get("pools", ())[1:]) and not all(m["pools"][1:]):
+        parts.append("pools=" + "".join("p" if p else "-" for p in m["pools"]))
+    for key in ("kernel_size", "padding", "transition", "head", "separable", "expansion"):
+        if key in m:
+            parts.append(f"{key}={m[key]}")
+    return " ".join(parts)
+
+
+def counts(trials) -> dict:
+    """trained / completed / pruned: search trials; race: race runs that trained; rejected: candidates over budget
+    or invalid, never trained; duplicates: candidates already trained (told the earlier value), and surplus asks;
+    failed: trials that ended in a fault."""
+    c = {"trained": 0, "completed": 0, "pruned": 0, "race": 0, "rejected": 0, "duplicates": 0, "failed": 0, "running": 0}
+    for t in trials:
+        if t.state == TrialState.RUNNING:
+            c["running"] += 1
+        elif t.user_attrs.get("trained") and is_race(t):
+            c["race"] += 1
+        elif t.user_attrs.get("trained"):
+            c["trained"] += 1
+            c["completed" if t.state == TrialState.COMPLETE else "pruned"] += 1
+        elif t.user_attrs.get("end_reason", "").startswith((REJECTED, INVALID)):
+            c["rejected"] += 1
+        elif untrained(t.user_attrs.get("end_reason", "")):
+            c["duplicates"] += 1
+        elif t.state == TrialState.FAIL:
+            c["failed"] += 1
+    return c
+
+
+def trial_line(t) -> str:
+    reason = t.user_attrs.get("end_reason", t.state.name.lower())
+    acc = f"val {t.value:.4f}" if t.value is not None else (
+        f"val {t.intermediate_values[max(t.intermediate_values)]:.4f} at epoch {max(t.intermediate_values)}"
+        if t.intermediate_values else "")
+    params = t.user_attrs.get("params")
+    size = f"{params:,} params" if params is not None else ""
+    race = f" (race of trial {t.user_attrs['race_of']})" if is_race(t) else ""
+    return f"trial {t.number}{race}: {reason} {acc} {size}".replace("  ", " ").strip()
+
+
+def status(trials, target: int, started: float, workers: int) -> Group:
+    c = counts(trials)
+    lines = [Text(f"trained {c['trained']}/{target} · completed {c['completed']} · pruned {c['pruned']} · "
+                  f"rejected before training {c['rejected']} · duplicates {c['duplicates']} · failed {c['failed']}", style="bold")]
+    for t in trials:
+        if t.state == TrialState.RUNNING and t.intermediate_values:
+            e = max(t.intermediate_values)
+            lines.append(Text(f"  running trial {t.number}: epoch {e}, val {t.intermediate_values[e]:.4f}, {t.user_attrs.get('params', 0):,} params"))
+        elif t.state == TrialState.RUNNING:
+            lines.append(Text(f"  running trial {t.number}: starting"))
+    best = best_search_trial(trials)
+    if best:
+        lines.append(Text(f"best: trial {best.number}, val {best.value:.4f}, {best.user_attrs.get('params', 0):,} params", style="green"))
+    done = [t for t in trials if t.user_attrs.get("trained") and not is_race(t) and t.datetime_complete and t.datetime_start]
+    if done and c["trained"] < target:
+        per = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in done) / len(done)
+        lines.append(Text(f"ETA ~{per * (target - c['trained']) / workers / 60:.1f} min "
+                          f"({time.monotonic() - started:.0f} s elapsed)"))
+    return Group(*lines)
+
+
+def summary(trials, top: int = 10) -> Table:
+    done = sorted((t for t in trials if t.value is not None and t.user_attrs.get("trained") and not is_race(t)),
+                  key=lambda t: -t.value)
+    table = Table(title=f"top {min(top, len(done))} search trials by validation accuracy (one seed each)")
+    for col in ("trial", "val acc", "params", "MACs", "s/epoch", "candidate"):
+        table.add_column(col, justify="left" if col == "candidate" else "right")
+    for t in done[:top]:
+        table.add_row(str(t.number), f"{t.value:.4f}", f"{t.user_attrs.get('params', 0):,}", f"{t.user_attrs.get('macs', 0):,}",
+                      f"{t.user_attrs.get('seconds_per_epoch', 0):.1f}", describe(t.user_attrs["candidate"]))
+    return table
+
+
+def dashboard_command(storage_url: str, artifact_dir: str) -> str:
+    return f"optuna-dashboard {storage_url} --artifact-dir {artifact_dir}"
+
+
+class Progress:
+    """Polls the study every `every` seconds in a thread and renders it (live, or a line per trial)."""
+
+    def __init__(self, study, target: int, console: Console, workers: int = 1, every: float = 1.0):
+        self.study, self.target, self.console, self.workers, self.every = study, target, console, workers, every
+        self.started = time.monotonic()
+        self.printed: set[int] = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
+        self.live = Live(console=console, auto_refresh=False) if console.is_terminal else None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self):
+        if self.live:
+            self.live.start()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self.poll()
+        if self.live:
+            self.live.stop()
+
+    def _loop(self):
+        while not self._stop.wait(self.every):
+            try:
+                self.poll()
+            except Exception:  # a busy database must not kill the view; the next poll retries
+                pass
+
+    def poll(self):
+        trials = self.study.get_trials(deepcopy=False)
+        if self.live:
+            self.live.update(status(trials, self.target, self.started, self.workers), refresh=True)
+            return
+        for t in trials:
+            if t.state.is_finished() and t.number not in self.printed:
+                self.printed.add(t.number)
+                self.console.print(trial_line(t), highlight=False)

@@ -1,0 +1,161 @@
+"""The study report (studies/NAME/report.html): written by nas-run, rebuilt by nas-report, opened in a real headless
+browser (Debian's chromium), and its figures checked against the data they were drawn from."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState
+
+from conftest import chromium, search_trials, tiny_space, write_space
+from search import data as D
+from search import report as RP
+from search import space as S
+
+CONTROL = "http://127.0.0.1:9/control.png"  # a request and a broken image the checks must see, or they see nothing
+PROBE = """<img alt="control" src="%s"><script>window.onload = () => { document.title = JSON.stringify(
+  [...document.images].filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.alt)) }</script>""" % CONTROL
+
+
+def nas_report(*args, **kw) -> subprocess.CompletedProcess:
+    exe = shutil.which("nas-report") or sys.exit("nas-report is not installed: pip install -e '.[test]'")
+    return subprocess.run([exe, *map(str, args)], capture_output=True, text=True, timeout=300, **kw)
+
+
+def open_in_browser(page: Path, tmp: Path) -> tuple[list[str], list[str]]:
+    """Load a copy of `page` (plus the control image and a probe script) in headless chromium ->
+    (alt text of every image that did not load, every URL the page requested), from the DOM and chromium's NetLog."""
+    probe = tmp / "probe.html"
+    probe.write_text(page.read_text().replace("</body>", PROBE + "</body>"))
+    netlog = tmp / "netlog.json"
+    dom = chromium("--disable-background-networking", f"--log-net-log={netlog}", "--dump-dom", probe.as_uri())
+    title = re.search(r"<title>(.*?)</title>", dom, re.S)
+    assert title and title.group(1).startswith("["), f"the probe did not run: {dom[:300]}"
+    events = json.loads(netlog.read_text())
+    start = events["constants"]["logEventTypes"]["URL_REQUEST_START_JOB"]
+    requested = [e["params"]["url"] for e in events["events"] if e["type"] == start
+                 and "file://" in e["params"].get("network_isolation_key", "")]  # the page's own, not the browser's
+    return json.loads(title.group(1).replace("&quot;", '"')), requested
+
+
+@pytest.fixture(scope="module")
+def report_page(finished):
+    tmp, *_ = finished
+    return tmp / "studies" / "tiny" / "report.html"
+
+
+def test_nas_run_writes_the_report_and_uploads_it_with_a_dashboard_note(finished, report_page):
+    _, _, result, study = finished
+    assert f"report: {report_page}" in result.stdout
+    pngs = {p.stem for p in (report_page.parent / "report").glob("*.png")}
+    assert {"progress", "accuracy_vs_size", "learning_curves", "retrain_loss", "class_counts", "samples", "confusion",
+            "misclassified"} <= pngs
+    html = report_page.read_text()
+    assert html.count("<img ") == len(pngs) and html.count("src='data:image/png;base64,") == len(pngs)
+    study = optuna.load_study(study_name="tiny", storage=study._storage)  # as it is now
+    metas = [m for m in optuna.artifacts.get_all_artifact_meta(study) if m.filename == "report.html"]
+    assert len(metas) == 1 and metas[0].mimetype == "text/html"
+    stored = report_page.parent / "artifacts" / metas[0].artifact_id
+    assert stored.read_text() == html
+    from optuna_dashboard import get_note
+
+    note = get_note(study)
+    assert f"/artifacts/{study._study_id}/{metas[0].artifact_id}" in note and "test accuracy" in note
+    assert study.metric_names == ["val accuracy"]
+
+
+def test_report_opens_offline_every_figure_loads_and_nothing_is_requested(report_page, tmp_path):
+    broken, requested = open_in_browser(report_page, tmp_path)
+    assert broken == ["control"], f"figures that did not load: {broken}"
+    assert requested == [CONTROL], f"the page asked the network for {requested}"
+    shots = Path(os.environ.get("NAS_RUN_SCREENSHOTS", tmp_path))
+    shots.mkdir(parents=True, exist_ok=True)
+    chromium("--window-size=1200,4000", f"--screenshot={shots / 'report.png'}", report_page.as_uri())
+    assert (shots / "report.png").stat().st_size > 50_000
+
+
+def test_pareto_front_is_exactly_the_non_dominated_full_length_trials(finished, report_page):
+    _, _, _, study = finished
+    done = [t for t in search_trials(study) if t.state == TrialState.COMPLETE]
+    pts = [(t.user_attrs["params"], t.value, t.number) for t in done]
+    dominated = {n for p, a, n in pts for q, b, m in pts if m != n and q <= p and b >= a and (q < p or b > a)}
+    front = RP.pareto_front(pts)
+    assert {n for *_, n in front} == {n for *_, n in pts} - dominated
+    table = report_page.read_text().split("Pareto front (full-length trials")[1].split("</table>")[0]
+    assert [int(n) for n in re.findall(r"</td><td>[\d.]+</td><td>(\d+)</td>", table)] == [n for *_, n in front]
+
+
+def test_pareto_front_by_hand():
+    pts = [(100, 0.5, 0), (200, 0.7, 1), (150, 0.4, 2), (300, 0.7, 3), (300, 0.9, 4), (100, 0.6, 5), (250, 0.6, 6)]
+    assert RP.pareto_front(pts) == [(100, 0.6, 5), (200, 0.7, 1), (300, 0.9, 4)]
+
+
+def test_confusion_matrix_sums_to_the_test_size_and_matches_the_retrain(finished):
+    tmp, space_file, _, study = finished
+    space = S.load(space_file)
+    data = D.load(space.data, "cpu", space.search["seed"])
+    test = RP.test_predictions(tmp / "studies" / "tiny" / "best" / "checkpoint.pt", data)
+    cm = test.confusion(data.meta.classes)
+    assert cm.sum().item() == len(data.test)
+    assert cm.sum(1).tolist() == torch.bincount(data.test.y, minlength=10).tolist()
+    first = study.user_attrs["retrain"]["runs"][0]  # the exported model is the first seed's
+    assert cm.diag().sum().item() / len(data.test) == pytest.approx(first["test_acc"], abs=1e-9)
+
+
+def test_sensitivity_tables_count_every_trained_trial(finished):
+    _, _, _, study = finished
+    ts = search_trials(study)
+    tables = RP.sensitivity(study.trials)
+    assert set(tables) == {n for t in ts for n in t.params}
+    for name, rows in tables.items():
+        assert sum(r.trained for r in rows) == sum(name in t.params for t in ts)
+        full = sorted(t.value for t in ts if name in t.params and t.state == TrialState.COMPLETE)
+        assert sorted(a for r in rows for a in r.accs) == pytest.approx(full)
+
+
+def test_nas_report_on_a_running_study_leaves_out_the_winner(tmp_path):
+    space = tiny_space(search={"epochs": 3, "startup_trials": 2, "seed": 0, "race_top": 0, "pruner": "none"})
+    path = write_space(tmp_path / "tiny.yaml", space)
+    studies = tmp_path / "studies"
+    exe = shutil.which("nas-run")
+    proc = subprocess.Popen([exe, str(path), "--trials", "6", "--no-retrain", "--studies", str(studies)], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # a trial has finished training and another runs
+            if (studies / "tiny.db").exists():
+                try:
+                    trials = optuna.load_study(study_name="tiny", storage=f"sqlite:///{studies}/tiny.db").trials
+                except KeyError:
+                    trials = []
+                if any(t.user_attrs.get("trained") for t in trials) and any(t.state == TrialState.RUNNING for t in trials):
+                    break
+            time.sleep(0.1)
+        else:
+            pytest.fail(f"nas-run never had a trained and a running trial: {proc.stderr.read() if proc.poll() is not None else ''}")
+        result = nas_report("tiny", "--studies", studies)
+        still_running = proc.poll() is None
+        html = (studies / "tiny" / "report.html").read_text() if result.returncode == 0 else ""
+    finally:
+        proc.wait(timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert still_running, "the search ended before nas-report read it: the test did not test a running study"
+    assert "not retrained yet" in html and "Search progress" in html
+    assert "The winner on the test set" not in html and "retrain_loss" not in html
+    assert (studies / "tiny" / "report" / "progress.png").exists()
+
+
+def test_nas_report_on_a_missing_study_is_one_line_exit_2(tmp_path):
+    result = nas_report("nosuch", "--studies", tmp_path)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.count("\n") == 1 and "nosuch" in result.stderr and "no study storage" in result.stderr
+    assert not any(tmp_path.iterdir())
