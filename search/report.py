@@ -490,6 +490,8 @@ def write(study: optuna.Study, space, out: Path, data: D.Data | None = None, dat
         page.p(f"Data sections left out: {data_problem}.", "what")
 
     ckpt = out / "best" / "checkpoint.pt"
+    if retrain and data is not None and not ckpt.exists():
+        page.p(f"The winner's test-set sections need its checkpoint, not found at {ckpt}.", "what")
     if retrain and data is not None and ckpt.exists():
         test = test_predictions(ckpt, data)
         cm = test.confusion(meta.classes)
