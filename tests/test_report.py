@@ -159,3 +159,21 @@ def test_nas_report_on_a_missing_study_is_one_line_exit_2(tmp_path):
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.count("\n") == 1 and "nosuch" in result.stderr and "no study storage" in result.stderr
     assert not any(tmp_path.iterdir())
+
+
+def test_rank_correlation_by_hand():
+    assert RP.ranks([3, 1, 2, 2]) == [3.0, 0.0, 1.5, 1.5]
+    assert RP.spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert RP.spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert RP.spearman([1, 2, 2, 3], [1, 3, 2, 4]) == pytest.approx(4.5 / (4.5 * 5) ** 0.5)  # ties share a rank
+
+
+def test_rung_fidelity_counts_full_length_search_trials_only():
+    def trial(curve, state=TrialState.COMPLETE, **attrs):
+        return optuna.trial.create_trial(
+            state=state, value=curve[-1] if state == TrialState.COMPLETE else None,
+            intermediate_values=dict(enumerate(curve, 1)), user_attrs={"trained": True, **attrs})
+    # epoch 1 ranks the five trials backwards, epoch 2 in order; a pruned trial and a race run must not count
+    curves = [[0.5, 0.1, 0.1], [0.4, 0.2, 0.2], [0.3, 0.3, 0.3], [0.2, 0.4, 0.4], [0.1, 0.5, 0.5]]
+    trials = [trial(c) for c in curves] + [trial([0.9], TrialState.PRUNED), trial([0.0, 0.0, 0.9], race_of=0)]
+    assert RP.rung_fidelity(trials) == [(1, pytest.approx(-1.0), 5), (2, pytest.approx(1.0), 5)]
