@@ -234,31 +234,46 @@ def write(study: optuna.Study, space, out: Path, data: D.Data | None = None, dat
     """studies/NAME/report.html and studies/NAME/report/*.png from the study as it is now -> the page's path.
     `data` (the loaded dataset) adds the class counts, samples and, once retrained, the test-set sections."""
     trials = study.get_trials(deepcopy=False)
+    retrain = study.user_attrs.get("retrain")
     figures = F.Figures(out / "report")
     page = Page(f"nas-run study {study.study_name}")
-    c = counts(trials)
-    retrain = study.user_attrs.get("retrain")
-    race = study.user_attrs.get("race") or []
-    ts = trained(trials)
-    done = full_length(trials)
-    names = D.class_names(space.data["dataset"])
-    meta = D.DATASETS[space.data["dataset"]]
     page.p(f"Written {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z} from the study storage"
            + ("" if retrain else "; the winner is not retrained yet, so its sections are not here") + ".", "what")
+    _summary(page, space, trials, retrain)
+    _search(page, figures, space, trials, study.user_attrs.get("race") or [])
+    _what_mattered(page, figures, trials)
+    _curves(page, figures, trials, retrain)
+    names, classes = D.class_names(space.data["dataset"]), D.DATASETS[space.data["dataset"]].classes
+    if data is not None:
+        _data(page, figures, data, names, classes)
+    elif data_problem:
+        page.p(f"Data sections left out: {data_problem}.", "what")
+    ckpt = out / "best" / "checkpoint.pt"
+    if retrain and data is not None and not ckpt.exists():
+        page.p(f"The winner's test-set sections need its checkpoint, not found at {ckpt}.", "what")
+    if retrain and data is not None and ckpt.exists():
+        _test_set(page, figures, test_predictions(ckpt, data), names, classes, retrain)
+    path = out / "report.html"
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".html.tmp")
+    tmp.write_text(page.html())
+    tmp.replace(path)
+    return path
 
-    # summary
+
+def _summary(page: Page, space, trials, retrain: dict | None) -> None:
     page.h2("Summary")
+    c, meta = counts(trials), D.DATASETS[space.data["dataset"]]
     rows = [["task", f"{space.data['dataset']} ({meta.channels}×{meta.size}×{meta.size}, {meta.classes} classes), "
                      f"val split {space.data['val_fraction']:.0%} of the training images"]]
     for key, unit in UNITS.items():
         if key in space.budget:
             rows.append([f"budget: {key}", f"≤ {space.budget[key]:,} {unit}"])
-    wall = search_seconds(trials)
-    epochs = [t.user_attrs.get("epochs_run", 0) for t in ts]
-    rows.append(["search cost", f"{wall / 60:.1f} min wall-clock (search and race); trained {c['trained']} "
-                                f"(full length {c['completed']}, pruned {c['pruned']}), race runs {c['race']}, rejected "
-                                f"before training {c['rejected']}, duplicates {c['duplicates']}, failed {c['failed']}, "
-                                f"running {c['running']}"])
+    rows.append(["search cost", f"{search_seconds(trials) / 60:.1f} min wall-clock (search and race); trained "
+                                f"{c['trained']} (full length {c['completed']}, pruned {c['pruned']}), race runs "
+                                f"{c['race']}, rejected before training {c['rejected']}, duplicates {c['duplicates']}, "
+                                f"failed {c['failed']}, running {c['running']}"])
+    epochs = [t.user_attrs.get("epochs_run", 0) for t in trained(trials)]
     if epochs:
         rows.append(["epochs per trained trial", f"{statistics.fmean(epochs):.1f} of {space.search['epochs']} "
                                                  f"(pruner {space.search['pruner']})"])
@@ -277,7 +292,8 @@ def write(study: optuna.Study, space, out: Path, data: D.Data | None = None, dat
     page.p("Selection (pruning, race, winner) uses the validation split only. The test split is read once per retrain "
            "seed for the accuracy above and, in the last section, for reporting; it selects nothing.", "what")
 
-    # search
+
+def _search(page: Page, figures: F.Figures, space, trials, race: list[dict]) -> None:
     page.h2("Search progress")
     page.figure(figures, "progress", F.fig_progress(trials),
                 "Validation accuracy per trial: full-length trials, pruned ones at the epoch they stopped, race runs, the "
@@ -286,8 +302,8 @@ def write(study: optuna.Study, space, out: Path, data: D.Data | None = None, dat
         page.table(["trial", "val acc per seed", "mean ± std", "params"],
                    [[r["trial"], ", ".join(f"{v:.4f}" for v in r["val_accs"]), f"{r['mean']:.4f} ± {r['std']:.4f}",
                      f"{r.get('params') or 0:,}"] for r in race], "race: the finalists on more seeds, best mean first")
-
     page.h2("Accuracy vs size")
+    done = full_length(trials)
     front = pareto_front([(t.user_attrs["params"], t.value, t.number) for t in done if "params" in t.user_attrs])
     page.figure(figures, "accuracy_vs_size", F.fig_size(trials, space.budget, front),
                 "Validation accuracy against parameters (left) and MACs (right) for every trained trial (pruned ones at "
@@ -299,30 +315,34 @@ def write(study: optuna.Study, space, out: Path, data: D.Data | None = None, dat
                    [[f"{p:,}", f"{by[n].user_attrs.get('macs', 0):,}", f"{a:.4f}", n, describe(by[n].user_attrs["candidate"])]
                     for p, a, n in front], "Pareto front (full-length trials; one seed each)")
 
+
+def _what_mattered(page: Page, figures: F.Figures, trials) -> None:
     page.h2("What mattered")
     imp = importances(trials)
     if isinstance(imp, dict):
         page.figure(figures, "importance", F.fig_importance(imp),
-                    f"Hyperparameter importance (Optuna's PED-ANOVA over the {len(done)} full-length trials): how much "
-                    "each parameter's values in the best quarter of them differ from its values in all of them.")
+                    f"Hyperparameter importance (Optuna's PED-ANOVA over the {len(full_length(trials))} full-length "
+                    "trials): how much each parameter's values in the best quarter of them differ from its values in all "
+                    "of them.")
     else:
         page.p(f"Hyperparameter importance: {imp}.", "what")
     page.p("Sensitivity: validation accuracy per value (or per quantile bin) of each searched parameter. 'trained' "
            "counts the trials that drew it, 'full' those that trained the full length; mean ± std and best are over "
            "the full-length ones. A difference inside the spread is noise. Most important parameter first.", "what")
-    page.raw("<div class='tables'>")
     tables = sensitivity(trials)
     order = [n for n in imp if n in tables] + [n for n in tables if n not in imp] if isinstance(imp, dict) else tables
+    page.raw("<div class='tables'>")
     for name in order:
-        table = tables[name]
-        page.table([name, "trained", "full", "val acc mean ± std", "best"], [r.cells() for r in table])
+        page.table([name, "trained", "full", "val acc mean ± std", "best"], [r.cells() for r in tables[name]])
     page.raw("</div>")
 
+
+def _curves(page: Page, figures: F.Figures, trials, retrain: dict | None) -> None:
     page.h2("Learning curves")
-    if ts:
+    if trained(trials):
         page.figure(figures, "learning_curves", F.fig_curves(trials),
-                    f"Validation accuracy per epoch of the {min(F.TOP_CURVES, len(done))} best full-length trials (colour) "
-                    "and of the pruned ones (grey): what the pruner cut, and where.")
+                    f"Validation accuracy per epoch of the {min(F.TOP_CURVES, len(full_length(trials)))} best full-length "
+                    "trials (colour) and of the pruned ones (grey): what the pruner cut, and where.")
     fidelity = rung_fidelity(trials)
     if fidelity:
         page.table(["epoch", "rank correlation with the final val accuracy", "trials"],
@@ -331,7 +351,6 @@ def write(study: optuna.Study, space, out: Path, data: D.Data | None = None, dat
         page.p("A rung at an epoch whose correlation is low ranks how fast a net learns, not where it ends: move "
                "search.min_epochs to where it is high. Only trials that reached the full length are counted, so early "
                "epochs look better here than they are.", "what")
-
     if retrain:
         page.h2("The winner's retrain")
         if any(r.get("train_loss") for r in retrain["runs"]):
@@ -340,46 +359,35 @@ def write(study: optuna.Study, space, out: Path, data: D.Data | None = None, dat
         else:
             page.p("This study's retrain recorded no loss history.", "what")
 
-    if data is not None:
-        page.h2("Data")
-        page.figure(figures, "class_counts", F.fig_class_counts(data, names),
-                    "Images per class in the training, validation and test splits.")
-        shown = [k for k in range(meta.classes) if (data.train.y == k).any()][:10]
-        rows = [list(data.train.x[(data.train.y == k).nonzero()[:SAMPLES, 0]].cpu()) for k in shown]
-        page.figure(figures, "samples", F.fig_rows(rows, [names[k] for k in shown]),
-                    f"The first {SAMPLES} training images of {'every' if meta.classes <= 10 else 'the first 10'} class.")
-    elif data_problem:
-        page.p(f"Data sections left out: {data_problem}.", "what")
 
-    ckpt = out / "best" / "checkpoint.pt"
-    if retrain and data is not None and not ckpt.exists():
-        page.p(f"The winner's test-set sections need its checkpoint, not found at {ckpt}.", "what")
-    if retrain and data is not None and ckpt.exists():
-        test = test_predictions(ckpt, data)
-        cm = test.confusion(meta.classes)
-        page.h2("The winner on the test set")
-        page.p(f"The exported model (retrain seed {retrain['runs'][0]['seed']}, fp32) on the {len(test.y):,} test "
-               "images. Read for reporting only: nothing here selected the winner.", "what")
-        page.figure(figures, "confusion", F.fig_confusion(cm, names),
-                    f"Confusion matrix: rows true class, columns predicted; {int(cm.sum()):,} images, accuracy "
-                    f"{cm.diag().sum().item() / cm.sum().item():.4f}.")
-        per_class = cm.diag().float() / cm.sum(1).clamp(min=1)
-        order = per_class.argsort().tolist()
-        confused = cm.clone().fill_diagonal_(-1).argmax(1).tolist()  # the most frequent wrong prediction per class
-        page.table(["class", "test images", "accuracy", "most often taken for"],
-                   [[names[k], int(cm[k].sum()), f"{per_class[k]:.4f}", names[confused[k]]] for k in order],
-                   "per-class accuracy, worst first")
-        wrong = (test.pred != test.y).nonzero()[:MISSED, 0].tolist()
-        if wrong:
-            page.figure(figures, "misclassified", F.fig_grid([test.x[i] for i in wrong],
-                                                           [f"{names[test.y[i]]}→{names[test.pred[i]]}" for i in wrong], 8),
-                        f"The first {len(wrong)} misclassified test images, true → predicted.")
-    path = out / "report.html"
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".html.tmp")
-    tmp.write_text(page.html())
-    tmp.replace(path)
-    return path
+def _data(page: Page, figures: F.Figures, data: D.Data, names: list[str], classes: int) -> None:
+    page.h2("Data")
+    page.figure(figures, "class_counts", F.fig_class_counts(data, names),
+                "Images per class in the training, validation and test splits.")
+    shown = [k for k in range(classes) if (data.train.y == k).any()][:10]
+    rows = [list(data.train.x[(data.train.y == k).nonzero()[:SAMPLES, 0]].cpu()) for k in shown]
+    page.figure(figures, "samples", F.fig_rows(rows, [names[k] for k in shown]),
+                f"The first {SAMPLES} training images of {'every' if classes <= 10 else 'the first 10'} class.")
+
+
+def _test_set(page: Page, figures: F.Figures, test: TestSet, names: list[str], classes: int, retrain: dict) -> None:
+    cm = test.confusion(classes)
+    page.h2("The winner on the test set")
+    page.p(f"The exported model (retrain seed {retrain['runs'][0]['seed']}, fp32) on the {len(test.y):,} test "
+           "images. Read for reporting only: nothing here selected the winner.", "what")
+    page.figure(figures, "confusion", F.fig_confusion(cm, names),
+                f"Confusion matrix: rows true class, columns predicted; {int(cm.sum()):,} images, accuracy "
+                f"{cm.diag().sum().item() / cm.sum().item():.4f}.")
+    per_class = cm.diag().float() / cm.sum(1).clamp(min=1)
+    confused = cm.clone().fill_diagonal_(-1).argmax(1).tolist()  # the most frequent wrong prediction per class
+    page.table(["class", "test images", "accuracy", "most often taken for"],
+               [[names[k], int(cm[k].sum()), f"{per_class[k]:.4f}", names[confused[k]]] for k in per_class.argsort().tolist()],
+               "per-class accuracy, worst first")
+    wrong = (test.pred != test.y).nonzero()[:MISSED, 0].tolist()
+    if wrong:
+        page.figure(figures, "misclassified", F.fig_grid([test.x[i] for i in wrong],
+                                                       [f"{names[test.y[i]]}→{names[test.pred[i]]}" for i in wrong], 8),
+                    f"The first {len(wrong)} misclassified test images, true → predicted.")
 
 
 def publish(study: optuna.Study, path: Path, artifacts: Path) -> str:
