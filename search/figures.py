@@ -55,7 +55,7 @@ def fig_progress(trials) -> Figure:
     rejected = [t for t in search if t.user_attrs.get("end_reason", "").startswith((REJECTED, INVALID))]
     if cut:
         ax.scatter([t.number for t in cut], [t.intermediate_values[max(t.intermediate_values)] for t in cut],
-                   s=14, facecolors="none", edgecolors="0.6", label="pruned (val at the epoch it stopped)")
+                   s=14, facecolors="none", edgecolors="0.6", label="stopped early: pruned, diverged, time (val at its last epoch)")
     if done:
         ax.scatter([t.number for t in done], [t.value for t in done], s=18, color="C0", label="full length")
         best, line = -math.inf, []
@@ -83,7 +83,7 @@ def fig_size(trials, budget: dict, front: list) -> Figure:
         pts = [(t.user_attrs[key], t.value) for t in done if key in t.user_attrs]
         low = [(t.user_attrs[key], t.intermediate_values[max(t.intermediate_values)]) for t in cut if key in t.user_attrs]
         if low:
-            ax.scatter(*zip(*low), s=12, facecolors="none", edgecolors="0.7", label="pruned (lower fidelity)")
+            ax.scatter(*zip(*low), s=12, facecolors="none", edgecolors="0.7", label="stopped early (lower fidelity)")
         if pts:
             ax.scatter(*zip(*pts), s=18, color="C0", label="full length")
         if key == "params" and front:
@@ -112,7 +112,7 @@ def fig_curves(trials) -> Figure:
         if t.state != TrialState.COMPLETE and t.intermediate_values:
             steps = sorted(t.intermediate_values)
             ax.plot(steps, [t.intermediate_values[s] for s in steps], color="0.75", lw=0.7)
-    ax.plot([], [], color="0.75", lw=0.7, label="pruned trials")
+    ax.plot([], [], color="0.75", lw=0.7, label="stopped early (pruned ...)")
     for i, t in enumerate(top):
         steps = sorted(t.intermediate_values)
         ax.plot(steps, [t.intermediate_values[s] for s in steps], color=f"C{i}", lw=1.5, label=f"trial {t.number}")
