@@ -96,28 +96,27 @@ def make_step(model: nn.Module, opt, r: dict, mean: torch.Tensor, std: torch.Ten
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, split: Split, mean: torch.Tensor, std: torch.Tensor, batch: int = 1024,
-             fp32: bool = False) -> float:
-    """Top-1 accuracy on `split` (model left in eval mode); bf16 where training uses it unless `fp32` (the test
-    split is measured in fp32, as the exported model runs)."""
+def predict(model: nn.Module, split: Split, mean: torch.Tensor, std: torch.Tensor, batch: int = 1024,
+            fp32: bool = True) -> torch.Tensor:
+    """Predicted class of every image of `split`, on its device (model left in eval mode); fp32 as the exported
+    model runs, or bf16 where training uses it when `fp32` is false."""
     model.eval()
     half = bf16(mean.device) and not fp32
     m, s = mean[None, :, None, None], std[None, :, None, None]
-    correct = torch.zeros((), dtype=torch.long, device=split.y.device)
+    preds = []
     for i in range(0, len(split), batch):
         x = (split.x[i : i + batch].float().div_(255) - m) / s
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=half):
-            correct += (model(x).argmax(1) == split.y[i : i + batch]).sum()
+            preds.append(model(x).argmax(1))
+    return torch.cat(preds) if preds else split.y[:0]
+
+
+def evaluate(model: nn.Module, split: Split, mean: torch.Tensor, std: torch.Tensor, batch: int = 1024,
+             fp32: bool = False) -> float:
+    """Top-1 accuracy on `split`: one host read; bf16 where training uses it unless `fp32` (the test split is
+    measured in fp32, as the exported model runs)."""
+    correct = (predict(model, split, mean, std, batch, fp32) == split.y).sum()
     return correct.item() / max(1, len(split))
-
-
-@torch.inference_mode()
-def predict(model: nn.Module, split: Split, mean: torch.Tensor, std: torch.Tensor, batch: int = 1024) -> torch.Tensor:
-    """Predicted class of every image of `split`, in fp32 as the exported model runs (the study report's test set)."""
-    model.eval()
-    m, s = mean[None, :, None, None], std[None, :, None, None]
-    return torch.cat([model((split.x[i : i + batch].float().div_(255) - m) / s).argmax(1)
-                      for i in range(0, len(split), batch)])
 
 
 def train(

@@ -80,10 +80,14 @@ def search_trials(study) -> list:
     return [t for t in study.trials if t.user_attrs.get("trained") and "race_of" not in t.user_attrs]
 
 
-def nas_run(*args, timeout=600, **kw) -> subprocess.CompletedProcess:
-    """The installed console script, as a user runs it."""
-    exe = shutil.which("nas-run") or sys.exit("nas-run is not installed: pip install -e '.[test]'")
+def console_script(name: str, *args, timeout=600, **kw) -> subprocess.CompletedProcess:
+    """An installed console script (nas-run, nas-report ...), as a user runs it."""
+    exe = shutil.which(name) or sys.exit(f"{name} is not installed: pip install -e '.[test]'")
     return subprocess.run([exe, *map(str, args)], capture_output=True, text=True, timeout=timeout, **kw)
+
+
+def nas_run(*args, **kw) -> subprocess.CompletedProcess:
+    return console_script("nas-run", *args, **kw)
 
 
 @pytest.fixture(scope="session")

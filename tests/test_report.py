@@ -7,7 +7,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from conftest import chromium, search_trials, tiny_space, write_space
+from conftest import chromium, console_script, search_trials, tiny_space, write_space
 from search import data as D
 from search import report as RP
 from search import space as S
@@ -26,9 +25,8 @@ PROBE = """<img alt="control" src="%s"><script>window.onload = () => { document.
   [...document.images].filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.alt)) }</script>""" % CONTROL
 
 
-def nas_report(*args, **kw) -> subprocess.CompletedProcess:
-    exe = shutil.which("nas-report") or sys.exit("nas-report is not installed: pip install -e '.[test]'")
-    return subprocess.run([exe, *map(str, args)], capture_output=True, text=True, timeout=300, **kw)
+def nas_report(*args) -> subprocess.CompletedProcess:
+    return console_script("nas-report", *args, timeout=300)
 
 
 def open_in_browser(page: Path, tmp: Path) -> tuple[list[str], list[str]]:
