@@ -264,7 +264,9 @@ def parse(raw: Any, file: str = "<space>", text: str = "") -> Space:
     if fill and not ({"params", "macs"} & set(budget)):
         raise SpaceError(file, "budget.fill", "a params or macs limit to fill (or fill: false)", True)
     retrain = _fixed_section(raw, "retrain", RETRAIN, file)
-    search = _fixed_section(raw, "search", SEARCH, file)
+    search_raw = dict(_mapping(raw.get("search", {}) or {}, file, "search"))
+    first_trials_raw = search_raw.pop("first_trials", [])
+    search = _fixed_section({"search": search_raw}, "search", SEARCH, file)
     search["epochs"] = search["epochs"] or retrain["epochs"]
     search["min_epochs"] = search["min_epochs"] or max(1, round(search["epochs"] / 7))  # 15 epochs: rungs at 2, 6
     if data["extra"] and data["dataset"] != "svhn":
@@ -289,7 +291,39 @@ def parse(raw: Any, file: str = "<space>", text: str = "") -> Space:
         raise SpaceError(file, "name", "a study name of letters, digits, '_', '.', '-'", name)
     if search["min_epochs"] > search["epochs"]:
         raise SpaceError(file, "search.min_epochs", f"at most search.epochs ({search['epochs']})", search["min_epochs"])
-    return Space(file, name, data, family, model, stages, train, augment, budget, fill, search, retrain, target, text)
+    space = Space(file, name, data, family, model, stages, train, augment, budget, fill, search, retrain, target, text)
+    search["first_trials"] = _first_trials(first_trials_raw, space.params(), file)
+    return space
+
+
+def _first_trials(raw, params: dict[str, Param], file) -> list[dict]:
+    """`search.first_trials`: designs trained before anything is sampled (a hand net, a known recipe), each a
+    mapping from searched parameters' names (as the dashboard shows them) to values inside their ranges or
+    choices; the parameters left out are sampled as usual."""
+    if not isinstance(raw, list):
+        raise SpaceError(file, "search.first_trials", "a list of mappings {parameter name: value}", raw)
+    searched = {name: p for name, p in params.items() if p.distribution() is not None}
+    out = []
+    for i, entry in enumerate(raw):
+        key = f"search.first_trials[{i}]"
+        entry = _mapping(entry, file, key)
+        for name, v in entry.items():
+            p = searched.get(name)
+            if p is None:
+                what = "fixed in this space" if name in params else "not a parameter of this space"
+                raise SpaceError(file, f"{key}.{name}", "the name of a searched parameter, e.g. "
+                                 f"{next(iter(searched), 'model.stage0.width')} ({name} is {what})", v, show_got=False)
+            inside = any(_same(v, c) for c in p.choices) if p.choices is not None else (
+                _is_number(v) and p.low <= v <= p.high and (not p.is_int or isinstance(v, int)))
+            if not inside:
+                raise SpaceError(file, f"{key}.{name}", f"a value of its {p.describe()}", v)
+        out.append(dict(entry))
+    return out
+
+
+def _same(v, choice) -> bool:
+    """`v` is this choice (1 is not true, 1 is 1.0)."""
+    return v == choice and (isinstance(v, bool) == isinstance(choice, bool)) and isinstance(v, str) == isinstance(choice, str)
 
 
 def _is_number(v) -> bool:

@@ -93,14 +93,17 @@ def open_study(space: Space, storage, worker: int = 0) -> optuna.Study:
             study.set_metric_names(["val accuracy"])
     elif study.user_attrs["space"] != space.text:
         check_same_space(study, space)
+    for i, params in enumerate(space.search["first_trials"]):  # a design already in the study is not queued again
+        study.enqueue_trial(params, user_attrs={"first_trial": i}, skip_if_exists=True)
     existing = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)))
     study.sampler = make_sampler(space.search, sampler_seed(space.search, worker, existing))
     return study
 
 
 def check_same_space(study: optuna.Study, space: Space) -> None:
-    """An edited space on resume: ranges may move (Optuna allows it; the change is recorded), anything else that
-    changes what a trial means is one line naming the study, the change and the two ways on."""
+    """An edited space on resume: ranges may move (Optuna allows it; the change is recorded), `trials` and
+    `first_trials` may change (a new design is trained next), anything else that changes what a trial means
+    is one line naming the study, the change and the two ways on."""
     from search.space import parse, read_yaml
 
     old_text = study.user_attrs["space"]
@@ -113,7 +116,7 @@ def check_same_space(study: optuna.Study, space: Space) -> None:
             raise UserError(f"{space.file}: {key}: changed since study {space.name!r} began "
                             f"({getattr(old, key)!r} -> {getattr(space, key)!r}); {how}")
     for key in sorted(set(old.search) | set(space.search)):
-        if key != "trials" and old.search.get(key) != space.search.get(key):
+        if key not in ("trials", "first_trials") and old.search.get(key) != space.search.get(key):
             raise UserError(f"{space.file}: search.{key}: changed since study {space.name!r} began "
                             f"({old.search.get(key)!r} -> {space.search.get(key)!r}); {how}")
     old_params, new_params = old.params(), space.params()

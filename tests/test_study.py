@@ -190,3 +190,28 @@ def test_trials_are_planned_full_length_and_survivors_of_every_rung_train_it(pru
     for t in done:
         assert sorted(t.intermediate_values) == list(range(1, 10)) and t.value == t.intermediate_values[9]
     assert sum(t.user_attrs["epochs_run"] for t in trained) < 0.7 * 9 * len(trained)  # most stop early
+
+
+def test_first_trials_are_trained_first_once_and_the_rest_is_sampled(tmp_path):
+    """search.first_trials: a known design is trial 0 with exactly its values (the left-out ones sampled); a
+    resumed study does not enqueue it again, and a design added to the file on resume is trained next."""
+    design = {"model.stage0.width": 24, "model.head": "gap", "train.lr": 0.01}
+    space = S.parse(tiny_space(search={"epochs": 1, "seed": 0, "race_top": 0, "first_trials": [design]}))
+    storage = f"sqlite:///{tmp_path / 'first.db'}"
+    study = ST.open_study(space, storage)
+    obj = O.Objective(space, D.load(space.data, "cpu", 0), torch.device("cpu"), trials=2)
+    study.optimize(obj, n_trials=2)
+    first = study.trials[0]
+    assert first.user_attrs["first_trial"] == 0 and first.user_attrs["trained"]
+    assert {k: first.params[k] for k in design} == design
+    assert "model.stage1.width" in first.params  # not in the design: sampled
+    assert not any("first_trial" in t.user_attrs for t in study.trials[1:])
+    again = ST.open_study(space, storage)  # resume
+    assert not again.get_trials(states=(TrialState.WAITING,))
+    added = {"model.stage0.width": 4, "train.lr": 0.02}
+    edited = S.parse(tiny_space(search={"epochs": 1, "seed": 0, "race_top": 0, "first_trials": [design, added]}))
+    resumed = ST.open_study(edited, storage)
+    assert len(resumed.get_trials(states=(TrialState.WAITING,))) == 1
+    resumed.optimize(O.Objective(edited, obj.data, torch.device("cpu"), trials=3), n_trials=1)
+    third = resumed.trials[2]
+    assert third.user_attrs["first_trial"] == 1 and {k: third.params[k] for k in added} == added
