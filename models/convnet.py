@@ -18,6 +18,7 @@ from typing import ClassVar
 from torch import nn
 
 from models import register
+from models.dropout import Dropout
 
 TRANSITIONS = ("pool", "pool_1x1", "stride")
 HEADS = ("gap", "gap_fc", "flatten_fc")
@@ -102,7 +103,7 @@ def conv_block(cin: int, cout: int, k: int, c: ConvNetConfig, stride: int = 1, s
         layers.append(nn.BatchNorm2d(cout))
     layers.append(nn.ReLU(inplace=True))
     if c.dropout > 0:
-        layers.append(nn.Dropout(c.dropout))
+        layers.append(Dropout(c.dropout))
     return layers
 
 

@@ -161,3 +161,26 @@ def test_seed_designs_are_expressible():
 def test_unknown_family_lists_the_known_ones():
     with pytest.raises(ValueError, match="known: convnet, mobilenet, resnet"):
         models.build("vit")
+
+
+def test_dropout_keeps_each_activation_with_probability_1_minus_p_and_scales_it():
+    """models.dropout.Dropout: the share kept matches 1 - p (within 5 binomial standard deviations on 4M draws),
+    kept values are scaled by 1 / (1 - p), the gradient flows through the kept ones only, a seed repeats the
+    mask, and eval mode is the identity."""
+    from models.dropout import Dropout
+
+    x = torch.ones(64, 16, 64, 64)
+    for p in (0.05, 0.3):
+        drop = Dropout(p).train()
+        torch.manual_seed(0)
+        y = drop(x.requires_grad_())
+        kept = y != 0
+        share, sd = kept.float().mean().item(), ((1 - p) * p / x.numel()) ** 0.5
+        assert abs(share - (1 - p)) < 5 * sd, (p, share)
+        assert torch.allclose(y[kept], torch.full_like(y[kept], 1 / (1 - p)))
+        y.sum().backward()
+        assert torch.equal(x.grad != 0, kept)
+        x.grad = None
+        torch.manual_seed(0)
+        assert torch.equal(drop(x) != 0, kept)
+    assert Dropout(0.3).eval()(x) is x
