@@ -3,7 +3,8 @@
 The best plain net of a 40-trial search on the vs_hand.py task (8,000 Fashion-MNIST training images, official
 10,000 test images, 15 epochs) trained as found (7,860 params), and the same topology and recipe with
 `separable: true`, its widths filled to just under 8,000 params (budget.fill): test accuracy over seeds, and
-the recipe variants that were tried on the plain net (batch 32, flip, cutout 8, the hand net with this recipe).
+the recipe variants that were tried on the plain net (batch 32, flip, cutout 8, the hand net with this recipe);
+and the hand net with the seed recipe, plain and with separable convs filled to 8,000 params.
 
     python tests/benchmarks/separable_vs_plain.py [--seeds 2] [--work /tmp/nas-run-vs-hand]
 """
@@ -24,8 +25,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 import models  # noqa: E402
 from search import budget as B  # noqa: E402
 from search import data as D  # noqa: E402
+from search.space import TRAIN  # noqa: E402
 from search.train import evaluate, train  # noqa: E402
-from vs_hand import HAND_NET, build_task  # noqa: E402
+from vs_hand import HAND_NET, HAND_RECIPE, build_task  # noqa: E402
 
 PLAIN = {"family": "convnet",
          "model": {"in_channels": 1, "num_classes": 10, "image_size": 28, "padding": "valid", "transition": "pool_1x1",
@@ -46,11 +48,21 @@ def variant(model=None, **changes) -> dict:
     return c
 
 
+HAND_POOLS = [False, False, False, True, False]
+
+
+def hand_net(**model) -> dict:
+    """The seed task's hand net with its recipe (vs_hand.py's baseline), other model keys changed."""
+    cand = variant({**HAND_NET, "pools": HAND_POOLS, **model})
+    cand["train"] = {k: s.default for k, s in TRAIN.items()} | HAND_RECIPE
+    return cand
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--seeds", type=int, default=2)
     p.add_argument("--work", default="/tmp/nas-run-vs-hand")
-    p.add_argument("--only", default="", help="comma-separated names of the rows to run")
+    p.add_argument("--only", default="", help="names of the rows to run, separated by ;")
     args = p.parse_args()
     torch.set_num_threads(2)
     data = D.load({"dataset": "fashion_mnist", "root": str(build_task(Path(args.work) / "fashion8k")),
@@ -62,9 +74,11 @@ def main():
         "plain, batch 32": variant(batch_size=32),
         "plain, flip": variant(augment={"flip": True}),
         "plain, cutout 8": variant(augment={"cutout": 8}),
-        "hand net, this recipe": variant({**HAND_NET, "pools": [False, False, False, True, False]}),
+        "hand net, this recipe": variant({**HAND_NET, "pools": HAND_POOLS}),
+        "hand net, seed recipe": hand_net(),
+        "hand separable, filled": B.fill(hand_net(separable=True), {"params": 8000}, data.meta),
     }
-    only = [o for o in args.only.split(",") if o]
+    only = [o for o in args.only.split(";") if o]
     print(f"{'what':28} {'params':>6} {'widths':>22} {'test acc mean ± std':>20} {'s/seed':>7}")
     for name, cand in rows.items():
         if only and name not in only:
