@@ -51,8 +51,10 @@ def make_scheduler(opt, r: dict, epochs: int, steps_per_epoch: int):
     kind, total = r["scheduler"], epochs * steps_per_epoch
     S = torch.optim.lr_scheduler
     if kind == "onecycle":  # momentum stays what the recipe says (torch would cycle it 0.95 -> 0.85 -> 0.95)
-        return S.OneCycleLR(opt, max_lr=r["lr"], total_steps=total, pct_start=max(r["warmup_fraction"], 1e-3),
-                            cycle_momentum=False), True
+        warmup = max(r["warmup_fraction"], 1e-3)
+        if abs(warmup * total - 1) < 1e-9:  # a warm-up of exactly one step divides by zero in torch: make it 1.5
+            warmup = 1.5 / total
+        return S.OneCycleLR(opt, max_lr=r["lr"], total_steps=total, pct_start=warmup, cycle_momentum=False), True
     if kind == "cosine":
         return S.CosineAnnealingLR(opt, T_max=total), True
     if kind == "step":

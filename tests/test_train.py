@@ -91,3 +91,19 @@ def test_onecycle_keeps_the_recipes_momentum(data):
         sched.step()
         seen.add(opt.param_groups[0]["momentum"])
     assert per_step and seen == {0.8}
+
+
+def test_onecycle_runs_when_the_warm_up_is_exactly_one_step(data):
+    """4 steps with a 25% warm-up (a small split, one epoch): torch's OneCycleLR divides by zero on a one-step
+    phase; the schedule still warms up from the start lr to near the peak, then anneals."""
+    from search.train import make_optimizer, make_scheduler
+
+    r = recipe(scheduler="onecycle", warmup_fraction=0.25, lr=0.1)
+    opt = make_optimizer(small_net(), r)
+    sched, _ = make_scheduler(opt, r, epochs=1, steps_per_epoch=4)
+    lrs = [opt.param_groups[0]["lr"]]
+    for _ in range(3):
+        opt.step()
+        sched.step()
+        lrs.append(opt.param_groups[0]["lr"])
+    assert lrs[0] < 0.01 and lrs[1] > 0.05 and lrs[1] > lrs[2] > lrs[3]
