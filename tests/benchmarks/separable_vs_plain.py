@@ -22,12 +22,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).parent))
-import models  # noqa: E402
 from search import budget as B  # noqa: E402
-from search import data as D  # noqa: E402
-from search.space import TRAIN  # noqa: E402
-from search.train import evaluate, train  # noqa: E402
-from vs_hand import HAND_NET, HAND_RECIPE, build_task  # noqa: E402
+from vs_hand import HAND_NET, build_task, load_task, seed_recipe, test_over_seeds  # noqa: E402
 
 PLAIN = {"family": "convnet",
          "model": {"in_channels": 1, "num_classes": 10, "image_size": 28, "padding": "valid", "transition": "pool_1x1",
@@ -48,13 +44,10 @@ def variant(model=None, **changes) -> dict:
     return c
 
 
-HAND_POOLS = [False, False, False, True, False]
-
-
 def hand_net(**model) -> dict:
     """The seed task's hand net with its recipe (vs_hand.py's baseline), other model keys changed."""
-    cand = variant({**HAND_NET, "pools": HAND_POOLS, **model})
-    cand["train"] = {k: s.default for k, s in TRAIN.items()} | HAND_RECIPE
+    cand = variant({**HAND_NET, **model})
+    cand["train"] = seed_recipe()
     return cand
 
 
@@ -65,16 +58,14 @@ def main():
     p.add_argument("--only", default="", help="names of the rows to run, separated by ;")
     args = p.parse_args()
     torch.set_num_threads(2)
-    data = D.load({"dataset": "fashion_mnist", "root": str(build_task(Path(args.work) / "fashion8k")),
-                   "val_fraction": 0.1}, "cpu", 0)
-    full = D.Split(torch.cat([data.train.x, data.val.x]), torch.cat([data.train.y, data.val.y]))
+    data, full = load_task(build_task(Path(args.work) / "fashion8k"))
     rows = {
         "plain, as found": PLAIN,
         "separable, filled to 8,000": B.fill(variant({"separable": True}), {"params": 8000}, data.meta),
         "plain, batch 32": variant(batch_size=32),
         "plain, flip": variant(augment={"flip": True}),
         "plain, cutout 8": variant(augment={"cutout": 8}),
-        "hand net, this recipe": variant({**HAND_NET, "pools": HAND_POOLS}),
+        "hand net, this recipe": variant(HAND_NET),
         "hand net, seed recipe": hand_net(),
         "hand separable, filled": B.fill(hand_net(separable=True), {"params": 8000}, data.meta),
     }
@@ -83,13 +74,8 @@ def main():
     for name, cand in rows.items():
         if only and name not in only:
             continue
-        accs, t0 = [], time.perf_counter()
-        for seed in range(args.seeds):
-            torch.manual_seed(seed)
-            model = models.build(cand["family"], **cand["model"])
-            train(model, full, None, data.mean, data.std, cand["train"], 15)
-            accs.append(evaluate(model, data.test, data.mean, data.std, fp32=True))
-        params = B.count_params(model)
+        t0 = time.perf_counter()
+        accs, params = test_over_seeds(cand["family"], cand["model"], cand["train"], data, full, args.seeds, 15)
         spread = statistics.stdev(accs) if len(accs) > 1 else 0.0
         print(f"{name:28} {params:>6,} {str(cand['model']['widths']):>22} {statistics.fmean(accs):>13.4f} ± {spread:.4f} "
               f"{(time.perf_counter() - t0) / args.seeds:>6.0f}", flush=True)

@@ -68,18 +68,36 @@ def build_task(out: Path, n_train: int = 8000, seed: int = 0) -> Path:
     return out
 
 
-def hand(root: Path, seeds: int, epochs: int) -> dict:
+def load_task(root: Path):
+    """The task's data (train / val / test splits) and train + val as one split: what a retrain trains on."""
     data = D.load({"dataset": "fashion_mnist", "root": str(root), "val_fraction": 0.1}, "cpu", 0)
-    full = D.Split(torch.cat([data.train.x, data.val.x]), torch.cat([data.train.y, data.val.y]))
-    recipe = {k: s.default for k, s in TRAIN.items()} | HAND_RECIPE
-    accs, t0 = [], time.perf_counter()
+    return data, D.Split(torch.cat([data.train.x, data.val.x]), torch.cat([data.train.y, data.val.y]))
+
+
+def seed_recipe() -> dict:
+    """HAND_RECIPE with every other training setting at the space's default: a complete `train` section."""
+    return {k: s.default for k, s in TRAIN.items()} | HAND_RECIPE
+
+
+def test_over_seeds(family: str, model_kw: dict, recipe: dict, data, full, seeds: int, epochs: int,
+                    label: str = "") -> tuple[list[float], int]:
+    """Seeds 0..seeds-1: build, train on `full` for `epochs`, test once. Test accuracies and the params."""
+    accs = []
     for seed in range(seeds):
         torch.manual_seed(seed)
-        model = models.build("convnet", **HAND_NET)
+        model = models.build(family, **model_kw)
         train(model, full, None, data.mean, data.std, recipe, epochs)
         accs.append(evaluate(model, data.test, data.mean, data.std))
-        print(f"hand seed {seed}: test {accs[-1]:.4f}", flush=True)
-    return {"what": "hand net, seed recipe", "params": count_params(model), "accs": accs,
+        if label:
+            print(f"{label} seed {seed}: test {accs[-1]:.4f}", flush=True)
+    return accs, count_params(model)
+
+
+def hand(root: Path, seeds: int, epochs: int) -> dict:
+    data, full = load_task(root)
+    t0 = time.perf_counter()
+    accs, params = test_over_seeds("convnet", HAND_NET, seed_recipe(), data, full, seeds, epochs, label="hand")
+    return {"what": "hand net, seed recipe", "params": params, "accs": accs,
             "seconds": time.perf_counter() - t0, "trained": "-", "epochs_per_trial": "-"}
 
 
