@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).parent))
 from search import budget as B  # noqa: E402
-from vs_hand import HAND_NET, build_task, load_task, seed_recipe, test_over_seeds  # noqa: E402
+from vs_hand import HAND_NET, build_task, load_task, seed_recipe, train_and_test  # noqa: E402
 
 PLAIN = {"family": "convnet",
          "model": {"in_channels": 1, "num_classes": 10, "image_size": 28, "padding": "valid", "transition": "pool_1x1",
@@ -75,7 +75,7 @@ def main():
         if only and name not in only:
             continue
         t0 = time.perf_counter()
-        accs, params = test_over_seeds(cand["family"], cand["model"], cand["train"], data, full, args.seeds, 15)
+        accs, params = train_and_test(cand["family"], cand["model"], cand["train"], data, full, args.seeds, 15)
         spread = statistics.stdev(accs) if len(accs) > 1 else 0.0
         print(f"{name:28} {params:>6,} {str(cand['model']['widths']):>22} {statistics.fmean(accs):>13.4f} ± {spread:.4f} "
               f"{(time.perf_counter() - t0) / args.seeds:>6.0f}", flush=True)

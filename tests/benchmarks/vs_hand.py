@@ -79,7 +79,7 @@ def seed_recipe() -> dict:
     return {k: s.default for k, s in TRAIN.items()} | HAND_RECIPE
 
 
-def test_over_seeds(family: str, model_kw: dict, recipe: dict, data, full, seeds: int, epochs: int,
+def train_and_test(family: str, model_kw: dict, recipe: dict, data, full, seeds: int, epochs: int,
                     label: str = "") -> tuple[list[float], int]:
     """Seeds 0..seeds-1: build, train on `full` for `epochs`, test once. Test accuracies and the params."""
     accs = []
@@ -96,7 +96,7 @@ def test_over_seeds(family: str, model_kw: dict, recipe: dict, data, full, seeds
 def hand(root: Path, seeds: int, epochs: int) -> dict:
     data, full = load_task(root)
     t0 = time.perf_counter()
-    accs, params = test_over_seeds("convnet", HAND_NET, seed_recipe(), data, full, seeds, epochs, label="hand")
+    accs, params = train_and_test("convnet", HAND_NET, seed_recipe(), data, full, seeds, epochs, label="hand")
     return {"what": "hand net, seed recipe", "params": params, "accs": accs,
             "seconds": time.perf_counter() - t0, "trained": "-", "epochs_per_trial": "-"}
 
