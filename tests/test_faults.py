@@ -167,6 +167,53 @@ def test_four_workers_on_postgresql(tmp_path):
     assert not list(tmp_path.glob("studies/*.db"))  # nothing went to SQLite
 
 
+def _claim_enqueued(url: str, name: str, enqueued: int, go, out) -> None:
+    """One worker process: ask for trials until Optuna hands out a fresh one; -> the enqueued numbers it got."""
+    import warnings
+
+    from search.storage import make_storage
+
+    warnings.simplefilter("ignore")  # heartbeats outside optimize(): this process only asks
+    study = optuna.load_study(study_name=name, storage=make_storage(url))
+    go.wait()
+    got = []
+    while (trial := study.ask()).number < enqueued:
+        got.append(trial.number)
+    out.put(got)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_each_enqueued_trial_is_claimed_by_one_worker(tmp_path, backend):
+    """First trials and race runs are enqueued; workers claim them at the same instants. Each goes to exactly
+    one worker. (On SQLite two workers both trained the first trial and the loser crashed telling it: Optuna's
+    claim reads WAITING and writes RUNNING under SELECT ... FOR UPDATE, which SQLite ignores.)"""
+    import multiprocessing as mp
+
+    from search.storage import make_storage
+
+    name = f"claim_{uuid.uuid4().hex[:8]}"
+    url = f"sqlite:///{tmp_path}/claim.db"
+    if backend == "postgresql":
+        url = os.environ.get("NAS_RUN_TEST_POSTGRES")
+        need(url, "a PostgreSQL server (NAS_RUN_TEST_POSTGRES=postgresql://USER@127.0.0.1:PORT/DB)")
+    study = optuna.create_study(study_name=name, storage=make_storage(url))
+    for i in range(60):
+        study.enqueue_trial({"x": i})
+    ctx = mp.get_context("spawn")
+    go, out = ctx.Event(), ctx.Queue()
+    procs = [ctx.Process(target=_claim_enqueued, args=(url, name, 60, go, out)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    time.sleep(3)  # all connected and waiting
+    go.set()
+    claimed = [out.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+    numbers = sorted(n for got in claimed for n in got)
+    assert numbers == list(range(60)), f"{len(numbers)} claims of 60 enqueued trials"
+    assert sum(1 for got in claimed if got) >= 2  # the claims really were concurrent
+
+
 def test_a_failure_that_repeats_stops_the_run_with_one_line(tmp_path, monkeypatch, capsys):
     """Every candidate raises (a broken CUDA context, a bug in a family): not trial-level. After search.max_failures
     failures in a row the run stops with one line and exit 1; the failed trials are in storage with their reason.
