@@ -73,11 +73,19 @@ def bf16(device: torch.device) -> bool:
     return device.type == "cuda" and torch.cuda.is_bf16_supported()
 
 
+def channels_last(device: torch.device) -> bool:
+    """NHWC activations: on GPUs, and on CPU workers with one thread (oneDNN's NHWC kernels; one training step of
+    an 8k-param net at batch 64/128: plain 0.94-1.07x, the hand net 1.14-1.40x, depthwise-separable 1.26-1.59x as
+    fast). CPU processes with more threads keep NCHW: there a plain net's step took ~1.28x as long in NHWC.
+    Measured by tests/benchmarks/layouts.py."""
+    return device.type == "cuda" or torch.get_num_threads() == 1
+
+
 def make_step(model: nn.Module, opt, r: dict, mean: torch.Tensor, std: torch.Tensor):
     """One training step on a uint8 batch: augment, normalize, forward, backward, update -> loss tensor."""
-    cuda = mean.device.type == "cuda"
+    nhwc = channels_last(mean.device)
     half = bf16(mean.device)
-    if cuda:
+    if nhwc:
         model.to(memory_format=torch.channels_last)
     aug, smoothing = r.get("augment", {}), r["label_smoothing"]
     mean, std = mean[None, :, None, None], std[None, :, None, None]
@@ -85,7 +93,7 @@ def make_step(model: nn.Module, opt, r: dict, mean: torch.Tensor, std: torch.Ten
     def step(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
         x = augment.pixels(xb.float().div_(255), aug)
         x = augment.cutout((x - mean) / std, int(aug.get("cutout", 0)))
-        if cuda:
+        if nhwc:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=half):
             loss = F.cross_entropy(model(x), yb, label_smoothing=smoothing)
