@@ -39,7 +39,6 @@ def _sqlite_for_workers(engine) -> None:
         conn.isolation_level = None
         conn.execute("PRAGMA synchronous=NORMAL")
 
-
     engine.dispose()  # pooled connections from table creation predate the listener
     with engine.connect() as conn:
         conn.exec_driver_sql("PRAGMA journal_mode=WAL")
