@@ -24,13 +24,14 @@ from search import export as E
 from search import race as R
 from search import report
 from search.errors import RunError, UserError
+from search.mps import shared_gpu
 from search.objective import ERROR, trial_seed
 from search.progress import Progress, counts, dashboard_command, summary
 from search.retrain import retrain
 from search.space import Space
 from search.storage import HEARTBEAT, make_storage
 from search.study import default_storage, open_study
-from search.workers import FAILING, GAVE_UP, Terminated, pick_device, plan_workers, run_processes, run_worker
+from search.workers import FAILING, GAVE_UP, Terminated, gpus_of, pick_device, plan_workers, run_processes, run_worker
 
 MIMETYPES = {".md": "text/markdown", ".json": "application/json"}  # artifacts; the rest are octet-stream
 
@@ -59,64 +60,66 @@ def run(space: Space, console, trials: int | None = None, storage: str | None = 
     except UserError as e:
         raise UserError(f"{space.file}: data.root: {e}") from None
     study = open_study(space, make_storage(url, heartbeat))
-    console.print(f"study {space.name} in {url}: {k} worker(s) x {threads} thread(s) on {dev}, target {trials} trained trials")
+    with shared_gpu(gpus_of(device), k, console.print) as sharing:
+        shared = f" ({sharing})" if sharing else ""
+        console.print(f"study {space.name} in {url}: {k} worker(s) x {threads} thread(s) on {dev}{shared}, target {trials} trained trials")
 
-    def phase(race_phase: bool) -> tuple[set[int], object]:
-        """Workers until the phase is done -> (their exit statuses, the in-process Objective when K == 1)."""
-        if k == 1:
-            obj = run_worker(space, url, trials, device, threads, 0, heartbeat, data, race_phase)
-            return {FAILING if obj.failing else GAVE_UP if obj.gave_up else 0}, obj
-        return run_processes(space, url, trials, device, threads, k, heartbeat, race_phase), None
+        def phase(race_phase: bool) -> tuple[set[int], object]:
+            """Workers until the phase is done -> (their exit statuses, the in-process Objective when K == 1)."""
+            if k == 1:
+                obj = run_worker(space, url, trials, device, threads, 0, heartbeat, data, race_phase)
+                return {FAILING if obj.failing else GAVE_UP if obj.gave_up else 0}, obj
+            return run_processes(space, url, trials, device, threads, k, heartbeat, race_phase), None
 
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
-    try:
-        with Progress(study, trials, console, k):
-            statuses, obj = phase(race_phase=False)
-            search_done = not statuses & {GAVE_UP, FAILING}
-            race_needed = search_done and space.search["race_top"] and R.enqueue(
-                study, space.search["race_top"], space.search["race_seeds"])
-            if race_needed:
-                console.print(f"race: top {space.search['race_top']} candidates x {space.search['race_seeds']} seeds "
-                              f"({race_needed} race trials to train)")
-                statuses |= phase(race_phase=True)[0]
-    except KeyboardInterrupt as e:
-        console.print(summary(study.get_trials(deepcopy=False)))
-        console.print("interrupted: the running trial was stopped and marked 'interrupted'; run the same command to resume")
-        return 143 if isinstance(e, Terminated) else 130
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    all_trials = study.get_trials(deepcopy=False)
-    c = counts(all_trials)
-    console.print(summary(all_trials))
-    console.print(f"trained {c['trained']} (completed {c['completed']}, pruned {c['pruned']}), race runs {c['race']}, "
-                  f"rejected before training {c['rejected']}, duplicates {c['duplicates']}, failed {c['failed']}")
-    console.print(f"inspect: {dashboard_command(url, str(out / 'artifacts'))}", highlight=False)
-    if FAILING in statuses:
-        last = next(t for t in reversed(all_trials) if t.user_attrs.get("end_reason", "").startswith(ERROR))
-        raise RunError(f"{space.search['max_failures']} trials in a row failed, the last with "
-                       f"{last.user_attrs['end_reason'][len(ERROR):]} (trial {last.number}); not a trial-level "
-                       f"fault: fix the cause and run the same command to resume")
-    if GAVE_UP in statuses:
-        near = ""
-        if obj is not None and obj.nearest:
-            n = obj.nearest
-            near = f"; the nearest candidate had {n['key']}={n['value']:,} ({n['overshoot']:.0%} over budget)"
-        msg = (f"{space.file}: budget: {space.search['max_rejections']} candidates in a row were rejected before "
-               f"training{near}; the space and the budget barely meet (check with nas-run {space.file} --check)")
-        if not c["completed"]:
-            raise UserError(msg)
-        console.print(f"[yellow]stopped early: {msg}[/]")
-    standings = R.standings(all_trials, space.search["race_top"])
-    if space.search["race_top"] and standings:
-        study.set_user_attr("race", standings)
-        for row in standings:
-            vals = ", ".join(f"{v:.4f}" for v in row["val_accs"])
-            console.print(f"race: trial {row['trial']} val {row['mean']:.4f} ± {row['std']:.4f} ({vals})", highlight=False)
-    if retrain_winner and c["completed"]:
-        winner = R.winner(all_trials, space.search["race_top"])
-        publish_winner(study, space, winner, data, out, console, parallel=(k, threads, device))
-    write_report(study, space, out, data, console)
-    return 0
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+        try:
+            with Progress(study, trials, console, k):
+                statuses, obj = phase(race_phase=False)
+                search_done = not statuses & {GAVE_UP, FAILING}
+                race_needed = search_done and space.search["race_top"] and R.enqueue(
+                    study, space.search["race_top"], space.search["race_seeds"])
+                if race_needed:
+                    console.print(f"race: top {space.search['race_top']} candidates x {space.search['race_seeds']} seeds "
+                                  f"({race_needed} race trials to train)")
+                    statuses |= phase(race_phase=True)[0]
+        except KeyboardInterrupt as e:
+            console.print(summary(study.get_trials(deepcopy=False)))
+            console.print("interrupted: the running trial was stopped and marked 'interrupted'; run the same command to resume")
+            return 143 if isinstance(e, Terminated) else 130
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+        all_trials = study.get_trials(deepcopy=False)
+        c = counts(all_trials)
+        console.print(summary(all_trials))
+        console.print(f"trained {c['trained']} (completed {c['completed']}, pruned {c['pruned']}), race runs {c['race']}, "
+                      f"rejected before training {c['rejected']}, duplicates {c['duplicates']}, failed {c['failed']}")
+        console.print(f"inspect: {dashboard_command(url, str(out / 'artifacts'))}", highlight=False)
+        if FAILING in statuses:
+            last = next(t for t in reversed(all_trials) if t.user_attrs.get("end_reason", "").startswith(ERROR))
+            raise RunError(f"{space.search['max_failures']} trials in a row failed, the last with "
+                           f"{last.user_attrs['end_reason'][len(ERROR):]} (trial {last.number}); not a trial-level "
+                           f"fault: fix the cause and run the same command to resume")
+        if GAVE_UP in statuses:
+            near = ""
+            if obj is not None and obj.nearest:
+                n = obj.nearest
+                near = f"; the nearest candidate had {n['key']}={n['value']:,} ({n['overshoot']:.0%} over budget)"
+            msg = (f"{space.file}: budget: {space.search['max_rejections']} candidates in a row were rejected before "
+                   f"training{near}; the space and the budget barely meet (check with nas-run {space.file} --check)")
+            if not c["completed"]:
+                raise UserError(msg)
+            console.print(f"[yellow]stopped early: {msg}[/]")
+        standings = R.standings(all_trials, space.search["race_top"])
+        if space.search["race_top"] and standings:
+            study.set_user_attr("race", standings)
+            for row in standings:
+                vals = ", ".join(f"{v:.4f}" for v in row["val_accs"])
+                console.print(f"race: trial {row['trial']} val {row['mean']:.4f} ± {row['std']:.4f} ({vals})", highlight=False)
+        if retrain_winner and c["completed"]:
+            winner = R.winner(all_trials, space.search["race_top"])
+            publish_winner(study, space, winner, data, out, console, parallel=(k, threads, device))
+        write_report(study, space, out, data, console)
+        return 0
 
 
 def write_report(study, space: Space, out: Path, data: D.Data | None, console, problem: str = "") -> Path:

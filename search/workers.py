@@ -47,13 +47,30 @@ def pick_device(name: str, worker: int = 0) -> torch.device:
         raise UserError(f"--device: expected cpu, cuda, cuda:N or auto, got {name!r}") from None
 
 
+# Worker processes per GPU under `--workers auto`. A small net leaves a GPU idle between kernel launches, so K
+# processes share it, under MPS (search/mps.py). One H100, the 8k-param hand net, summed images/s: 16k (K=1),
+# time-sliced 103k (K=8) and 105k (K=16), under MPS 143k (K=8) and 258k (K=16); tests/benchmarks/gpu_workers.py.
+# Each needs a core to launch kernels and a CUDA context (~0.5 GiB), so fewer where cores or memory are short.
+WORKERS_PER_GPU = 16
+
+
+def gpus_of(device: str) -> int:
+    """How many GPUs `--device` spreads the workers over: all for auto / cuda, one for cuda:N, none for cpu."""
+    if device in ("auto", "cuda"):
+        return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return 1 if device.startswith("cuda:") else 0
+
+
 def plan_workers(workers, device: str) -> tuple[int, int]:
     """(processes, torch threads each). Small convolutions use one core poorly, so on CPU `auto` runs one
-    single-thread worker per core; on GPUs one worker per GPU (one, when a single GPU is named: cuda:N)."""
-    cores = os.cpu_count() or 1
-    gpus = torch.cuda.device_count() if device in ("auto", "cuda") else (1 if device.startswith("cuda:") else 0)
-    if workers == "auto":
-        workers = gpus if gpus else cores
+    single-thread worker per core; on GPUs WORKERS_PER_GPU per GPU (the GPUs named: all for auto / cuda, one
+    for cuda:N), round-robin over them, the cores split between them."""
+    cores, gpus = os.cpu_count() or 1, gpus_of(device)
+    if workers == "auto" and gpus:
+        memory = min(torch.cuda.get_device_properties(i).total_memory for i in range(gpus))
+        workers = gpus * max(1, min(WORKERS_PER_GPU, cores // gpus, memory // 2**30))
+    elif workers == "auto":
+        workers = cores
     return workers, max(1, cores // workers)
 
 

@@ -17,7 +17,7 @@ from optuna.trial import TrialState
 from conftest import need, nas_run, search_trials, tiny_space, write_space
 from search import objective as O
 from search import space as S
-from search.workers import run_worker
+from search.workers import plan_workers, run_worker
 
 
 def slow_space(name: str, epochs: int = 4) -> dict:
@@ -151,8 +151,48 @@ def test_four_workers_on_sqlite(tmp_path):
     space = write_space(tmp_path / "par.yaml", slow_space("par", epochs=1))
     r = nas_run(space, "--workers", 4, "--trials", 8, "--no-retrain", "--studies", tmp_path / "studies", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert "4 worker(s) x 1 thread(s)" in r.stdout
+    assert f"4 worker(s) x {plan_workers(4, 'auto')[1]} thread(s)" in r.stdout
     _check_parallel_study(_study(tmp_path, "par"), 8)
+
+
+@pytest.mark.parametrize("gpus, cores, gib, expected", [(0, 2, 0, (2, 1)), (1, 16, 80, (16, 1)), (2, 16, 80, (16, 1)),
+                                                         (1, 32, 80, (16, 2)), (1, 4, 80, (4, 1)), (1, 16, 3, (3, 5))])
+def test_auto_workers_share_each_gpu_as_cores_and_memory_allow(monkeypatch, gpus, cores, gib, expected):
+    """--workers auto: one single-thread worker per core on CPU; on GPUs WORKERS_PER_GPU each, fewer where a GPU's
+    memory (a CUDA context each) or the cores (one to launch kernels each) run short."""
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(os, "cpu_count", lambda: cores)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: SimpleNamespace(total_memory=gib * 2**30))
+    assert plan_workers("auto", "auto") == expected
+    assert plan_workers(3, "cpu") == (3, max(1, cores // 3))
+
+
+@pytest.mark.parametrize("daemon", [None, "#!/bin/sh\necho 'cannot start' >&2\nexit 1\n"])
+def test_gpu_workers_time_slice_when_mps_cannot_start(tmp_path, monkeypatch, daemon):
+    """Several workers on one GPU start an MPS server for the run; where there is none to start (no binary) or it
+    fails, one line says so and the run goes on time-sliced, with the environment as it was."""
+    from search import mps
+
+    if daemon:
+        exe = tmp_path / "nvidia-cuda-mps-control"
+        exe.write_text(daemon)
+        exe.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.delenv("CUDA_MPS_PIPE_DIRECTORY", raising=False)
+    monkeypatch.setattr(mps, "DEFAULT_PIPE", tmp_path / "no-server")
+    said = []
+    with mps.shared_gpu(1, 4, said.append) as how:
+        assert how == "time-sliced" and "CUDA_MPS_PIPE_DIRECTORY" not in os.environ
+    assert len(said) == 1 and said[0].startswith("MPS could not start (")
+    assert ("cannot start" if daemon else "not on PATH") in said[0]
+    with mps.shared_gpu(1, 1, said.append) as how:  # one worker per GPU: nothing to share
+        assert how == ""
+    with mps.shared_gpu(0, 4, said.append) as how:  # CPU workers
+        assert how == ""
+    assert len(said) == 1
 
 
 def test_four_workers_on_postgresql(tmp_path):

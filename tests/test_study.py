@@ -179,7 +179,9 @@ def test_trials_are_planned_full_length_and_survivors_of_every_rung_train_it(pru
     assert space.search["epochs"] == 9
     monkeypatch.setattr(O, "train", _curve_train)
     obj = O.Objective(space, D.load(space.data, "cpu", 0), torch.device("cpu"), trials=10**6)
-    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0), pruner=ST.make_pruner(space.search))
+    # a fixed name: Hyperband assigns brackets by hashing the study name, and an unnamed study gets a random one
+    study = optuna.create_study(study_name="rungs", direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0),
+                                pruner=ST.make_pruner(space.search))
     study.optimize(obj, n_trials=30)
     trained = [t for t in study.trials if t.user_attrs.get("trained")]
     pruned = [t for t in trained if t.state == TrialState.PRUNED]
