@@ -22,23 +22,14 @@ from pathlib import Path
 
 import torch
 import torch.multiprocessing as mp
+from vs_hand import HAND_NET, seed_recipe  # the seed task's hand net and recipe, as vs_hand.py trains them
 
 FM = Path(os.environ.get("NAS_RUN_FM", "/usr/share/datasets/fashion-mnist"))
 CANDIDATES = {
-    "hand_8k": dict(widths=[8, 12, 16, 12, 16], depths=[1, 1, 1, 1, 2], pools=[0, 0, 0, 1, 0], transition="pool_1x1",
-                    squeeze=0.5, padding="valid", head="gap", dropout=0.05),
+    "hand_8k": HAND_NET,
     "plain_100k": dict(widths=[32, 48, 64], depths=[2, 2, 2], transition="pool", head="gap_fc", fc_width=64,
                        dropout=0.05),
 }
-
-
-def recipe() -> dict:
-    from search.space import TRAIN
-
-    r = {k: s.default for k, s in TRAIN.items()}
-    r.update(batch_size=128, optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=1e-4, scheduler="onecycle",
-             augment={"rotate": 7.0})
-    return r
 
 
 def worker(rank, ks, candidate, device, threads, impl, barrier, results):
@@ -52,7 +43,7 @@ def worker(rank, ks, candidate, device, threads, impl, barrier, results):
         T.make_optimizer = lambda model, r: _foreach(plain, model, r)
     dev = torch.device(device)
     data = D.load({"dataset": "fashion_mnist", "root": str(FM), "val_fraction": 0.1}, dev, seed=0)
-    r = recipe()
+    r = seed_recipe()
     torch.manual_seed(rank)
     warm = D.Split(data.train.x[:128 * 40], data.train.y[:128 * 40])
     T.train(models.build("convnet", **CANDIDATES[candidate]).to(dev), warm, None, data.mean, data.std, r, 1)
