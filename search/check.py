@@ -69,14 +69,17 @@ def sizes(space: Space) -> tuple[dict, str]:
 
 def run_cost(space: Space, sps: float, bs: int, n: dict, trials: int, workers: int) -> dict:
     """Seconds of the whole run for `trials` trained trials: search, race, retrain (rejections cost ~ms; ignored).
+    `search.first_trials` designs train the full length, the other trials the pruner's expected share of it.
     Every phase runs on `workers` processes at the timed thread count (retrain seeds in parallel too)."""
     s, r = space.search, space.retrain
     per_epoch = B.estimate_train_seconds(sps, bs, n["search"], n["val"], 1)
     epochs = expected_epochs(s)
+    first = min(len(s.get("first_trials", [])), trials)
     race = s["race_top"] * (s["race_seeds"] - 1) if s["race_top"] else 0
     retrain_one = B.estimate_train_seconds(sps, bs, n["retrain"], 0, r["epochs"])
+    search_epochs = first * s["epochs"] + (trials - first) * epochs
     return {"epochs_per_trial": epochs, "per_epoch": per_epoch,
-            "search": trials * epochs * per_epoch / workers, "race": race * s["epochs"] * per_epoch / workers,
+            "search": search_epochs * per_epoch / workers, "race": race * s["epochs"] * per_epoch / workers,
             "race_runs": race, "retrain": -(-r["seeds"] // workers) * retrain_one, "retrain_one": retrain_one}
 
 

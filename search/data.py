@@ -105,6 +105,18 @@ def load(data_cfg: dict, device: str | torch.device = "cpu", seed: int = 0) -> D
     )
 
 
+def race_fold(data: Data, fold: int) -> tuple[Split, Split]:
+    """(train, val) for round `fold` >= 1 of the race: a fresh stratified validation split the size of the search's,
+    drawn from the training split (so it shares no image with the one the search selected on), whose images
+    leave training while the search's validation images join it. Every finalist's round-`fold` run sees the same
+    images (paired comparisons); the rounds see different ones, so a finalist's mean is not tied to the few
+    hundred images that picked it. Costs one copy of the training split while a race run trains."""
+    rest, part = stratified_split(data.train.y, len(data.val) / len(data.train), fold)
+    rest, part = rest.to(data.train.y.device), part.to(data.train.y.device)
+    train = Split(torch.cat([data.train.x[rest], data.val.x]), torch.cat([data.train.y[rest], data.val.y]))
+    return train, data.train.subset(part)
+
+
 def stratified_split(y: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(rest, part): `part` holds round(fraction * n_c) seeded-random images of every class c."""
     g = torch.Generator().manual_seed(seed)

@@ -4,7 +4,9 @@ Every trial ends with a `end_reason` user attr from the vocabulary below. Over b
 (the sampler learns the feasible region from them), told PRUNED, zero training steps, not counted as trained.
 Within budget: train for the full planned length (`search.epochs`, by default the retrain's), report
 validation accuracy per epoch; the pruner stops most trials early. Race trials (user attr `race_of`, enqueued
-by the pipeline) train a finalist's parameters on another seed and are never pruned.
+by the pipeline) train a finalist's parameters on another seed and race round (`race_fold`: another validation
+split, see `data.race_fold`) and are never pruned; nor are `search.first_trials` designs (user attr `first_trial`):
+a design the user named is the reference the search has to beat, measured at full length.
 Trial-level trouble (divergence, time overrun, a RuntimeError such as CUDA OOM) ends the trial and the study
 goes on; `search.max_failures` failures in a row are not trial-level and stop the run.
 """
@@ -61,6 +63,7 @@ class Objective:
     gave_up: bool = False  # too many untrained candidates in a row: the space and the budget barely meet
     failing: str = ""  # the last error, once search.max_failures trials in a row failed
     nearest: dict = field(default_factory=dict)  # smallest overshoot seen among rejections
+    _fold: tuple | None = field(default=None, repr=False)  # (race round, train, val): the last race round's splits
 
     @functools.cached_property
     def search_split(self) -> D.Split:
@@ -70,6 +73,20 @@ class Objective:
             return self.data.train
         _, part = D.stratified_split(self.data.train.y, frac, self.space.search["seed"])
         return self.data.train.subset(part)
+
+    def splits(self, fold: int | None) -> tuple[D.Split, D.Split]:
+        """(train, val) a trial trains and is measured on: the search's, or race round `fold`'s (`D.race_fold`,
+        at the search's `data_fraction`). Race runs enqueued before rounds existed (no fold) use the search's."""
+        if not fold:
+            return self.search_split, self.data.val
+        if self._fold is None or self._fold[0] != fold:
+            train_split, val = D.race_fold(self.data, fold)
+            frac = self.space.search["data_fraction"]
+            if frac < 1:
+                _, part = D.stratified_split(train_split.y, frac, self.space.search["seed"])
+                train_split = train_split.subset(part)
+            self._fold = (fold, train_split, val)
+        return self._fold[1], self._fold[2]
 
     def retrain_images(self) -> int:
         r = self.space.retrain
@@ -125,20 +142,23 @@ class Objective:
 
         epochs = space.search["epochs"]
 
+        keep = race or "first_trial" in trial.user_attrs  # a design the user named is measured at full length
+
         def on_epoch(epoch: int, val_acc: float) -> str | None:
             trial.report(val_acc, epoch + 1)  # step = epochs trained: the pruners' rungs are in epochs
             last = epoch + 1 == epochs  # a trial that reached the end is measured, not pruned
-            return PRUNED if not race and not last and trial.should_prune() else None
+            return PRUNED if not keep and not last and trial.should_prune() else None
 
         share = self.time_share()
         deadline = time.monotonic() + share if share else None
+        train_split, val = self.splits(trial.user_attrs.get("race_fold"))
         try:
-            hist = train(model, self.search_split, self.data.val, self.data.mean, self.data.std, cand["train"],
+            hist = train(model, train_split, val, self.data.mean, self.data.std, cand["train"],
                          space.search["epochs"], on_epoch=on_epoch, deadline=deadline)
         except KeyboardInterrupt:
             trial.set_user_attr("end_reason", INTERRUPTED)
-            trial.study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number, **(
-                {"race_of": trial.user_attrs["race_of"]} if race else {})})
+            kept = {k: v for k, v in trial.user_attrs.items() if k in ("race_of", "race_fold", "first_trial")}
+            trial.study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number, **kept})
             raise
         except RuntimeError as e:  # CUDA OOM and other failures inside the candidate
             msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__

@@ -3,8 +3,11 @@ again on more seeds, and the winner is the best *mean* validation accuracy.
 
 One seed on a small validation split picks noise (the top of a search sits within a few tenths of a point);
 a finalist's search run counts as its first seed, `search.race_seeds - 1` race trials add the others. Race
-trials are ordinary trials enqueued with the finalist's parameters and user attr `race_of: N`: they are in
-storage and optuna-dashboard, resume like any trial, and are never pruned. The test split is not read here.
+round r (user attr `race_fold: r`) trains every finalist on the same fresh validation split, drawn from the
+training split (`data.race_fold`): finalists are compared pairwise on the same images within a round, and
+across rounds on images the search did not select on. Race trials are ordinary trials enqueued with the
+finalist's parameters and user attrs `race_of: N`, `race_fold: r`: they are in storage and optuna-dashboard,
+resume like any trial, and are never pruned. The test split is not read here.
 """
 from __future__ import annotations
 
@@ -37,8 +40,11 @@ def enqueue(study, top: int, seeds: int) -> int:
     """Enqueue the race trials still missing (none on a resumed race that has them); -> how many are pending."""
     trials = study.get_trials(deepcopy=False)
     for f in finalists(trials, top):
-        for _ in range(seeds - 1 - len(runs_of(trials, f))):
-            study.enqueue_trial(f.params, user_attrs={"race_of": f.number}, skip_if_exists=False)
+        runs = runs_of(trials, f)
+        have = {t.user_attrs.get("race_fold") for t in runs}
+        missing = [r for r in range(1, seeds) if r not in have][: max(0, seeds - 1 - len(runs))]
+        for r in missing:
+            study.enqueue_trial(f.params, user_attrs={"race_of": f.number, "race_fold": r}, skip_if_exists=False)
     return len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
 
 

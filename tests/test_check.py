@@ -19,6 +19,17 @@ def test_expected_epochs_per_pruner():
     assert check.expected_epochs({**base, "pruner": "median"}) == pytest.approx(15 * check.MEDIAN_SHARE)
 
 
+def test_first_trial_designs_are_priced_at_full_length():
+    search = {"min_epochs": 2, "reduction_factor": 3, "race_top": 0}
+    plain = S.parse(tiny_space(retrain={"epochs": 15}, search=search))
+    with_design = S.parse(tiny_space(retrain={"epochs": 15}, search=search | {"first_trials": [{"train.lr": 0.01}]}))
+    n = {"search": 2400, "val": 600, "retrain": 3000}
+    a, b = (check.run_cost(sp, 0.01, 64, n, trials=10, workers=1) for sp in (plain, with_design))
+    per_trial = a["search"] / 10  # the pruner's expected epochs x seconds per epoch
+    assert b["search"] == pytest.approx(a["search"] + (15 - a["epochs_per_trial"]) * a["per_epoch"])
+    assert b["search"] > a["search"] + per_trial  # one design at 15 epochs costs more than a whole pruned trial
+
+
 def test_check_prices_the_whole_run(tmp_path):
     space = write_space(tmp_path / "tiny.yaml", tiny_space(retrain={"epochs": 6, "seeds": 2},
                                                           search={"seed": 0, "race_top": 2, "race_seeds": 3}))

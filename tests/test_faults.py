@@ -348,8 +348,9 @@ def _fresh_database(url: str, name: str) -> str:
 
 
 def test_ctrl_c_in_the_race_resumes_the_race(tmp_path):
-    """Ctrl-C while a race run trains: exit 130, that run is FAIL + interrupted and queued again with its race_of;
-    the same command finishes the race (race_seeds - 1 trained runs per finalist) and retrains the race winner."""
+    """Ctrl-C while a race run trains: exit 130, that run is FAIL + interrupted and queued again with its race_of
+    and race_fold; the same command finishes the race (race_seeds - 1 trained runs per finalist) and retrains
+    the race winner."""
     raw = slow_space("race", epochs=2)
     raw["search"].update(race_top=2, race_seeds=2)
     space = write_space(tmp_path / "race.yaml", raw)
@@ -375,6 +376,7 @@ def test_ctrl_c_in_the_race_resumes_the_race(tmp_path):
     assert all("race_of" in t.user_attrs for t in queued)
     retry = [t for t in queued if t.user_attrs.get("retry_of") == victim]
     assert len(retry) == 1 and retry[0].user_attrs["race_of"] == trials[victim].user_attrs["race_of"]
+    assert retry[0].user_attrs["race_fold"] == trials[victim].user_attrs["race_fold"] == 1  # same round's split
 
     again = nas_run(*args, cwd=tmp_path)
     assert again.returncode == 0, again.stderr

@@ -75,6 +75,7 @@ def test_race_trials_are_recorded_and_the_winner_has_the_best_mean(finished):
         assert t.params == f.params and t.user_attrs["candidate"] == f.user_attrs["candidate"]
         assert t.user_attrs["seed"] != f.user_attrs["seed"] and t.user_attrs["trained"]
         assert t.state == TrialState.COMPLETE and len(t.intermediate_values) == 1  # never pruned: full length
+        assert t.user_attrs["race_fold"] == 1  # round 1: validated on a split of its own, not the search's
     means = {f.number: (f.value + next(t.value for t in race if t.user_attrs["race_of"] == f.number)) / 2 for f in finalists}
     standings = study.user_attrs["race"]
     assert {row["trial"]: row["mean"] for row in standings} == pytest.approx(means)
@@ -217,3 +218,23 @@ def test_first_trials_are_trained_first_once_and_the_rest_is_sampled(tmp_path):
     resumed.optimize(O.Objective(edited, obj.data, torch.device("cpu"), trials=3), n_trials=1)
     third = resumed.trials[2]
     assert third.user_attrs["first_trial"] == 1 and {k: third.params[k] for k in added} == added
+
+
+def test_a_first_trial_design_trains_the_full_length_where_the_pruner_would_stop_it(tmp_path):
+    """A design named in search.first_trials is the reference the search must beat: it is measured at full length.
+    Here it joins a study whose rung (epoch 1, 1 in 8 goes on) it does not top, and trains all 3 epochs anyway."""
+    search = {"epochs": 3, "seed": 0, "race_top": 0, "pruner": "successive_halving", "min_epochs": 1,
+              "reduction_factor": 8, "startup_trials": 2}
+    space = S.parse(tiny_space(search=search, budget={"params": 100_000}))  # every candidate trains
+    storage = f"sqlite:///{tmp_path / 'keep.db'}"
+    obj = O.Objective(space, D.load(space.data, "cpu", 0), torch.device("cpu"), trials=3)
+    ST.open_study(space, storage).optimize(obj, n_trials=3)
+    weak = {"model.stage0.width": 4, "model.stage1.width": 8, "model.stage1.depth": 1, "train.lr": 0.003}
+    edited = S.parse(tiny_space(search=search | {"first_trials": [weak]}, budget={"params": 100_000}))
+    study = ST.open_study(edited, storage)
+    study.optimize(O.Objective(edited, obj.data, torch.device("cpu"), trials=4), n_trials=1)
+    design = study.trials[3]
+    assert design.user_attrs["first_trial"] == 0 and design.user_attrs["end_reason"] == "completed"
+    assert sorted(design.intermediate_values) == [1, 2, 3] and design.value == design.intermediate_values[3]
+    others = [t.intermediate_values[1] for t in study.trials[:3]]
+    assert design.intermediate_values[1] < max(others)  # not the best at the rung: SH would have stopped it
