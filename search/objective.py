@@ -68,11 +68,15 @@ class Objective:
     @functools.cached_property
     def search_split(self) -> D.Split:
         """The training split, or the fixed stratified share of it that `search.data_fraction` asks for."""
+        return self._searched_share(self.data.train)
+
+    def _searched_share(self, split: D.Split) -> D.Split:
+        """`split`, or the fixed stratified share of it that `search.data_fraction` asks for."""
         frac = self.space.search["data_fraction"]
         if frac >= 1:
-            return self.data.train
-        _, part = D.stratified_split(self.data.train.y, frac, self.space.search["seed"])
-        return self.data.train.subset(part)
+            return split
+        _, part = D.stratified_split(split.y, frac, self.space.search["seed"])
+        return split.subset(part)
 
     def splits(self, fold: int | None) -> tuple[D.Split, D.Split]:
         """(train, val) a trial trains and is measured on: the search's, or race round `fold`'s (`D.race_fold`,
@@ -81,11 +85,7 @@ class Objective:
             return self.search_split, self.data.val
         if self._fold is None or self._fold[0] != fold:
             train_split, val = D.race_fold(self.data, fold)
-            frac = self.space.search["data_fraction"]
-            if frac < 1:
-                _, part = D.stratified_split(train_split.y, frac, self.space.search["seed"])
-                train_split = train_split.subset(part)
-            self._fold = (fold, train_split, val)
+            self._fold = (fold, self._searched_share(train_split), val)
         return self._fold[1], self._fold[2]
 
     def retrain_images(self) -> int:

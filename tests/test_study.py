@@ -238,3 +238,14 @@ def test_a_first_trial_design_trains_the_full_length_where_the_pruner_would_stop
     assert sorted(design.intermediate_values) == [1, 2, 3] and design.value == design.intermediate_values[3]
     others = [t.intermediate_values[1] for t in study.trials[:3]]
     assert design.intermediate_values[1] < max(others)  # not the best at the rung: SH would have stopped it
+
+
+def test_search_data_fraction_applies_to_race_rounds_too():
+    """search.data_fraction: the search and every race round train on the same share of their training split,
+    and a race round validates on as many images as the search."""
+    space = S.parse(tiny_space(search={"epochs": 1, "seed": 0, "data_fraction": 0.5}))
+    obj = O.Objective(space, D.load(space.data, "cpu", 0), torch.device("cpu"), trials=1)
+    search_train, search_val = obj.splits(None)
+    race_train, race_val = obj.splits(1)
+    assert len(search_train) == len(race_train) == len(obj.data.train) // 2 and search_val is obj.data.val
+    assert len(race_val) == len(search_val) and torch.bincount(search_train.y).tolist() == [120] * 10
