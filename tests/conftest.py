@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
+import optuna
 import pytest
 import yaml
 
@@ -73,6 +75,24 @@ def pytest_collection_modifyitems(config, items):
 def write_space(path: Path, space: dict) -> Path:
     path.write_text(yaml.safe_dump(space, sort_keys=False))
     return path
+
+
+def study_once_created(db: Path, name: str):
+    """The study in the SQLite file `db` once the nas-run writing it has created it, else None. Looks through a
+    read-only connection first: an Optuna reader opening a half-created file runs its own CREATE TABLEs and races the
+    writer's ("table studies already exists", for one or both)."""
+    if not db.exists():
+        return None
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            ready = (con.execute("SELECT count(*) FROM alembic_version").fetchone()[0] > 0  # Optuna stamps it last
+                     and con.execute("SELECT count(*) FROM studies WHERE study_name = ?", (name,)).fetchone()[0] > 0)
+        finally:
+            con.close()
+    except sqlite3.OperationalError:  # no such table yet, or locked by the writer
+        return None
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{db}") if ready else None
 
 
 def search_trials(study) -> list:

@@ -14,7 +14,7 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from conftest import need, nas_run, search_trials, tiny_space, write_space
+from conftest import need, nas_run, search_trials, study_once_created, tiny_space, write_space
 from search import objective as O
 from search import space as S
 from search.workers import plan_workers, run_worker
@@ -39,13 +39,10 @@ def _wait_mid_trial(tmp, name, proc, timeout=120) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.communicate()
-        if (tmp / "studies" / f"{name}.db").exists():
-            try:
-                for t in _study(tmp, name).get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-                    if t.intermediate_values:
-                        return t.number
-            except Exception:  # the study is being created
-                pass
+        study = study_once_created(tmp / "studies" / f"{name}.db", name)
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if study else ():
+            if t.intermediate_values:
+                return t.number
         time.sleep(0.1)
     pytest.fail("no trial got mid-way in time")
 

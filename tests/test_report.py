@@ -15,7 +15,7 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from conftest import chromium, console_script, search_trials, tiny_space, write_space
+from conftest import chromium, console_script, search_trials, study_once_created, tiny_space, write_space
 from search import data as D
 from search import report as RP
 from search import space as S
@@ -130,11 +130,9 @@ def test_nas_report_on_a_running_study_leaves_out_the_winner(tmp_path):
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:  # a trial has finished training and another runs
-            if (studies / "tiny.db").exists():
-                try:
-                    trials = optuna.load_study(study_name="tiny", storage=f"sqlite:///{studies}/tiny.db").trials
-                except KeyError:
-                    trials = []
+            study = study_once_created(studies / "tiny.db", "tiny")
+            if study is not None:
+                trials = study.trials
                 if any(t.user_attrs.get("trained") for t in trials) and any(t.state == TrialState.RUNNING for t in trials):
                     break
             time.sleep(0.1)
