@@ -183,4 +183,13 @@ def test_dropout_keeps_each_activation_with_probability_1_minus_p_and_scales_it(
         x.grad = None
         torch.manual_seed(0)
         assert torch.equal(drop(x) != 0, kept)
+    # NHWC activations (CPU workers, GPUs) get the mask in their own layout: same law, same layout out
+    nhwc = torch.ones(64, 16, 64, 64).contiguous(memory_format=torch.channels_last).requires_grad_()
+    y = Dropout(0.3).train()(nhwc)
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    kept = y != 0
+    assert abs(kept.float().mean().item() - 0.7) < 5 * (0.7 * 0.3 / y.numel()) ** 0.5
+    assert kept.float().mean(dim=(0, 2, 3)).min() > 0.68  # every channel drops at the rate, not some channels all
+    y.sum().backward()
+    assert torch.equal(nhwc.grad != 0, kept)
     assert Dropout(0.3).eval()(x) is x
