@@ -25,26 +25,23 @@ sys.path.insert(0, str(Path(__file__).parent))
 import models.convnet as CN  # noqa: E402
 import models.dropout as MD  # noqa: E402
 from layouts import ms_per_step  # noqa: E402
+from vs_hand import HAND_NET  # noqa: E402
 
-TWIN = dict(padding="valid", separable=True, transition="pool_1x1", squeeze=0.5, head="gap", fc_width=0, dropout=0.05,
-            widths=[20, 29, 39, 29, 39], depths=[1, 1, 1, 1, 2], pools=[False, False, False, True, False])
-NETS = {"hand net, 8,034 params": {**TWIN, "separable": False, "widths": [8, 12, 16, 12, 16]},
-        "hand net separable, 7,966": TWIN}
-
-
-def nchw_mask_forward(self, x: torch.Tensor) -> torch.Tensor:
-    if not self.training or self.p == 0:
-        return x
-    return x * (MD.keep_mask(x.shape, self.p, x.device).to(x.dtype) * (1 / (1 - self.p)))
+SHAPE = {"in_channels": 1, "num_classes": 10, "image_size": 28}
+NETS = {"hand net, 8,034 params": {**SHAPE, **HAND_NET},
+        "hand net separable, 7,966": {**SHAPE, **HAND_NET, "separable": True, "widths": [20, 29, 39, 29, 39]}}
 
 
-class TorchDropout(nn.Dropout):
-    def __init__(self, p: float):
-        super().__init__(p)
+class NCHWMaskDropout(MD.Dropout):
+    """models.dropout.Dropout before 2026-11-24: the mask in NCHW order whatever x's layout."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        return x * (MD.keep_mask(x.shape, self.p, x.device).to(x.dtype) * (1 / (1 - self.p)))
 
 
-VARIANTS = {"nn.Dropout": (TorchDropout, None), "mask in NCHW": (MD.Dropout, nchw_mask_forward),
-            "shipped": (MD.Dropout, MD.Dropout.forward)}
+VARIANTS = {"nn.Dropout": nn.Dropout, "mask in NCHW": NCHWMaskDropout, "shipped": MD.Dropout}
 
 
 def main():
@@ -52,16 +49,13 @@ def main():
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--steps", type=int, default=10)
     a = p.parse_args()
-    shipped_forward = MD.Dropout.forward
     for net, cfg in NETS.items():
         times = {v: [] for v in VARIANTS}
         for _ in range(a.rounds):
-            for v, (cls, forward) in VARIANTS.items():
-                CN.Dropout = cls
-                MD.Dropout.forward = forward or shipped_forward
-                times[v].append(ms_per_step({"in_channels": 1, "num_classes": 10, "image_size": 28, **cfg},
-                                            nhwc=True, threads=1, batch=128, steps=a.steps))
-        CN.Dropout, MD.Dropout.forward = MD.Dropout, shipped_forward
+            for v, cls in VARIANTS.items():
+                CN.Dropout = cls  # the class convnet's blocks are built with
+                times[v].append(ms_per_step(cfg, nhwc=True, threads=1, batch=128, steps=a.steps))
+        CN.Dropout = MD.Dropout
         ship = statistics.median(times["shipped"])
         for v, ts in times.items():
             med = statistics.median(ts)
