@@ -67,10 +67,11 @@ def sizes(space: Space) -> tuple[dict, str]:
     return {"search": n_search, "val": n_val, "retrain": n_retrain}, source
 
 
-def run_cost(space: Space, sps: float, bs: int, n: dict, trials: int, workers: int) -> dict:
+def run_cost(space: Space, sps: float, bs: int, n: dict, trials: int, workers: int, cpu: bool = True) -> dict:
     """Seconds of the whole run for `trials` trained trials: search, race, retrain (rejections cost ~ms; ignored).
     `search.first_trials` designs train the full length, the other trials the pruner's expected share of it.
-    Every phase runs on `workers` processes at the timed thread count (retrain seeds in parallel too)."""
+    Every phase runs on `workers` processes at the timed thread count; the retrain's seeds in parallel, on CPU one
+    process each (seeds / workers x one seed's time; on GPUs in waves of `workers`)."""
     s, r = space.search, space.retrain
     per_epoch = B.estimate_train_seconds(sps, bs, n["search"], n["val"], 1)
     epochs = expected_epochs(s)
@@ -80,7 +81,7 @@ def run_cost(space: Space, sps: float, bs: int, n: dict, trials: int, workers: i
     search_epochs = first * s["epochs"] + (trials - first) * epochs
     return {"epochs_per_trial": epochs, "per_epoch": per_epoch,
             "search": search_epochs * per_epoch / workers, "race": race * s["epochs"] * per_epoch / workers,
-            "race_runs": race, "retrain": -(-r["seeds"] // workers) * retrain_one, "retrain_one": retrain_one}
+            "race_runs": race, "retrain": (max(1, r["seeds"] / workers) if cpu else -(-r["seeds"] // workers)) * retrain_one, "retrain_one": retrain_one}
 
 
 def run(space: Space, samples: int = 300, console: Console | None = None, trials: int | None = None,
@@ -131,7 +132,7 @@ def run(space: Space, samples: int = 300, console: Console | None = None, trials
     bs = cand["train"]["batch_size"]
     sps = B.seconds_per_step(model, cand["train"], meta, device)
     trials = trials or space.search["trials"]
-    c = run_cost(space, sps, bs, n, trials, workers)
+    c = run_cost(space, sps, bs, n, trials, workers, cpu=device.type == "cpu")
     s = space.search
     console.print(
         f"median fitting candidate: {cost.params:,} params, {cost.macs:,} MACs, batch {bs}: "

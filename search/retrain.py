@@ -2,8 +2,9 @@
 
 Every seed trains the same candidate for `retrain.epochs` on the training split (plus the validation
 split with `train_on: train+val`) and is measured once on the test split, in fp32 as the exported model runs.
-With K workers the seeds run as K processes with the workers' thread count each, so a seed takes the time the
-budget's `train_seconds` estimate describes (it was timed in a worker). The model of the first seed is the one
+With K workers the seeds run in parallel processes with the workers' thread count each: K on GPUs, one per
+seed on CPU (3 seeds on 2 cores take 1.5x one seed's time, not 2x; search.workers.processes_for). Alone, a seed
+takes the time the budget's `train_seconds` estimate describes (it was timed in a worker). The model of the first seed is the one
 exported: choosing the seed by its test accuracy would select on the test set.
 """
 from __future__ import annotations
@@ -26,10 +27,11 @@ def one_seed(cand: dict, space, data: D.Data, seed: int) -> tuple[dict, torch.nn
         val = None
     torch.manual_seed(seed)
     model = models.build(cand["family"], **cand["model"]).to(data.mean.device)
-    t0 = time.perf_counter()
+    started, t0 = time.time(), time.perf_counter()
     hist = train(model, train_split, val, data.mean, data.std, cand["train"], r["epochs"])
     acc = evaluate(model, data.test, data.mean, data.std, fp32=True)
-    run = {"seed": seed, "test_acc": acc, "end_reason": hist.end_reason, "seconds": round(time.perf_counter() - t0, 1),
+    run = {"seed": seed, "test_acc": acc, "end_reason": hist.end_reason, "started": round(started, 2),
+           "seconds": round(time.perf_counter() - t0, 1),
            "train_loss": [round(v, 5) for v in hist.train_loss], "val_acc": hist.val_acc[-1] if hist.val_acc else None}
     return run, model
 
@@ -58,7 +60,9 @@ def retrain(trial, space, data: D.Data, base_seed: int, log=print, workers: int 
     if workers > 1 and len(seeds) > 1:
         import multiprocessing as mp
 
-        with mp.get_context("spawn").Pool(min(workers, len(seeds))) as pool:
+        from search.workers import processes_for
+
+        with mp.get_context("spawn").Pool(processes_for(len(seeds), workers, device)) as pool:
             jobs = [(cand, space, s, device, threads, i) for i, s in enumerate(seeds)]
             for i, (run, state) in enumerate(pool.starmap(_seed_process, jobs)):
                 done(run)

@@ -31,7 +31,8 @@ from search.retrain import retrain
 from search.space import Space
 from search.storage import HEARTBEAT, make_storage
 from search.study import default_storage, open_study
-from search.workers import FAILING, GAVE_UP, Terminated, gpus_of, pick_device, plan_workers, run_processes, run_worker
+from search.workers import (FAILING, GAVE_UP, Terminated, gpus_of, pick_device, plan_workers, processes_for,
+                            run_processes, run_worker)
 
 MIMETYPES = {".md": "text/markdown", ".json": "application/json"}  # artifacts; the rest are octet-stream
 
@@ -64,12 +65,14 @@ def run(space: Space, console, trials: int | None = None, storage: str | None = 
         shared = f" ({sharing})" if sharing else ""
         console.print(f"study {space.name} in {url}: {k} worker(s) x {threads} thread(s) on {dev}{shared}, target {trials} trained trials")
 
-        def phase(race_phase: bool) -> tuple[set[int], object]:
-            """Workers until the phase is done -> (their exit statuses, the in-process Objective when K == 1)."""
+        def phase(race_phase: bool, runs: int = 0) -> tuple[set[int], object]:
+            """Workers until the phase is done -> (their exit statuses, the in-process Objective when K == 1). The
+            race's `runs` get a process each on CPU (processes_for), so its last wave leaves no core idle."""
             if k == 1:
                 obj = run_worker(space, url, trials, device, threads, 0, heartbeat, data, race_phase)
                 return {FAILING if obj.failing else GAVE_UP if obj.gave_up else 0}, obj
-            return run_processes(space, url, trials, device, threads, k, heartbeat, race_phase), None
+            n = processes_for(runs, k, device) if race_phase else k
+            return run_processes(space, url, trials, device, threads, n, heartbeat, race_phase), None
 
         previous = signal.signal(signal.SIGTERM, _raise_terminated)
         try:
@@ -81,7 +84,7 @@ def run(space: Space, console, trials: int | None = None, storage: str | None = 
                 if race_needed:
                     console.print(f"race: top {space.search['race_top']} candidates x {space.search['race_seeds']} seeds "
                                   f"({race_needed} race trials to train)")
-                    statuses |= phase(race_phase=True)[0]
+                    statuses |= phase(race_phase=True, runs=race_needed)[0]
         except KeyboardInterrupt as e:
             console.print(summary(study.get_trials(deepcopy=False)))
             console.print("interrupted: the running trial was stopped and marked 'interrupted'; run the same command to resume")

@@ -41,3 +41,13 @@ def test_check_prices_the_whole_run(tmp_path):
     assert "race" in out and "(4 full-length runs)" in out and "(2 seeds)" in out
     assert "on 2,400 images" in out  # the slice's training split (3,000 - 20% val), read from the files
     assert not (tmp_path / "studies").exists()  # --check writes nothing
+
+
+def test_retrain_seeds_share_the_cores_on_cpu_and_wait_in_waves_on_gpus():
+    """3 seeds on 2 CPU workers run as 3 processes at once: 1.5x one seed's time; on GPUs 2 waves of 2."""
+    space = S.parse(tiny_space(retrain={"epochs": 15, "seeds": 3}))
+    n = {"search": 2400, "val": 600, "retrain": 3000}
+    cpu, gpu, wide = (check.run_cost(space, 0.01, 64, n, trials=10, workers=w, cpu=c) for w, c in ((2, True), (2, False), (4, True)))
+    assert cpu["retrain"] == pytest.approx(1.5 * cpu["retrain_one"])
+    assert gpu["retrain"] == pytest.approx(2 * gpu["retrain_one"])
+    assert wide["retrain"] == pytest.approx(wide["retrain_one"])  # more workers than seeds: one seed's time

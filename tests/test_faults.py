@@ -152,6 +152,25 @@ def test_four_workers_on_sqlite(tmp_path):
     _check_parallel_study(_study(tmp_path, "par"), 8)
 
 
+def test_race_runs_and_retrain_seeds_each_get_a_process_on_cpu(tmp_path):
+    """On CPU every race run and every retrain seed gets a process of its own, all at once: a last wave smaller
+    than the workers would leave a core idle. 2 workers: the 4 race runs overlap in time, so do the 3 seeds."""
+    space = slow_space("par", epochs=1)
+    space["search"] |= {"race_top": 2, "race_seeds": 3}
+    space["retrain"] = {"epochs": 1, "seeds": 3}
+    r = nas_run(write_space(tmp_path / "par.yaml", space), "--workers", 2, "--trials", 3, "--device", "cpu",
+                "--studies", tmp_path / "studies", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    study = _study(tmp_path, "par")
+    race = [t for t in study.trials if "race_of" in t.user_attrs]
+    assert len(race) == 4 and all(t.state == TrialState.COMPLETE for t in race)
+    assert max(t.datetime_start for t in race) < min(t.datetime_complete for t in race)
+    runs = study.user_attrs["retrain"]["runs"]
+    assert len(runs) == 3 and len({run["seed"] for run in runs}) == 3
+    assert max(run["started"] for run in runs) < min(run["started"] + run["seconds"] for run in runs)
+    assert not [t for t in study.trials if t.user_attrs.get("end_reason") == O.SURPLUS]  # no process left over
+
+
 @pytest.mark.parametrize("gpus, cores, gib, expected", [(0, 2, 0, (2, 1)), (1, 16, 80, (16, 1)), (2, 16, 80, (16, 1)),
                                                          (1, 32, 80, (16, 2)), (1, 4, 80, (4, 1)), (1, 16, 3, (3, 5))])
 def test_auto_workers_share_each_gpu_as_cores_and_memory_allow(monkeypatch, gpus, cores, gib, expected):
