@@ -71,7 +71,7 @@ def run_cost(space: Space, sps: float, bs: int, n: dict, trials: int, workers: i
     """Seconds of the whole run for `trials` trained trials: search, race, retrain (rejections cost ~ms; ignored).
     `search.first_trials` designs train the full length, the other trials the pruner's expected share of it.
     Every phase runs on `workers` processes at the timed thread count; the retrain's seeds in parallel, on CPU one
-    process each (seeds / workers x one seed's time; on GPUs in waves of `workers`)."""
+    process each where they do not fill whole waves (seeds / workers x one seed's time; on GPUs in waves)."""
     s, r = space.search, space.retrain
     per_epoch = B.estimate_train_seconds(sps, bs, n["search"], n["val"], 1)
     epochs = expected_epochs(s)

@@ -3,7 +3,8 @@
 Every seed trains the same candidate for `retrain.epochs` on the training split (plus the validation
 split with `train_on: train+val`) and is measured once on the test split, in fp32 as the exported model runs.
 With K workers the seeds run in parallel processes with the workers' thread count each: K on GPUs, one per
-seed on CPU (3 seeds on 2 cores take 1.5x one seed's time, not 2x; search.workers.processes_for). Alone, a seed
+seed on CPU where the seeds do not fill whole waves (3 seeds on 2 cores take ~1.6x one seed's time, not 2x;
+search.workers.processes_for). Alone, a seed
 takes the time the budget's `train_seconds` estimate describes (it was timed in a worker). The model of the first seed is the one
 exported: choosing the seed by its test accuracy would select on the test set.
 """

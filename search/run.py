@@ -117,7 +117,8 @@ def run(space: Space, console, trials: int | None = None, storage: str | None = 
             study.set_user_attr("race", standings)
             for row in standings:
                 vals = ", ".join(f"{v:.4f}" for v in row["val_accs"])
-                console.print(f"race: trial {row['trial']} val {row['mean']:.4f} ± {row['std']:.4f} ({vals})", highlight=False)
+                console.print(f"race: trial {row['trial']} val {row['mean']:.4f} ± {row['std']:.4f} over its race rounds "
+                              f"({vals}); search split {row['search_val']:.4f}", highlight=False)
         if retrain_winner and c["completed"]:
             winner = R.winner(all_trials, space.search["race_top"])
             publish_winner(study, space, winner, data, out, console, parallel=(k, threads, device))

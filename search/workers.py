@@ -74,20 +74,22 @@ def plan_workers(workers, device: str) -> tuple[int, int]:
     return workers, max(1, cores // workers)
 
 
-# Processes per worker for a batch of independent full-length runs on CPU (the race, the retrain's seeds). One
-# process per run, so a last wave smaller than the workers leaves no core idle: N single-thread processes on fewer
-# cores share them at the same total throughput (2 CPU cores, one training step of the 8k hand net / its separable
-# twin: 2 processes 22.7 / 12.0 steps/s in all, 3 processes 22.2 / 12.4; 1 process with 2 threads 13.3 / 6.1).
-# Capped: each process holds its own copy of the data and of torch.
+# Independent full-length runs on CPU (the race, the retrain's seeds) whose count is not a multiple of the workers
+# get one process each, so a last wave smaller than the workers leaves no core idle: N single-thread processes on
+# fewer cores share them at nearly the throughput of one per core (2 cores, one training step of the 8k hand net /
+# its separable twin: 2 processes 22.7 / 12.0 steps/s in all, 3 processes 22.2 / 12.4; a lone process with 2
+# threads 13.3 / 6.1). Whole waves keep one process per worker: 6 race runs as 6 processes on 2 cores took 12%
+# longer than their core time / 2 (cache contention), which is what 3 waves of 2 take. Capped: each process holds
+# its own copy of the data and of torch.
 RUNS_PER_CPU_WORKER = 4
 
 
 def processes_for(runs: int, k: int, device: str) -> int:
-    """Processes for `runs` independent full-length runs on K workers: one per run on CPU (at most
-    RUNS_PER_CPU_WORKER x K), the K workers on GPUs."""
-    if gpus_of(device):
-        return min(k, runs)
-    return max(1, min(runs, RUNS_PER_CPU_WORKER * k))
+    """Processes for `runs` independent full-length runs on K workers: K on GPUs and where the runs fill whole
+    waves; on CPU otherwise one per run (at most RUNS_PER_CPU_WORKER x K)."""
+    if gpus_of(device) or runs % k == 0:
+        return max(1, min(k, runs))
+    return min(runs, RUNS_PER_CPU_WORKER * k)
 
 
 def run_worker(space: Space, storage_url: str, trials: int, device: str, threads: int, worker: int = 0,

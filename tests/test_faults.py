@@ -17,7 +17,7 @@ from optuna.trial import TrialState
 from conftest import need, nas_run, search_trials, study_once_created, tiny_space, write_space
 from search import objective as O
 from search import space as S
-from search.workers import plan_workers, run_worker
+from search.workers import plan_workers, processes_for, run_worker
 
 
 def slow_space(name: str, epochs: int = 4) -> dict:
@@ -153,17 +153,19 @@ def test_four_workers_on_sqlite(tmp_path):
 
 
 def test_race_runs_and_retrain_seeds_each_get_a_process_on_cpu(tmp_path):
-    """On CPU every race run and every retrain seed gets a process of its own, all at once: a last wave smaller
-    than the workers would leave a core idle. 2 workers: the 4 race runs overlap in time, so do the 3 seeds."""
+    """On CPU, runs that do not fill whole waves of the workers get a process each, all at once: a last wave
+    smaller than the workers would leave a core idle. 2 workers: the 3 race runs overlap in time, so do the 3
+    retrain seeds; 4 runs would take 2 waves of 2."""
+    assert [processes_for(n, 2, "cpu") for n in (1, 2, 3, 4, 5, 6, 9)] == [1, 2, 3, 2, 5, 2, 8]
     space = slow_space("par", epochs=1)
-    space["search"] |= {"race_top": 2, "race_seeds": 3}
+    space["search"] |= {"race_top": 3, "race_seeds": 2}
     space["retrain"] = {"epochs": 1, "seeds": 3}
     r = nas_run(write_space(tmp_path / "par.yaml", space), "--workers", 2, "--trials", 3, "--device", "cpu",
                 "--studies", tmp_path / "studies", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     study = _study(tmp_path, "par")
     race = [t for t in study.trials if "race_of" in t.user_attrs]
-    assert len(race) == 4 and all(t.state == TrialState.COMPLETE for t in race)
+    assert len(race) == 3 and all(t.state == TrialState.COMPLETE for t in race)
     assert max(t.datetime_start for t in race) < min(t.datetime_complete for t in race)
     runs = study.user_attrs["retrain"]["runs"]
     assert len(runs) == 3 and len({run["seed"] for run in runs}) == 3

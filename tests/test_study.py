@@ -60,7 +60,8 @@ def test_winner_retrained_on_two_seeds_and_exported(finished):
 
 def test_race_trials_are_recorded_and_the_winner_has_the_best_mean(finished):
     """The top 2 distinct full-length candidates each got 1 race run (race_seeds 2: the search run is the other);
-    the study's race standings are computed from storage and the retrained trial is the best mean."""
+    the study's race standings are computed from storage, rank the race rounds (not the search split, which
+    picked the finalists), and the retrained trial is the best of them."""
     _, _, result, study = finished
     race = [t for t in study.trials if "race_of" in t.user_attrs]
     completed = sorted((t for t in search_trials(study) if t.state == TrialState.COMPLETE), key=lambda t: -t.value)
@@ -76,10 +77,12 @@ def test_race_trials_are_recorded_and_the_winner_has_the_best_mean(finished):
         assert t.user_attrs["seed"] != f.user_attrs["seed"] and t.user_attrs["trained"]
         assert t.state == TrialState.COMPLETE and len(t.intermediate_values) == 1  # never pruned: full length
         assert t.user_attrs["race_fold"] == 1  # round 1: validated on a split of its own, not the search's
-    means = {f.number: (f.value + next(t.value for t in race if t.user_attrs["race_of"] == f.number)) / 2 for f in finalists}
+    means = {f.number: next(t.value for t in race if t.user_attrs["race_of"] == f.number) for f in finalists}
     standings = study.user_attrs["race"]
     assert {row["trial"]: row["mean"] for row in standings} == pytest.approx(means)
-    assert study.user_attrs["retrain"]["trial"] == max(means, key=means.get) == standings[0]["trial"]
+    assert {row["trial"]: row["search_val"] for row in standings} == {f.number: f.value for f in finalists}
+    best = max(means, key=lambda n: (means[n], study.trials[n].value))
+    assert study.user_attrs["retrain"]["trial"] == best == standings[0]["trial"]
     assert "race: top 2 candidates x 2 seeds" in result.stdout
 
 
@@ -249,3 +252,41 @@ def test_search_data_fraction_applies_to_race_rounds_too():
     race_train, race_val = obj.splits(1)
     assert len(search_train) == len(race_train) == len(obj.data.train) // 2 and search_val is obj.data.val
     assert len(race_val) == len(search_val) and torch.bincount(search_train.y).tolist() == [120] * 10
+
+
+def test_race_ranks_its_rounds_and_the_search_split_only_breaks_ties():
+    """The search split picked the finalists, so the race ranks the mean over its own rounds; equal means (the
+    same 800-image accuracies summed in another order) go to the better search value, then to the order."""
+    from optuna.distributions import FloatDistribution
+    from search import race as R
+
+    study = optuna.create_study(direction="maximize")
+    dist = {"x": FloatDistribution(0, 1)}
+
+    def add(value, x, **attrs):
+        study.add_trial(optuna.trial.create_trial(value=value, params={"x": x}, distributions=dist,
+                                                  user_attrs={"trained": True, "candidate": {"x": x}, **attrs}))
+
+    add(0.8925, 0.1)  # 0: best on the search split
+    add(0.8788, 0.2)  # 1
+    add(0.8775, 0.3)  # 2
+    add(0.8600, 0.4)  # 3: not a finalist
+    for f, vals in ((0, (0.8900, 0.8725)), (1, (0.89375, 0.8825)), (2, (0.8775, 0.8575))):
+        for r, v in enumerate(vals, 1):
+            add(v, f / 10 + 0.1, race_of=f, race_fold=r)
+    rows = R.standings(study.trials, 3)
+    assert [r["trial"] for r in rows] == [1, 0, 2]  # counted as a third seed, the search value would tie 0 and 1
+    assert rows[0]["val_accs"] == [0.89375, 0.8825] and rows[0]["search_val"] == 0.8788
+    assert rows[0]["mean"] == pytest.approx((0.89375 + 0.8825) / 2)
+    assert R.winner(study.trials, 3).number == 1
+
+    tied = optuna.create_study(direction="maximize")
+    for value, x in ((0.87, 0.1), (0.88, 0.2)):
+        tied.add_trial(optuna.trial.create_trial(value=value, params={"x": x}, distributions=dist,
+                                                 user_attrs={"trained": True, "candidate": {"x": x}}))
+    for f, vals in ((0, (0.9, 0.8, 0.7)), (1, (0.7, 0.9, 0.8))):  # equal means, summed in another order
+        for r, v in enumerate(vals, 1):
+            tied.add_trial(optuna.trial.create_trial(value=v, params={"x": f / 10 + 0.1}, distributions=dist,
+                                                     user_attrs={"trained": True, "candidate": {"x": f / 10 + 0.1},
+                                                                 "race_of": f, "race_fold": r}))
+    assert [r["trial"] for r in R.standings(tied.trials, 2)] == [1, 0]  # the tie goes to the better search value
