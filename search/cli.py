@@ -48,12 +48,19 @@ def run_parser() -> argparse.ArgumentParser:
     return p
 
 
+def make_console() -> Console:
+    """A terminal's own console; into a log or a pipe, a line per event as it happens, never wrapped (a long
+    storage URL broke the run's first line in two, so `grep` found half of it); tables stay 140 columns."""
+    if sys.stdout.isatty():
+        return Console()
+    sys.stdout.reconfigure(line_buffering=True)
+    return Console(width=140, soft_wrap=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C works even when started with SIGINT ignored
     args = run_parser().parse_args(argv)
-    if not sys.stdout.isatty():  # logs: a line per trial as it happens, no wrapping at 80 columns
-        sys.stdout.reconfigure(line_buffering=True)
-    console = Console() if sys.stdout.isatty() else Console(width=140)
+    console = make_console()
     try:
         from search import space as S
 
@@ -93,7 +100,7 @@ def export_main(argv: list[str] | None = None) -> int:
         from search.run import export_study
 
         formats = export.FORMATS if args.format == "all" else (args.format,)
-        return export_study(args.study, Console() if sys.stdout.isatty() else Console(width=140), trial=args.trial,
+        return export_study(args.study, make_console(), trial=args.trial,
                             storage=args.storage, studies=args.studies, formats=formats, out=args.out)
     except OneLineError as e:
         sys.stderr.write(f"nas-export: {e}\n")
@@ -109,7 +116,7 @@ def report_main(argv: list[str] | None = None) -> int:
     try:
         from search.run import report_study
 
-        return report_study(args.study, Console() if sys.stdout.isatty() else Console(width=140),
+        return report_study(args.study, make_console(),
                             storage=args.storage, studies=args.studies)
     except OneLineError as e:
         sys.stderr.write(f"nas-report: {e}\n")
