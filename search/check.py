@@ -64,7 +64,9 @@ def sizes(space: Space) -> tuple[dict, str]:
         n_train, source = n_full - n_val, f"the official {space.data['dataset']} size (files not found)"
     n_search = round(n_train * space.search["data_fraction"])
     n_retrain = n_train + n_val if space.retrain["train_on"] == "train+val" else n_train
-    return {"search": n_search, "val": n_val, "retrain": n_retrain}, source
+    n_race_val = round(n_val * space.search["race_val_fraction"] / space.data["val_fraction"])  # as objective.py
+    n_race = round((n_train - n_race_val + n_val) * space.search["data_fraction"])
+    return {"search": n_search, "val": n_val, "retrain": n_retrain, "race": n_race, "race_val": n_race_val}, source
 
 
 def run_cost(space: Space, sps: float, bs: int, n: dict, trials: int, workers: int, cpu: bool = True) -> dict:
@@ -74,13 +76,14 @@ def run_cost(space: Space, sps: float, bs: int, n: dict, trials: int, workers: i
     process each where they do not fill whole waves (seeds / workers x one seed's time; on GPUs in waves)."""
     s, r = space.search, space.retrain
     per_epoch = B.estimate_train_seconds(sps, bs, n["search"], n["val"], 1)
+    race_epoch = B.estimate_train_seconds(sps, bs, n["race"], n["race_val"], 1)
     epochs = expected_epochs(s)
     first = min(len(s.get("first_trials", [])), trials)
     race = s["race_top"] * (s["race_seeds"] - 1) if s["race_top"] else 0
     retrain_one = B.estimate_train_seconds(sps, bs, n["retrain"], 0, r["epochs"])
     search_epochs = first * s["epochs"] + (trials - first) * epochs
     return {"epochs_per_trial": epochs, "per_epoch": per_epoch,
-            "search": search_epochs * per_epoch / workers, "race": race * s["epochs"] * per_epoch / workers,
+            "search": search_epochs * per_epoch / workers, "race": race * s["epochs"] * race_epoch / workers,
             "race_runs": race, "retrain": (max(1, r["seeds"] / workers) if cpu else -(-r["seeds"] // workers)) * retrain_one, "retrain_one": retrain_one}
 
 

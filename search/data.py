@@ -105,13 +105,17 @@ def load(data_cfg: dict, device: str | torch.device = "cpu", seed: int = 0) -> D
     )
 
 
-def race_fold(data: Data, fold: int) -> tuple[Split, Split]:
-    """(train, val) for round `fold` >= 1 of the race: a fresh stratified validation split the size of the search's,
-    drawn from the training split (so it shares no image with the one the search selected on), whose images
-    leave training while the search's validation images join it. Every finalist's round-`fold` run sees the same
-    images (paired comparisons); the rounds see different ones, so a finalist's mean is not tied to the few
-    hundred images that picked it. Costs one copy of the training split while a race run trains."""
-    rest, part = stratified_split(data.train.y, len(data.val) / len(data.train), fold)
+def race_fold(data: Data, fold: int, size: int | None = None) -> tuple[Split, Split]:
+    """(train, val) for round `fold` >= 1 of the race: a fresh stratified validation split of `size` images (by
+    default as many as the search's), drawn from the training split (so it shares no image with the one the search
+    selected on), whose images leave training while the search's validation images join it. Every finalist's
+    round-`fold` run sees the same images (paired comparisons); the rounds see different ones, so a finalist's
+    mean is not tied to the few hundred images that picked it. Costs one copy of the training split while a race
+    run trains."""
+    size = len(data.val) if size is None else size
+    if not 0 < size < len(data.train):
+        raise ValueError(f"a race round holds out 1 to {len(data.train) - 1} images, not {size}")
+    rest, part = stratified_split(data.train.y, size / len(data.train), fold)
     rest, part = rest.to(data.train.y.device), part.to(data.train.y.device)
     train = Split(torch.cat([data.train.x[rest], data.val.x]), torch.cat([data.train.y[rest], data.val.y]))
     return train, data.train.subset(part)

@@ -84,9 +84,14 @@ class Objective:
         if not fold:
             return self.search_split, self.data.val
         if self._fold is None or self._fold[0] != fold:
-            train_split, val = D.race_fold(self.data, fold)
+            train_split, val = D.race_fold(self.data, fold, self.race_val_size())
             self._fold = (fold, self._searched_share(train_split), val)
         return self._fold[1], self._fold[2]
+
+    def race_val_size(self) -> int:
+        """Images a race round validates on: `search.race_val_fraction` of the data, in the search's proportion."""
+        share = self.space.search["race_val_fraction"] / self.space.data["val_fraction"]
+        return round(len(self.data.val) * share)
 
     def retrain_images(self) -> int:
         r = self.space.retrain
@@ -152,6 +157,7 @@ class Objective:
         share = self.time_share()
         deadline = time.monotonic() + share if share else None
         train_split, val = self.splits(trial.user_attrs.get("race_fold"))
+        trial.set_user_attr("val_images", len(val))
         try:
             hist = train(model, train_split, val, self.data.mean, self.data.std, cand["train"],
                          space.search["epochs"], on_epoch=on_epoch, deadline=deadline)

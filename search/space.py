@@ -84,6 +84,9 @@ SEARCH = {
     "warmup_epochs": Spec(int, 1, "an integer >= 0", _num(0)),
     "race_top": Spec(int, 3, "an integer >= 0 (finalists raced on more seeds; 0: no race)", _num(0)),
     "race_seeds": Spec(int, 3, "an integer >= 2 (seeds per finalist, its search run included)", _num(2)),
+    # 0 here means: default to data.val_fraction (a race round validates on as many images as the search)
+    "race_val_fraction": Spec(float, 0.0, "a number in (0, 0.5] (share of the training data each race round "
+                              "validates on)", _num(0, 0.5, lo_open=True)),
     "max_rejections": Spec(int, 200, *POS_INT),
     "max_failures": Spec(int, 3, "an integer >= 1 (failed trials in a row that stop the run)", _num(1)),
 }
@@ -269,6 +272,7 @@ def parse(raw: Any, file: str = "<space>", text: str = "") -> Space:
     search = _fixed_section({"search": search_raw}, "search", SEARCH, file)
     search["epochs"] = search["epochs"] or retrain["epochs"]
     search["min_epochs"] = search["min_epochs"] or max(1, round(search["epochs"] / 7))  # 15 epochs: rungs at 2, 6
+    search["race_val_fraction"] = search["race_val_fraction"] or data["val_fraction"]
     if data["extra"] and data["dataset"] != "svhn":
         raise SpaceError(file, "data.extra", "false (the extra split exists for svhn only)", True)
 
@@ -289,6 +293,10 @@ def parse(raw: Any, file: str = "<space>", text: str = "") -> Space:
     name = raw.get("name", Path(file).stem)
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise SpaceError(file, "name", "a study name of letters, digits, '_', '.', '-'", name)
+    if search["race_val_fraction"] + data["val_fraction"] >= 1:
+        raise SpaceError(file, "search.race_val_fraction", f"less than 1 - data.val_fraction "
+                         f"({1 - data['val_fraction']:g}: a race round must leave images to train on)",
+                         search["race_val_fraction"])
     if search["min_epochs"] > search["epochs"]:
         raise SpaceError(file, "search.min_epochs", f"at most search.epochs ({search['epochs']})", search["min_epochs"])
     space = Space(file, name, data, family, model, stages, train, augment, budget, fill, search, retrain, target, text)

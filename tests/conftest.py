@@ -117,7 +117,9 @@ def finished(tmp_path_factory):
     import optuna
 
     tmp = tmp_path_factory.mktemp("e2e")
-    space = write_space(tmp / "tiny.yaml", tiny_space())
+    raw = tiny_space()
+    raw["search"]["race_val_fraction"] = 0.3  # race rounds validate on 900 images, the search on 600
+    space = write_space(tmp / "tiny.yaml", raw)
     result = nas_run(space, "--trials", 3, "--studies", tmp / "studies", cwd=tmp)
     assert result.returncode == 0, result.stderr
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp}/studies/tiny.db")

@@ -76,6 +76,19 @@ def test_race_folds_hold_out_fresh_images_and_train_on_the_rest():
     assert key(val2.x) != key(val1.x) and not key(val2.x) & key(d.val.x)
 
 
+def test_a_race_round_can_validate_on_more_images_than_the_search():
+    """`size` images held out (stratified) from the training split; the rest and the search's validation images
+    train: the round still uses every image once, and a round's split is the same for every finalist."""
+    d = D.load(CFG, "cpu", seed=0)
+    size = 2 * len(d.val)
+    train, val = D.race_fold(d, 1, size)
+    assert (len(train), len(val)) == (len(d.train) + len(d.val) - size, size)
+    assert torch.bincount(val.y).tolist() == [2 * c for c in torch.bincount(d.val.y).tolist()]
+    assert torch.equal(val.x, D.race_fold(d, 1, size)[1].x)
+    with pytest.raises(ValueError):
+        D.race_fold(d, 1, len(d.train))
+
+
 def test_missing_files_offline_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setenv("NAS_RUN_CACHE", str(tmp_path / "cache"))
     with pytest.raises(UserError) as e:

@@ -77,6 +77,7 @@ def test_race_trials_are_recorded_and_the_winner_has_the_best_mean(finished):
         assert t.user_attrs["seed"] != f.user_attrs["seed"] and t.user_attrs["trained"]
         assert t.state == TrialState.COMPLETE and len(t.intermediate_values) == 1  # never pruned: full length
         assert t.user_attrs["race_fold"] == 1  # round 1: validated on a split of its own, not the search's
+        assert t.user_attrs["val_images"] == 900 and f.user_attrs["val_images"] == 600  # race_val_fraction 0.3 of 3,000
     means = {f.number: next(t.value for t in race if t.user_attrs["race_of"] == f.number) for f in finalists}
     standings = study.user_attrs["race"]
     assert {row["trial"]: row["mean"] for row in standings} == pytest.approx(means)
