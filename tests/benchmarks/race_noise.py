@@ -1,7 +1,8 @@
 """How often does one race round put the better of two finalists first, by the number of images it validates on?
 
-The vs_hand.py task (8,000 Fashion-MNIST training images, 15 epochs). Two finalists the seed-3 study could not
-tell apart: the hand net and recipe filled to the shipped space's budget, and the same with separable convs.
+The vs_hand.py task (8,000 Fashion-MNIST training images, 15 epochs). Two finalists the seed-3 studies could not
+tell apart, exactly as nas-run trains them: spaces/mnist_8k.yaml's first trials (the hand net and recipe, with
+the space's fixed settings such as nesterov momentum), filled to its budget, plain and with separable convs.
 Each is trained on all 8,000 images on `--seeds` seeds (1 thread per process, 2 processes). Every trained
 model's per-image correctness on the official 10,000 test images is kept; which net is better "in truth" is
 the mean over all seeds on all 10,000 images. A race round is simulated as what it is: one fresh training seed
@@ -10,10 +11,11 @@ stands them in for fresh held-out training images, nas-run never selects on test
 chance the round ranks the better net first (over every seed pair and `--draws` image draws), and the std of
 the measured difference, beside two rounds of 800 images (race_seeds 3 at val_fraction 0.1: twice the cost).
 
-What it leaves out: a race round at race_val_fraction 0.25 trains on 6,000 images (not 8,000) and validates
-on 2,000; at 0.1 on 7,200 (+800 held out). The training-set size is the same for both finalists here.
+By default both finalists train on all 8,000 images (what the retrain uses, so "truth" is the retrained nets'
+order); `--race-val-fraction 0.25` trains each seed as a race round at that share does (6,000 images: the
+8,000 less round seed+1's 2,000 held-out ones), which shows whether the smaller training set reorders them.
 
-    python tests/benchmarks/race_noise.py [--seeds 6] [--draws 2000] [--work /tmp/nas-run-vs-hand]
+    python tests/benchmarks/race_noise.py [--seeds 6] [--draws 2000] [--work /tmp/nas-run-vs-hand] [--race-val-fraction 0.25]
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+import optuna
 import torch
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,25 +35,30 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).parent))
 import models  # noqa: E402
 from search import budget as B  # noqa: E402
+from search import data as D  # noqa: E402
+from search import space as S  # noqa: E402
 from search.train import predict, train  # noqa: E402
-from vs_hand import HAND_NET, build_task, load_task, seed_recipe  # noqa: E402
+from vs_hand import build_task, load_task  # noqa: E402
 
-BUDGET = {"params": 8000, "macs": 2_000_000}  # spaces/mnist_8k.yaml's
 SIZES = (800, 2000, 10000)
 
 
-def finalists(meta) -> dict[str, dict]:
-    base = {"family": "convnet", "model": {"in_channels": 1, "num_classes": 10, "image_size": 28, "bn": True,
-                                           "bias": False, **HAND_NET}, "train": seed_recipe()}
-    sep = {**base, "model": {**base["model"], "separable": True}}
-    return {"hand net filled": B.fill(base, BUDGET, meta), "separable hand net filled": B.fill(sep, BUDGET, meta)}
+def finalists() -> dict[str, dict]:
+    """spaces/mnist_8k.yaml's two first trials as nas-run trains them: sampled from the space, then filled."""
+    space = S.load(ROOT / "spaces" / "mnist_8k.yaml")
+    meta = D.DATASETS["fashion_mnist"]
+    cands = [B.fill(space.sample(optuna.trial.FixedTrial(ft)), space.budget, meta) for ft in space.search["first_trials"]]
+    return {"hand net filled": cands[0], "separable hand net filled": cands[1]}
 
 
 def correct_on_test(job) -> tuple[str, int, torch.Tensor, float]:
-    """One finalist, one seed: train on all 8,000 images, -> per-image correctness on the 10,000 test images."""
-    name, cand, seed, root = job
+    """One finalist, one seed: train on all 8,000 images (or a race round's training images), -> per-image
+    correctness on the 10,000 test images."""
+    name, cand, seed, root, race_val_fraction = job
     torch.set_num_threads(1)
     data, full = load_task(Path(root))
+    if race_val_fraction:  # train as race round seed + 1 does: without its held-out images
+        full, _ = D.race_fold(data, seed + 1, round(race_val_fraction * (len(data.train) + len(data.val))))
     torch.manual_seed(seed)
     model = models.build(cand["family"], **cand["model"])
     t0 = time.perf_counter()
@@ -64,14 +72,16 @@ def main():
     p.add_argument("--seeds", type=int, default=6)
     p.add_argument("--draws", type=int, default=2000)
     p.add_argument("--work", default="/tmp/nas-run-vs-hand")
+    p.add_argument("--race-val-fraction", type=float, default=0.0,
+                   help="train each seed on what a race round at this share trains on (0.25: 6,000 images), not all 8,000")
     args = p.parse_args()
     root = build_task(Path(args.work) / "fashion8k")
-    data, _ = load_task(root)
-    nets = finalists(data.meta)
+    data, full = load_task(root)
+    nets = finalists()
     for name, cand in nets.items():
         m = models.build(cand["family"], **cand["model"])
         print(f"{name}: widths {cand['model']['widths']}, {B.count_params(m):,} params", flush=True)
-    jobs = [(name, cand, seed, str(root)) for seed in range(args.seeds) for name, cand in nets.items()]
+    jobs = [(name, cand, seed, str(root), args.race_val_fraction) for seed in range(args.seeds) for name, cand in nets.items()]
     ok = {}
     with ProcessPoolExecutor(2) as pool:
         for name, seed, correct, secs in pool.map(correct_on_test, jobs):
@@ -83,7 +93,9 @@ def main():
         print(f"{n}: test {statistics.fmean(acc[n]):.4f} ± {statistics.stdev(acc[n]):.4f} over {args.seeds} seeds")
     gap = statistics.fmean(acc[a]) - statistics.fmean(acc[b])
     better = 1 if gap > 0 else -1
-    print(f"truth: {a if gap > 0 else b} better by {abs(gap) * 100:.2f} pt (mean of {args.seeds} seeds on 10,000 images)")
+    trained_on = len(full) if not args.race_val_fraction else len(D.race_fold(data, 1, round(args.race_val_fraction * len(full)))[0])
+    print(f"truth: {a if gap > 0 else b} better by {abs(gap) * 100:.2f} pt (mean of {args.seeds} seeds on 10,000 images, "
+          f"trained on {trained_on:,})")
 
     g = torch.Generator().manual_seed(0)
     n_test = len(data.test)
