@@ -64,7 +64,7 @@ def sizes(space: Space) -> tuple[dict, str]:
         n_train, source = n_full - n_val, f"the official {space.data['dataset']} size (files not found)"
     n_search = round(n_train * space.search["data_fraction"])
     n_retrain = n_train + n_val if space.retrain["train_on"] == "train+val" else n_train
-    n_race_val = round(n_val * space.search["race_val_fraction"] / space.data["val_fraction"])  # as objective.py
+    n_race_val = D.race_val_size(n_val, space.search["race_val_fraction"], space.data["val_fraction"])
     n_race = round((n_train - n_race_val + n_val) * space.search["data_fraction"])
     return {"search": n_search, "val": n_val, "retrain": n_retrain, "race": n_race, "race_val": n_race_val}, source
 

@@ -105,14 +105,19 @@ def load(data_cfg: dict, device: str | torch.device = "cpu", seed: int = 0) -> D
     )
 
 
-def race_fold(data: Data, fold: int, size: int | None = None) -> tuple[Split, Split]:
-    """(train, val) for round `fold` >= 1 of the race: a fresh stratified validation split of `size` images (by
-    default as many as the search's), drawn from the training split (so it shares no image with the one the search
+def race_val_size(n_val: int, race_val_fraction: float, val_fraction: float) -> int:
+    """Images a race round validates on: `search.race_val_fraction` of the data, in proportion to the search's
+    `n_val` validation images (`data.val_fraction`); as many as the search's when the two fractions are equal."""
+    return round(n_val * race_val_fraction / val_fraction)
+
+
+def race_fold(data: Data, fold: int, size: int) -> tuple[Split, Split]:
+    """(train, val) for round `fold` >= 1 of the race: a fresh stratified validation split of `size` images
+    (`race_val_size`), drawn from the training split (so it shares no image with the one the search
     selected on), whose images leave training while the search's validation images join it. Every finalist's
     round-`fold` run sees the same images (paired comparisons); the rounds see different ones, so a finalist's
     mean is not tied to the few hundred images that picked it. Costs one copy of the training split while a race
     run trains."""
-    size = len(data.val) if size is None else size
     if not 0 < size < len(data.train):
         raise ValueError(f"a race round holds out 1 to {len(data.train) - 1} images, not {size}")
     rest, part = stratified_split(data.train.y, size / len(data.train), fold)

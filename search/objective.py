@@ -84,14 +84,10 @@ class Objective:
         if not fold:
             return self.search_split, self.data.val
         if self._fold is None or self._fold[0] != fold:
-            train_split, val = D.race_fold(self.data, fold, self.race_val_size())
+            s, vf = self.space.search, self.space.data["val_fraction"]
+            train_split, val = D.race_fold(self.data, fold, D.race_val_size(len(self.data.val), s["race_val_fraction"], vf))
             self._fold = (fold, self._searched_share(train_split), val)
         return self._fold[1], self._fold[2]
-
-    def race_val_size(self) -> int:
-        """Images a race round validates on: `search.race_val_fraction` of the data, in the search's proportion."""
-        share = self.space.search["race_val_fraction"] / self.space.data["val_fraction"]
-        return round(len(self.data.val) * share)
 
     def retrain_images(self) -> int:
         r = self.space.retrain

@@ -4,8 +4,8 @@ again on more seeds, and the winner is the best *mean* validation accuracy over 
 One seed on a small validation split picks noise (the top of a search sits within a few tenths of a point);
 a finalist's search run is its first seed, `search.race_seeds - 1` race trials add the others. Race round r
 (user attr `race_fold: r`) trains every finalist on the same fresh validation split, drawn from the training
-split (`data.race_fold`; `search.race_val_fraction` of the data, by default as many images as the search's): finalists are compared pairwise on the same images within a round, and on images
-the search did not select on. The ranking is the mean over these rounds; the search run's value only breaks
+split (`data.race_fold`; `search.race_val_fraction` of the data, by default as many images as the search's):
+finalists are compared pairwise on the same images within a round, and on images the search did not select on. The ranking is the mean over these rounds; the search run's value only breaks
 ties. It was measured on the split the finalists were *selected* on (the top 3 of 40 on 800 images), so it
 carries each finalist's luck there: at study seed 3 of tests/benchmarks/vs_hand.py the finalists' search values
 sat -0.9 to +2.3 pt from their race rounds' means, and counted as a third seed it tied the hand net filled with

@@ -65,14 +65,14 @@ def test_race_folds_hold_out_fresh_images_and_train_on_the_rest():
     the search's validation images are trained on instead, so each round trains on as many images as the search."""
     d = D.load(CFG, "cpu", seed=0)
     key = lambda x: {bytes(img.numpy()) for img in x}  # noqa: E731 (images as a set: the split permutes them)
-    train1, val1 = D.race_fold(d, 1)
-    again_train, again_val = D.race_fold(d, 1)
+    train1, val1 = D.race_fold(d, 1, len(d.val))
+    again_train, again_val = D.race_fold(d, 1, len(d.val))
     assert torch.equal(val1.x, again_val.x) and torch.equal(train1.y, again_train.y)
     assert (len(train1), len(val1)) == (len(d.train), len(d.val))
     assert torch.bincount(val1.y).tolist() == torch.bincount(d.val.y).tolist()  # stratified like the search's
     assert not key(val1.x) & key(d.val.x) and not key(val1.x) & key(train1.x)
     assert key(train1.x) | key(val1.x) == key(d.train.x) | key(d.val.x)
-    _, val2 = D.race_fold(d, 2)
+    _, val2 = D.race_fold(d, 2, len(d.val))
     assert key(val2.x) != key(val1.x) and not key(val2.x) & key(d.val.x)
 
 

@@ -41,6 +41,7 @@ from search.train import predict, train  # noqa: E402
 from vs_hand import build_task, load_task  # noqa: E402
 
 SIZES = (800, 2000, 10000)
+VAL_FRACTION = 0.1  # vs_hand.load_task's split
 
 
 def finalists() -> dict[str, dict]:
@@ -58,7 +59,7 @@ def correct_on_test(job) -> tuple[str, int, torch.Tensor, float]:
     torch.set_num_threads(1)
     data, full = load_task(Path(root))
     if race_val_fraction:  # train as race round seed + 1 does: without its held-out images
-        full, _ = D.race_fold(data, seed + 1, round(race_val_fraction * (len(data.train) + len(data.val))))
+        full, _ = D.race_fold(data, seed + 1, D.race_val_size(len(data.val), race_val_fraction, VAL_FRACTION))
     torch.manual_seed(seed)
     model = models.build(cand["family"], **cand["model"])
     t0 = time.perf_counter()
@@ -93,7 +94,8 @@ def main():
         print(f"{n}: test {statistics.fmean(acc[n]):.4f} ± {statistics.stdev(acc[n]):.4f} over {args.seeds} seeds")
     gap = statistics.fmean(acc[a]) - statistics.fmean(acc[b])
     better = 1 if gap > 0 else -1
-    trained_on = len(full) if not args.race_val_fraction else len(D.race_fold(data, 1, round(args.race_val_fraction * len(full)))[0])
+    held_out = D.race_val_size(len(data.val), args.race_val_fraction, VAL_FRACTION) if args.race_val_fraction else 0
+    trained_on = len(full) - held_out
     print(f"truth: {a if gap > 0 else b} better by {abs(gap) * 100:.2f} pt (mean of {args.seeds} seeds on 10,000 images, "
           f"trained on {trained_on:,})")
 
