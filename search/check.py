@@ -1,14 +1,21 @@
 """`nas-run SPACE --check`: does the space meet the budget? Answered without data and without training.
 
-Samples candidates at random, builds each, counts params and MACs, and times a few real training steps
-of the median feasible candidate (and a handful spread over the MACs range for the time budget).
+Samples candidates at random, builds each, counts params and MACs, and times a few real training steps of the
+median feasible candidate, of a handful spread over the MACs range (the time budget's column; their mean per image
+prices a trial) and of the `search.first_trials` designs (they train the full length).
 """
 from __future__ import annotations
+
+import bisect
+import math
+import random
+import statistics
 
 import torch
 from rich.console import Console
 from rich.table import Table
 
+import models
 from search import budget as B
 from search.budget import no_fit_error, sample_costs
 from search import data as D
@@ -17,7 +24,7 @@ from search.errors import UserError
 from search.progress import describe
 from search.space import Space
 
-TIMED = 6  # candidates timed for the train_seconds column
+TIMED = 6  # candidates timed across the MACs range: the train_seconds column and a trial's price
 
 
 def _q(values: list[float], q: float) -> float:
@@ -26,27 +33,61 @@ def _q(values: list[float], q: float) -> float:
 
 
 MEDIAN_SHARE = 10.7 / 15  # median pruner: share of the full length a trained trial ran, measured (issue #9's run)
+SIMULATED_STUDIES = 300  # successive halving is priced by replaying its rule over this many random studies
 
 
-def expected_epochs(search: dict) -> float:
-    """Epochs a trained search trial is expected to run under the pruner, for trials of steady quality: with
-    successive halving 1 in reduction_factor trials goes on at every rung (min_epochs x factor^i epochs); Hyperband
-    averages that over its brackets; the median pruner's share is measured, not derived. A sampler that keeps
-    improving gets more trials through (measured on the 8k Fashion-MNIST task: 6.2 epochs against 4.3 here)."""
+def rungs(first: int, eta: int, epochs: int) -> list[int]:
+    """Epochs at which successive halving starting at `first` decides, then the full length."""
+    levels = [first]
+    while levels[-1] * eta < epochs:
+        levels.append(levels[-1] * eta)
+    return levels + [epochs]
+
+
+def halving_run(values: list[float], levels: list[int], eta: int) -> list[int]:
+    """Epochs each trial trains when trials with these validation accuracies (the same at every rung) meet
+    Optuna's SuccessiveHalvingPruner one after another: at each rung a trial goes on when its value is among the
+    best max(1, k // eta) of the k trials that reached that rung so far, itself included."""
+    reached = [[] for _ in levels[:-1]]  # sorted values seen at each rung
+    out = []
+    for value in values:
+        ran = levels[-1]
+        for rung, seen in enumerate(reached):
+            bisect.insort(seen, value)
+            if value < seen[-max(1, len(seen) // eta)]:
+                ran = levels[rung]
+                break
+        out.append(ran)
+    return out
+
+
+def halving_epochs(trials: int, levels: list[int], eta: int, seed: int = 0) -> float:
+    """Mean epochs a trial trains among `trials` (halving_run) for trials of steady quality: random values, the
+    mean over SIMULATED_STUDIES replays, seeded (the same figure every time). The first trials of a study pass
+    rungs on few competitors (the first goes the full length), so short studies train more per trial."""
+    if trials <= 0:
+        return 0.0
+    trials = min(trials, 1000)  # longer studies average within 1% of 1,000 trials' figure (and replaying costs n^2)
+    rng = random.Random(seed)
+    runs = (halving_run([rng.random() for _ in range(trials)], levels, eta) for _ in range(SIMULATED_STUDIES))
+    return sum(sum(r) for r in runs) / (SIMULATED_STUDIES * trials)
+
+
+def expected_epochs(search: dict, trials: int) -> float:
+    """Epochs each of `trials` pruned search trials is expected to train. Successive halving replays Optuna's
+    promotion rule (halving_epochs): for 38 trials at rungs 2 and 6 of 15 that is ~4.8 epochs, not the 4.3 of
+    an endless study, because early trials pass rungs on few competitors. Hyperband splits the trials between
+    its brackets as Optuna does (bracket s gets ceil(n * eta^s / (s + 1)) shares) and halves within each; the
+    median pruner's share is measured, not derived. A sampler that keeps improving gets more trials through
+    than any of this: measured 5.8 and 7.2 on the 8k Fashion-MNIST task (tests/benchmarks/vs_hand.py)."""
     E, eta, low, kind = search["epochs"], search["reduction_factor"], search["min_epochs"], search["pruner"]
-
-    def halving(first: int) -> float:
-        levels = [first]
-        while levels[-1] * eta < E:
-            levels.append(levels[-1] * eta)
-        levels.append(E)
-        return first + sum((levels[j] - levels[j - 1]) * eta ** -j for j in range(1, len(levels)))
-
     if kind == "successive_halving":
-        return halving(min(low, E))
+        return halving_epochs(trials, rungs(min(low, E), eta, E), eta)
     if kind == "hyperband":
-        brackets = [low * eta ** s for s in range(64) if low * eta ** s < E] or [E]
-        return sum(halving(b) for b in brackets) / len(brackets)
+        n = math.floor(math.log(E / low, eta)) + 1 if low < E else 1
+        shares = [math.ceil(n * eta ** (n - 1 - b) / (n - b)) for b in range(n)]
+        return sum(share * halving_epochs(max(1, round(trials * share / sum(shares))), rungs(min(low * eta ** b, E), eta, E), eta)
+                   for b, share in enumerate(shares)) / sum(shares)
     if kind == "median":
         return E * MEDIAN_SHARE
     return float(E)
@@ -69,22 +110,47 @@ def sizes(space: Space) -> tuple[dict, str]:
     return {"search": n_search, "val": n_val, "retrain": n_retrain, "race": n_race, "race_val": n_race_val}, source
 
 
-def run_cost(space: Space, sps: float, bs: int, n: dict, trials: int, workers: int, cpu: bool = True) -> dict:
+def run_cost(space: Space, sps: float, bs: int, n: dict, trials: int, workers: int, cpu: bool = True,
+             designs: tuple = ()) -> dict:
     """Seconds of the whole run for `trials` trained trials: search, race, retrain (rejections cost ~ms; ignored).
-    `search.first_trials` designs train the full length, the other trials the pruner's expected share of it.
-    Every phase runs on `workers` processes at the timed thread count; the retrain's seeds in parallel, on CPU one
-    process each where they do not fill whole waves (seeds / workers x one seed's time; on GPUs in waves)."""
+    `sps` / `bs`: a typical candidate's seconds per step and batch size. `search.first_trials` designs train the
+    full length, at their own timing where `designs` gives it ((sps, bs) each), the other trials the pruner's
+    expected share of it. Every phase runs on `workers` processes at the timed thread count; the retrain's seeds
+    in parallel, on CPU one process each where they do not fill whole waves (seeds / workers x one seed's time;
+    on GPUs in waves)."""
     s, r = space.search, space.retrain
     per_epoch = B.estimate_train_seconds(sps, bs, n["search"], n["val"], 1)
     race_epoch = B.estimate_train_seconds(sps, bs, n["race"], n["race_val"], 1)
-    epochs = expected_epochs(s)
     first = min(len(s.get("first_trials", [])), trials)
+    timed = [B.estimate_train_seconds(d_sps, d_bs, n["search"], n["val"], 1) for d_sps, d_bs in designs][:first]
+    first_seconds = s["epochs"] * (sum(timed) + (first - len(timed)) * per_epoch)
+    epochs = expected_epochs(s, trials - first)
     race = s["race_top"] * (s["race_seeds"] - 1) if s["race_top"] else 0
     retrain_one = B.estimate_train_seconds(sps, bs, n["retrain"], 0, r["epochs"])
-    search_epochs = first * s["epochs"] + (trials - first) * epochs
-    return {"epochs_per_trial": epochs, "per_epoch": per_epoch,
-            "search": search_epochs * per_epoch / workers, "race": race * s["epochs"] * race_epoch / workers,
-            "race_runs": race, "retrain": (max(1, r["seeds"] / workers) if cpu else -(-r["seeds"] // workers)) * retrain_one, "retrain_one": retrain_one}
+    return {"epochs_per_trial": (first * s["epochs"] + (trials - first) * epochs) / max(1, trials), "per_epoch": per_epoch,
+            "search": (first_seconds + (trials - first) * epochs * per_epoch) / workers,
+            "race": race * s["epochs"] * race_epoch / workers, "race_runs": race,
+            "retrain": (max(1, r["seeds"] / workers) if cpu else -(-r["seeds"] // workers)) * retrain_one,
+            "retrain_one": retrain_one}
+
+
+def design_models(space: Space) -> list:
+    """[(candidate, model)] for the `search.first_trials` designs, completed as the run completes them (parameters
+    a design leaves out are sampled) and filled to the budget like every candidate."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=space.search["seed"]))
+    meta, out = DATASETS[space.data["dataset"]], []
+    for params in space.search.get("first_trials", []):
+        study.enqueue_trial(params)
+        cand = space.sample(study.ask())
+        try:
+            cand = B.fill(cand, space.budget, meta) if space.fill else cand
+            out.append((cand, models.build(cand["family"], **cand["model"])))
+        except ValueError:
+            continue  # a design that does not build is reported when the run reaches it
+    return out
 
 
 def run(space: Space, samples: int = 300, console: Console | None = None, trials: int | None = None,
@@ -134,18 +200,23 @@ def run(space: Space, samples: int = 300, console: Console | None = None, trials
     cand, model, cost, _ = median
     bs = cand["train"]["batch_size"]
     sps = B.seconds_per_step(model, cand["train"], meta, device)
+    # a trial's price: the mean per image of the candidates timed across the MACs range, at the median's batch
+    typical = statistics.fmean(t_sps / t_cand["train"]["batch_size"] for t_cand, t_sps, _ in timed) * bs
+    designs = [(B.seconds_per_step(m, c["train"], meta, device), c["train"]["batch_size"]) for c, m in design_models(space)]
     trials = trials or space.search["trials"]
-    c = run_cost(space, sps, bs, n, trials, workers, cpu=device.type == "cpu")
+    c = run_cost(space, typical, bs, n, trials, workers, cpu=device.type == "cpu", designs=designs)
     s = space.search
     console.print(
         f"median fitting candidate: {cost.params:,} params, {cost.macs:,} MACs, batch {bs}: "
-        f"{sps * 1000:.0f} ms/step on {device} with {torch.get_num_threads()} thread(s) per worker -> ~{c['per_epoch']:,.0f} s "
-        f"per epoch on {n['search']:,} images; one retrain seed ~{c['retrain_one']:,.0f} s ({space.retrain['epochs']} epochs "
-        f"on {n['retrain']:,} images; sizes from {source})")
+        f"{sps * 1000:.0f} ms/step on {device} with {torch.get_num_threads()} thread(s) per worker; the {len(timed)} "
+        f"timed across the MACs range average ~{c['per_epoch']:,.1f} s per epoch on {n['search']:,} images; one "
+        f"retrain seed ~{c['retrain_one']:,.0f} s ({space.retrain['epochs']} epochs on {n['retrain']:,} images; sizes "
+        f"from {source})")
+    first = f", {len(designs)} first_trials designs timed at full length" if designs else ""
     console.print(
         f"whole run, --trials {trials} on {workers} worker(s): search ~{c['search'] / 60:,.1f} min "
-        f"({s['pruner']} pruner: ~{c['epochs_per_trial']:.1f} of {s['epochs']} epochs per trained trial, more while the "
-        f"sampler keeps finding better candidates), race "
+        f"({s['pruner']} pruner: ~{c['epochs_per_trial']:.1f} of {s['epochs']} epochs per trained trial{first}; more "
+        f"while the sampler keeps finding better candidates), race "
         f"~{c['race'] / 60:,.1f} min ({c['race_runs']} full-length runs), retrain ~{c['retrain'] / 60:,.1f} min "
         f"({space.retrain['seeds']} seeds): total ~{(c['search'] + c['race'] + c['retrain']) / 60:,.1f} min", highlight=False)
     if device.type == "cuda" and workers > 1:

@@ -1,6 +1,9 @@
 """`nas-run SPACE --check`: the budget table and the price of the whole run, before anything trains."""
 from __future__ import annotations
 
+import random
+
+import optuna
 import pytest
 
 from conftest import nas_run, tiny_space, write_space
@@ -11,23 +14,62 @@ from search import space as S
 def test_expected_epochs_per_pruner():
     base = S.parse(tiny_space(retrain={"epochs": 15}, search={"min_epochs": 2, "reduction_factor": 3})).search
     sh = {**base, "pruner": "successive_halving"}
-    # rungs at 2 and 6 of 15: everyone trains 2, 1 in 3 goes on to 6, 1 in 9 to 15
-    assert check.expected_epochs(sh) == pytest.approx(2 + 4 / 3 + 9 / 9)
-    hb = {**base, "pruner": "hyperband"}  # brackets starting at 2 and 6
-    assert check.expected_epochs(hb) == pytest.approx((check.expected_epochs(sh) + (6 + 9 / 3)) / 2)
-    assert check.expected_epochs({**base, "pruner": "none"}) == 15
-    assert check.expected_epochs({**base, "pruner": "median"}) == pytest.approx(15 * check.MEDIAN_SHARE)
+    steady = 2 + 4 / 3 + 9 / 9  # rungs at 2 and 6 of 15: everyone trains 2, 1 in 3 goes on to 6, 1 in 9 to 15
+    assert check.expected_epochs(sh, 1) == 15  # the first trial has no competitor at any rung
+    assert check.expected_epochs(sh, 2) == pytest.approx((15 + (2 + 15) / 2) / 2, abs=0.4)  # the 2nd: 50% best
+    assert check.expected_epochs(sh, 1000) == pytest.approx(steady, rel=0.02)
+    assert check.expected_epochs(sh, 38) > steady + 0.3  # a 40-trial study's early trials pass rungs on few rivals
+    assert check.expected_epochs(sh, 38) == check.expected_epochs(sh, 38)  # seeded: the same figure every time
+    hb = {**base, "pruner": "hyperband"}  # Optuna's 2 brackets, starting at 2 and at 6, get 3 and 2 shares
+    assert check.expected_epochs(hb, 1000) == pytest.approx((3 * steady + 2 * (6 + 9 / 3)) / 5, rel=0.02)
+    assert check.expected_epochs({**base, "pruner": "none"}, 38) == 15
+    assert check.expected_epochs({**base, "pruner": "median"}, 38) == pytest.approx(15 * check.MEDIAN_SHARE)
 
 
-def test_first_trial_designs_are_priced_at_full_length():
+def test_halving_replay_prunes_where_optuna_does():
+    """The replay that prices successive halving against Optuna's own pruner: the same validation accuracies
+    reported epoch by epoch, trial after trial, stop at the same epochs."""
+    rng = random.Random(7)
+    values = [rng.random() for _ in range(40)]
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.SuccessiveHalvingPruner(
+        min_resource=2, reduction_factor=3))
+    trained = []
+
+    def objective(trial):
+        value = values[trial.number]
+        for epoch in range(1, 16):
+            trial.report(value, epoch)
+            if epoch < 15 and trial.should_prune():
+                trained.append(epoch)
+                raise optuna.TrialPruned()
+        trained.append(15)
+        return value
+
+    study.optimize(objective, n_trials=len(values))
+    assert trained == check.halving_run(values, check.rungs(2, 3, 15), 3)
+    assert 2 in trained and 6 in trained and 15 in trained  # every rung decided something
+
+
+def test_first_trial_designs_are_priced_at_full_length_and_their_own_speed():
     search = {"min_epochs": 2, "reduction_factor": 3, "race_top": 0}
     plain = S.parse(tiny_space(retrain={"epochs": 15}, search=search))
     with_design = S.parse(tiny_space(retrain={"epochs": 15}, search=search | {"first_trials": [{"train.lr": 0.01}]}))
     n = {"search": 2400, "val": 600, "retrain": 3000, "race": 2400, "race_val": 600}
     a, b = (check.run_cost(sp, 0.01, 64, n, trials=10, workers=1) for sp in (plain, with_design))
-    per_trial = a["search"] / 10  # the pruner's expected epochs x seconds per epoch
-    assert b["search"] == pytest.approx(a["search"] + (15 - a["epochs_per_trial"]) * a["per_epoch"])
-    assert b["search"] > a["search"] + per_trial  # one design at 15 epochs costs more than a whole pruned trial
+    slow = check.run_cost(with_design, 0.01, 64, n, trials=10, workers=1, designs=[(0.03, 64)])  # 3x the step time
+    per_epoch = a["per_epoch"]
+    assert a["search"] == pytest.approx(10 * check.expected_epochs(plain.search, 10) * per_epoch)
+    assert b["search"] == pytest.approx((15 + 9 * check.expected_epochs(plain.search, 9)) * per_epoch)
+    assert b["search"] > a["search"] + per_epoch  # one design at 15 epochs costs more than a pruned trial
+    assert slow["search"] == pytest.approx(b["search"] + 2 * 15 * per_epoch)
+    assert b["epochs_per_trial"] == pytest.approx(b["search"] / per_epoch / 10)
+
+
+def test_design_models_are_the_first_trials_completed_as_the_run_completes_them():
+    space = S.parse(tiny_space(search={"first_trials": [{"train.lr": 0.01}]}))
+    [(cand, model)] = check.design_models(space)
+    assert cand["train"]["lr"] == 0.01 and cand["family"] == "convnet"
+    assert sum(p.numel() for p in model.parameters()) > 0  # built: what --check times
 
 
 def test_check_prices_the_whole_run(tmp_path):
@@ -37,7 +79,8 @@ def test_check_prices_the_whole_run(tmp_path):
     assert r.returncode == 0, r.stderr
     out = " ".join(r.stdout.split())
     assert "whole run, --trials 10 on 1 worker(s)" in out
-    assert "successive_halving pruner: ~2.0 of 6 epochs per trained trial" in out  # min_epochs 1: rungs 1, 3
+    per_trial = check.expected_epochs(S.load(space).search, 10)  # min_epochs 1: rungs 1, 3 of 6, replayed
+    assert f"successive_halving pruner: ~{per_trial:.1f} of 6 epochs per trained trial" in out
     assert "race" in out and "(4 full-length runs)" in out and "(2 seeds)" in out
     assert "on 2,400 images" in out  # the slice's training split (3,000 - 20% val), read from the files
     assert not (tmp_path / "studies").exists()  # --check writes nothing
