@@ -143,6 +143,15 @@ def fill(cand: dict, budget: dict, meta: Meta, steps: int = 12) -> dict:
     return scaled(cand, lo)
 
 
+def candidate_model(space, trial, meta: Meta) -> tuple[dict, nn.Module]:
+    """The candidate a trial samples, filled when the space fills the budget, and its model; ValueError when it
+    does not build."""
+    cand = space.sample(trial)
+    if space.fill:
+        cand = fill(cand, space.budget, meta)
+    return cand, models.build(cand["family"], **cand["model"])
+
+
 def sample_costs(space, n: int, seed: int, stop_at_fit: bool = False):
     """[(candidate, model, Cost, violations)] for n random candidates that build (filled when the space fills
     the budget); and the invalid count."""
@@ -153,11 +162,8 @@ def sample_costs(space, n: int, seed: int, stop_at_fit: bool = False):
     meta = DATASETS[space.data["dataset"]]
     rows, invalid = [], 0
     for _ in range(n):
-        cand = space.sample(study.ask())
         try:
-            if space.fill:
-                cand = fill(cand, space.budget, meta)
-            model = models.build(cand["family"], **cand["model"])
+            cand, model = candidate_model(space, study.ask(), meta)
         except ValueError:
             invalid += 1
             continue

@@ -15,7 +15,6 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-import models
 from search import budget as B
 from search.budget import no_fit_error, sample_costs
 from search import data as D
@@ -144,10 +143,8 @@ def design_models(space: Space) -> list:
     meta, out = DATASETS[space.data["dataset"]], []
     for params in space.search.get("first_trials", []):
         study.enqueue_trial(params)
-        cand = space.sample(study.ask())
         try:
-            cand = B.fill(cand, space.budget, meta) if space.fill else cand
-            out.append((cand, models.build(cand["family"], **cand["model"])))
+            out.append(B.candidate_model(space, study.ask(), meta))
         except ValueError:
             continue  # a design that does not build is reported when the run reaches it
     return out
