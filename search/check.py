@@ -124,7 +124,9 @@ def run_cost(space: Space, sps: float, bs: int, n: dict, trials: int, workers: i
     timed = [B.estimate_train_seconds(d_sps, d_bs, n["search"], n["val"], 1) for d_sps, d_bs in designs][:first]
     first_seconds = s["epochs"] * (sum(timed) + (first - len(timed)) * per_epoch)
     epochs = expected_epochs(s, trials - first)
-    race = s["race_top"] * (s["race_seeds"] - 1) if s["race_top"] else 0
+    # at most: a design that ranks among the top race_top is raced once, as one of them
+    finals = s["race_top"] + (first if s["race_first_trials"] else 0) if s["race_top"] else 0
+    race = finals * (s["race_seeds"] - 1)
     retrain_one = B.estimate_train_seconds(sps, bs, n["retrain"], 0, r["epochs"])
     return {"epochs_per_trial": (first * s["epochs"] + (trials - first) * epochs) / max(1, trials), "per_epoch": per_epoch,
             "search": (first_seconds + (trials - first) * epochs * per_epoch) / workers,

@@ -300,11 +300,15 @@ def _search(page: Page, figures: F.Figures, space, trials, race: list[dict]) -> 
                 "best so far; candidates rejected before training (over budget, invalid) marked on the bottom axis.")
     if race:
         page.table(["trial", "search split val", "val acc per race round", "mean ± std (rounds)", "params"],
-                   [[r["trial"], f"{r['search_val']:.4f}" if "search_val" in r else "-",
+                   [[r["trial"] if r.get("first_trial") is None else
+                     f"{r['trial']} (first_trials[{r['first_trial']}]{', kept by race_margin' if r.get('kept') else ''})",
+                     f"{r['search_val']:.4f}" if "search_val" in r else "-",
                      ", ".join(f"{v:.4f}" for v in r["val_accs"]), f"{r['mean']:.4f} ± {r['std']:.4f}",
                      f"{r.get('params') or 0:,}"] for r in race],
-                   "race: the finalists on more seeds, each round on a fresh split; best mean over the rounds first (the "
-                   "search split picked the finalists, so its value only breaks ties)")
+                   "race: the finalists (the best search trials, and the first_trials designs) on more seeds, each round on a "
+                   "fresh split; the winner first: best mean over the rounds (a design's search run counts too: it raced "
+                   "because it was named, not for its rank; the others' search values picked them, so they only break "
+                   "ties), unless it beat the best design by no more than search.race_margin")
     page.h2("Accuracy vs size")
     done = full_length(trials)
     front = pareto_front([(t.user_attrs["params"], t.value, t.number) for t in done if "params" in t.user_attrs])

@@ -79,11 +79,13 @@ def run(space: Space, console, trials: int | None = None, storage: str | None = 
             with Progress(study, trials, console, k):
                 statuses, obj = phase(race_phase=False)
                 search_done = not statuses & {GAVE_UP, FAILING}
-                race_needed = search_done and space.search["race_top"] and R.enqueue(
-                    study, space.search["race_top"], space.search["race_seeds"])
+                race_needed = search_done and space.search["race_top"] and R.enqueue(study, space.search)
                 if race_needed:
-                    console.print(f"race: top {space.search['race_top']} candidates x {space.search['race_seeds']} seeds "
-                                  f"({race_needed} race trials to train)")
+                    finals = R.finalists(study.get_trials(deepcopy=False), space.search)
+                    designs = len(finals) - min(len(finals), space.search["race_top"])
+                    console.print(f"race: top {space.search['race_top']} candidates"
+                                  f"{f' and {designs} first_trials designs' if designs else ''} x "
+                                  f"{space.search['race_seeds']} seeds ({race_needed} race trials to train)")
                     statuses |= phase(race_phase=True, runs=race_needed)[0]
         except KeyboardInterrupt as e:
             console.print(summary(study.get_trials(deepcopy=False)))
@@ -112,15 +114,19 @@ def run(space: Space, console, trials: int | None = None, storage: str | None = 
             if not c["completed"]:
                 raise UserError(msg)
             console.print(f"[yellow]stopped early: {msg}[/]")
-        standings = R.standings(all_trials, space.search["race_top"])
+        standings = R.standings(all_trials, space.search)
         if space.search["race_top"] and standings:
             study.set_user_attr("race", standings)
             for row in standings:
                 vals = ", ".join(f"{v:.4f}" for v in row["val_accs"])
-                console.print(f"race: trial {row['trial']} val {row['mean']:.4f} ± {row['std']:.4f} over its race rounds "
-                              f"({vals}); search split {row['search_val']:.4f}", highlight=False)
+                design = "" if row.get("first_trial") is None else f" (first_trials[{row['first_trial']}])"
+                counted = "its search run and race rounds" if row.get("search_counts") else "its race rounds"
+                kept = (f"; kept: no finalist beat it by more than race_margin {space.search['race_margin']:g}"
+                        if row.get("kept") else "")
+                console.print(f"race: trial {row['trial']}{design} val {row['mean']:.4f} ± {row['std']:.4f} over {counted} "
+                              f"({vals}); search split {row['search_val']:.4f}{kept}", highlight=False)
         if retrain_winner and c["completed"]:
-            winner = R.winner(all_trials, space.search["race_top"])
+            winner = R.winner(all_trials, space.search)
             publish_winner(study, space, winner, data, out, console, parallel=(k, threads, device))
         write_report(study, space, out, data, console)
         return 0
@@ -187,7 +193,7 @@ def export_study(name: str, console, trial: int | None = None, storage: str | No
     study, space = load_stored(name, storage, studies)
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     prev = study.user_attrs.get("retrain")
-    winner = R.winner(list(trials.values()), space.search["race_top"])
+    winner = R.winner(list(trials.values()), space.search)
     number = trial if trial is not None else prev["trial"] if prev else winner.number if winner else None
     if number is None:
         raise UserError(f"{name}: no completed trial to export yet")

@@ -83,6 +83,10 @@ SEARCH = {
     "startup_trials": Spec(int, 10, "an integer >= 0", _num(0)),
     "warmup_epochs": Spec(int, 1, "an integer >= 0", _num(0)),
     "race_top": Spec(int, 3, "an integer >= 0 (finalists raced on more seeds; 0: no race)", _num(0)),
+    "race_first_trials": Spec(bool, True, "true or false (the search.first_trials designs race too, wherever they "
+                              "ranked: the winner has to beat them on fresh images)"),
+    "race_margin": Spec(float, 0.0, "a number in [0, 0.1] (mean validation accuracy a finalist must gain over the "
+                        "best raced first_trials design to replace it)", _num(0, 0.1)),
     "race_seeds": Spec(int, 3, "an integer >= 2 (seeds per finalist, its search run included)", _num(2)),
     # 0 here means: default to data.val_fraction (a race round validates on as many images as the search)
     "race_val_fraction": Spec(float, 0.0, "a number in (0, 0.5] (share of the training data each race round "

@@ -99,6 +99,17 @@ def test_race_is_priced_on_its_rounds_images():
     assert b["race"] < a["race"] and b["search"] == a["search"]
 
 
+def test_first_trial_designs_are_priced_as_finalists_too():
+    """The designs race wherever they ranked (search.race_first_trials): at most race_top + designs finalists."""
+    def space(**search):
+        return S.parse(tiny_space(retrain={"epochs": 15}, search={"race_top": 2, "race_seeds": 3, **search,
+                                                                  "first_trials": [{"train.lr": 0.01}, {"train.lr": 0.02}]}))
+    n = {"search": 2400, "val": 600, "retrain": 3000, "race": 2400, "race_val": 600}
+    runs = [check.run_cost(sp, 0.01, 64, n, trials=10, workers=1)["race_runs"]
+            for sp in (space(), space(race_first_trials=False), space(race_top=0))]
+    assert runs == [(2 + 2) * 2, 2 * 2, 0]
+
+
 def test_retrain_seeds_share_the_cores_on_cpu_and_wait_in_waves_on_gpus():
     """3 seeds on 2 CPU workers run as 3 processes at once: 1.5x one seed's time; on GPUs 2 waves of 2."""
     space = S.parse(tiny_space(retrain={"epochs": 15, "seeds": 3}))

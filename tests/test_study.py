@@ -275,11 +275,12 @@ def test_race_ranks_its_rounds_and_the_search_split_only_breaks_ties():
     for f, vals in ((0, (0.8900, 0.8725)), (1, (0.89375, 0.8825)), (2, (0.8775, 0.8575))):
         for r, v in enumerate(vals, 1):
             add(v, f / 10 + 0.1, race_of=f, race_fold=r)
-    rows = R.standings(study.trials, 3)
+    race = {"race_top": 3, "race_first_trials": True, "race_margin": 0.0}
+    rows = R.standings(study.trials, race)
     assert [r["trial"] for r in rows] == [1, 0, 2]  # counted as a third seed, the search value would tie 0 and 1
     assert rows[0]["val_accs"] == [0.89375, 0.8825] and rows[0]["search_val"] == 0.8788
     assert rows[0]["mean"] == pytest.approx((0.89375 + 0.8825) / 2)
-    assert R.winner(study.trials, 3).number == 1
+    assert R.winner(study.trials, race).number == 1
 
     tied = optuna.create_study(direction="maximize")
     for value, x in ((0.87, 0.1), (0.88, 0.2)):
@@ -290,4 +291,73 @@ def test_race_ranks_its_rounds_and_the_search_split_only_breaks_ties():
             tied.add_trial(optuna.trial.create_trial(value=v, params={"x": f / 10 + 0.1}, distributions=dist,
                                                      user_attrs={"trained": True, "candidate": {"x": f / 10 + 0.1},
                                                                  "race_of": f, "race_fold": r}))
-    assert [r["trial"] for r in R.standings(tied.trials, 2)] == [1, 0]  # the tie goes to the better search value
+    assert [r["trial"] for r in R.standings(tied.trials, race | {"race_top": 2})] == [1, 0]  # the tie goes to the better search value
+
+
+def test_first_trials_designs_race_wherever_they_ranked_and_their_search_run_counts():
+    """The designs the user named are finalists even below the top race_top (once, where they are in it), and
+    their search run counts as a seed (they race for being named, not for their rank); a sampled finalist's search
+    value does not. `race_first_trials: false` and `race_top: 0` leave them out."""
+    from optuna.distributions import FloatDistribution
+    from search import race as R
+
+    study = optuna.create_study(direction="maximize")
+    dist = {"x": FloatDistribution(0, 1)}
+
+    def add(value, x, **attrs):
+        study.add_trial(optuna.trial.create_trial(value=value, params={"x": x}, distributions=dist,
+                                                  user_attrs={"trained": True, "candidate": {"x": x}, **attrs}))
+
+    add(0.860, 0.1, first_trial=0)  # 0: a design, 4th on the search split
+    add(0.870, 0.2, first_trial=1)  # 1: a design among the top 2
+    add(0.880, 0.3)  # 2
+    add(0.865, 0.4)  # 3: 3rd, not a finalist
+    add(0.850, 0.5)  # 4
+    race = {"race_top": 2, "race_first_trials": True, "race_seeds": 2, "race_margin": 0.0}
+    assert [t.number for t in R.finalists(study.trials, race)] == [2, 1, 0]
+    assert [t.number for t in R.finalists(study.trials, race | {"race_first_trials": False})] == [2, 1]
+    assert [t.number for t in R.finalists(study.trials, race | {"race_top": 0})] == [2]
+    assert R.enqueue(study, race) == 3
+    queued = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    assert {t.user_attrs["race_of"]: t.system_attrs["fixed_params"]["x"] for t in queued} == {0: 0.1, 1: 0.2, 2: 0.3}
+    assert R.enqueue(study, race) == 3  # a resumed race queues nothing twice
+    for f, v in ((2, 0.869), (1, 0.864), (0, 0.872)):
+        add(v, next(t.params["x"] for t in study.trials if t.number == f), race_of=f, race_fold=1)
+    rows = R.standings(study.trials, race)
+    # trial 2's search value (0.880) picked it: only its round counts (0.869); the designs' search runs count
+    assert [(r["trial"], r["first_trial"], round(r["mean"], 4)) for r in rows] == [(2, None, 0.869), (1, 1, 0.867), (0, 0, 0.866)]
+    assert [r["search_counts"] for r in rows] == [False, True, True] and rows[1]["val_accs"] == [0.864]
+    assert R.winner(study.trials, race).number == 2
+    plain = R.standings(study.trials, race | {"race_first_trials": False})  # designs picked for their rank: rounds only
+    assert [(r["trial"], r["mean"]) for r in plain] == [(2, 0.869), (1, 0.864)]
+
+
+def test_a_sampled_finalist_replaces_the_best_design_only_beyond_race_margin():
+    """Ahead of the best raced design by no more than race_margin: the design wins (`kept`); further ahead, the
+    sampled finalist does; margin 0: the best mean. Between designs the best mean wins."""
+    from optuna.distributions import FloatDistribution
+    from search import race as R
+
+    def study_of(round_of_sampled):
+        study = optuna.create_study(direction="maximize")
+        dist = {"x": FloatDistribution(0, 1)}
+
+        def add(value, x, **attrs):
+            study.add_trial(optuna.trial.create_trial(value=value, params={"x": x}, distributions=dist,
+                                                      user_attrs={"trained": True, "candidate": {"x": x}, **attrs}))
+
+        add(0.866, 0.1, first_trial=0)  # 0: the hand net, mean (0.866 + 0.864) / 2 = 0.865
+        add(0.860, 0.2, first_trial=1)  # 1: another design, mean 0.861
+        add(0.880, 0.3)  # 2: sampled, first on the search split
+        for f, v in ((0, 0.864), (1, 0.862), (2, round_of_sampled)):
+            add(v, f / 10 + 0.1, race_of=f, race_fold=1)
+        return study.trials
+
+    race = {"race_top": 1, "race_first_trials": True, "race_seeds": 2, "race_margin": 0.005}
+    close, clear = study_of(0.869), study_of(0.871)  # 0.4 pt and 0.6 pt ahead of the hand net's 0.865
+    rows = R.standings(close, race)
+    assert [r["trial"] for r in rows] == [0, 2, 1] and rows[0]["kept"] and R.winner(close, race).number == 0
+    assert [r["trial"] for r in R.standings(clear, race)] == [2, 0, 1] and R.winner(clear, race).number == 2
+    assert R.winner(close, race | {"race_margin": 0.0}).number == 2
+    behind = study_of(0.850)
+    assert R.winner(behind, race).number == 0 and not R.standings(behind, race)[0].get("kept")
