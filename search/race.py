@@ -95,9 +95,9 @@ def standings(trials, search: dict) -> list[dict]:
     rows = []
     for f in finalists(trials, search):
         runs = sorted((t for t in runs_of(trials, f) if t.state.is_finished()), key=lambda t: t.user_attrs["race_fold"])
-        rounds = [val_of(t) for t in runs]
-        vals = ([f.value] if counts_search_run(f, search) else []) + rounds or [f.value]
-        rows.append({"trial": f.number, "search_val": f.value, "val_accs": rounds, "search_counts": counts_search_run(f, search),
+        rounds, counts = [val_of(t) for t in runs], counts_search_run(f, search)
+        vals = ([f.value] if counts else []) + rounds or [f.value]
+        rows.append({"trial": f.number, "search_val": f.value, "val_accs": rounds, "search_counts": counts,
                      "mean": statistics.fmean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
                      "params": f.user_attrs.get("params"), "first_trial": f.user_attrs.get("first_trial")})
     # rounded: means of the same accuracies summed in another order must tie, not differ in the 16th digit

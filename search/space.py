@@ -87,7 +87,7 @@ SEARCH = {
                               "ranked: the winner has to beat them on fresh images)"),
     "race_margin": Spec(float, 0.0, "a number in [0, 0.1] (mean validation accuracy a finalist must gain over the "
                         "best raced first_trials design to replace it)", _num(0, 0.1)),
-    "race_seeds": Spec(int, 3, "an integer >= 2 (seeds per finalist, its search run included)", _num(2)),
+    "race_seeds": Spec(int, 3, "an integer >= 2 (race_seeds - 1 race rounds per finalist)", _num(2)),
     # 0 here means: default to data.val_fraction (a race round validates on as many images as the search)
     "race_val_fraction": Spec(float, 0.0, "a number in (0, 0.5] (share of the training data each race round "
                               "validates on)", _num(0, 0.5, lo_open=True)),
