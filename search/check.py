@@ -17,6 +17,7 @@ from rich.table import Table
 
 from search import budget as B
 from search.budget import no_fit_error, sample_costs
+from search.clock import phase_sizes
 from search import data as D
 from search.data import DATASETS, train_size
 from search.errors import UserError
@@ -102,11 +103,7 @@ def sizes(space: Space) -> tuple[dict, str]:
         n_full = train_size(space.data)
         n_val = round(n_full * space.data["val_fraction"])
         n_train, source = n_full - n_val, f"the official {space.data['dataset']} size (files not found)"
-    n_search = round(n_train * space.search["data_fraction"])
-    n_retrain = n_train + n_val if space.retrain["train_on"] == "train+val" else n_train
-    n_race_val = D.race_val_size(n_val, space.search["race_val_fraction"], space.data["val_fraction"])
-    n_race = round((n_train - n_race_val + n_val) * space.search["data_fraction"])
-    return {"search": n_search, "val": n_val, "retrain": n_retrain, "race": n_race, "race_val": n_race_val}, source
+    return phase_sizes(space, n_train, n_val), source
 
 
 def run_cost(space: Space, sps: float, bs: int, n: dict, trials: int, workers: int, cpu: bool = True,
@@ -153,7 +150,7 @@ def design_models(space: Space) -> list:
 
 
 def run(space: Space, samples: int = 300, console: Console | None = None, trials: int | None = None,
-        workers: int = 1, device: str = "cpu") -> int:
+        workers: int = 1, device: str = "cpu", minutes: float | None = None) -> int:
     """The table, the median candidate's timing and the whole run's cost. Timed with the thread count the caller
     set (a worker's) on `device`, as the run will train."""
     console = console or Console()
@@ -218,6 +215,13 @@ def run(space: Space, samples: int = 300, console: Console | None = None, trials
         f"while the sampler keeps finding better candidates), race "
         f"~{c['race'] / 60:,.1f} min ({c['race_runs']} full-length runs), retrain ~{c['retrain'] / 60:,.1f} min "
         f"({space.retrain['seeds']} seeds): total ~{(c['search'] + c['race'] + c['retrain']) / 60:,.1f} min", highlight=False)
+    if minutes:
+        tail = c["race"] + c["retrain"]
+        per_trial = c["search"] / max(1, trials)
+        fits = max(0, min(trials, int((minutes * 60 - tail) / per_trial))) if per_trial else trials
+        console.print(f"--minutes {minutes:g}: race and retrain ~{tail / 60:,.1f} min of it, the search the rest: "
+                      f"~{fits} of the {trials} trials (the run prices the race and the retrain again from its own "
+                      f"trials as it goes, on the slow side)", highlight=False)
     if device.type == "cuda" and workers > 1:
         console.print(
             f"[yellow]{workers} workers share the GPU: the figures above count them {workers}x as fast as the one timed "

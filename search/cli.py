@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import time
 
 from rich.console import Console
 
@@ -29,6 +30,16 @@ def _positive(text: str) -> int:
     return value
 
 
+def _minutes(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of minutes > 0, got {text!r}")
+    return value
+
+
 def _workers(text: str) -> int | str:
     return "auto" if text == "auto" else _positive(text)
 
@@ -44,6 +55,8 @@ def run_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     p.add_argument("--no-retrain", action="store_true", help="search only: skip retraining and export")
     p.add_argument("--heartbeat", type=_positive, default=10, help="seconds between trial heartbeats (stale after 3x)")
+    p.add_argument("--minutes", type=_minutes, help="wall-clock budget of this command: the search stops in time "
+                   "for the race and the retrain (default: none, --trials decides)")
     p.add_argument("--samples", type=_positive, default=300, help="--check: candidates to sample")
     return p
 
@@ -58,6 +71,7 @@ def make_console() -> Console:
 
 
 def main(argv: list[str] | None = None) -> int:
+    started = time.time()  # --minutes counts from here
     signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C works even when started with SIGINT ignored
     args = run_parser().parse_args(argv)
     console = make_console()
@@ -73,11 +87,11 @@ def main(argv: list[str] | None = None) -> int:
 
             k, threads = plan_workers(args.workers, args.device)
             torch.set_num_threads(threads)
-            return check.run(space, args.samples, console, args.trials, k, pick_device(args.device))
+            return check.run(space, args.samples, console, args.trials, k, pick_device(args.device), args.minutes)
         from search.run import run
 
         return run(space, console, trials=args.trials, storage=args.storage, studies=args.studies,
-                   workers=args.workers, device=args.device, heartbeat=args.heartbeat, retrain_winner=not args.no_retrain)
+                   workers=args.workers, device=args.device, heartbeat=args.heartbeat, retrain_winner=not args.no_retrain, minutes=args.minutes, started=started)
     except OneLineError as e:
         sys.stderr.write(f"nas-run: {e}\n")
         return e.status

@@ -23,6 +23,7 @@ from optuna.trial import TrialState
 import models
 from search import budget as B
 from search import data as D
+from search.clock import Clock
 from search.space import Space
 from search.study import is_race
 from search.train import train
@@ -37,6 +38,7 @@ SURPLUS = "surplus"  # asked for after the search reached its target (race phase
 UNTRAINED = (REJECTED, INVALID, DUPLICATE, SURPLUS)
 # ... trained: train.History.end_reason (completed | diverged | time) or PRUNED; or ended by trouble:
 PRUNED = "pruned"  # the pruner stopped it at a rung
+OUT_OF_TIME = "out_of_time"  # `--minutes` left no time for more epochs before the race and the retrain (clock.py)
 INTERRUPTED = "interrupted"  # Ctrl-C / SIGTERM; the candidate is enqueued again
 ERROR = "error:"  # + type and first line of a RuntimeError (CUDA OOM ...)
 
@@ -58,6 +60,8 @@ class Objective:
     device: torch.device
     trials: int  # trained search trials to reach
     race_phase: bool = False  # only enqueued race trials are wanted now
+    clock: Clock | None = None  # `--minutes`: the search stops in time for the race and the retrain
+    out_of_time: bool = False  # the clock stopped this worker's search
     rejected_in_a_row: int = 0
     failed_in_a_row: int = 0
     gave_up: bool = False  # too many untrained candidates in a row: the space and the budget barely meet
@@ -147,8 +151,12 @@ class Objective:
 
         def on_epoch(epoch: int, val_acc: float) -> str | None:
             trial.report(val_acc, epoch + 1)  # step = epochs trained: the pruners' rungs are in epochs
-            last = epoch + 1 == epochs  # a trial that reached the end is measured, not pruned
-            return PRUNED if not keep and not last and trial.should_prune() else None
+            if epoch + 1 == epochs:  # a trial that reached the end is measured, not pruned
+                return None
+            if not race and self.clock and self.clock.must_stop(trial.study.get_trials(deepcopy=False)):
+                self.out_of_time = True
+                return OUT_OF_TIME
+            return PRUNED if not keep and trial.should_prune() else None
 
         share = self.time_share()
         deadline = time.monotonic() + share if share else None
@@ -205,5 +213,12 @@ class Objective:
         elif self.race_phase:
             if not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
                 study.stop()
-        elif count_in_flight(study.get_trials(deepcopy=False)) >= self.trials:
+        elif count_in_flight(study.get_trials(deepcopy=False)) >= self.trials or not self.may_start(study):
             study.stop()
+
+    def may_start(self, study: optuna.Study) -> bool:
+        """Whether `--minutes` leaves time for another search trial (always without it); once it does not, the
+        worker is `out_of_time`."""
+        if self.clock and not self.out_of_time and not self.clock.may_start(study.get_trials(deepcopy=False)):
+            self.out_of_time = True
+        return not self.out_of_time

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from pathlib import Path
 
 import optuna
@@ -23,6 +24,7 @@ from search import data as D
 from search import export as E
 from search import race as R
 from search import report
+from search.clock import Clock, phase_sizes
 from search.errors import RunError, UserError
 from search.mps import shared_gpu
 from search.objective import ERROR, trial_seed
@@ -47,8 +49,12 @@ def writable(folder: Path) -> None:
 
 
 def run(space: Space, console, trials: int | None = None, storage: str | None = None, studies: str = "studies",
-        workers: int | str = 1, device: str = "auto", heartbeat: int = HEARTBEAT, retrain_winner: bool = True) -> int:
-    """`nas-run SPACE`: search, race, retrain the winner, export. Returns the exit status."""
+        workers: int | str = 1, device: str = "auto", heartbeat: int = HEARTBEAT, retrain_winner: bool = True,
+        minutes: float | None = None, started: float | None = None) -> int:
+    """`nas-run SPACE`: search, race, retrain the winner, export. Returns the exit status. `minutes`: the whole
+    command's wall-clock budget from `started` (time.time(), default now); the search stops in time for the race
+    and the retrain (clock.py)."""
+    started = started or time.time()
     trials = trials or space.search["trials"]
     url = storage or default_storage(space, studies)
     out = Path(studies) / space.name
@@ -61,24 +67,41 @@ def run(space: Space, console, trials: int | None = None, storage: str | None = 
     except UserError as e:
         raise UserError(f"{space.file}: data.root: {e}") from None
     study = open_study(space, make_storage(url, heartbeat))
+    clock = None
+    if minutes:
+        n = phase_sizes(space, len(data.train), len(data.val))
+        clock = Clock(started + minutes * 60, space, n, k, cpu=not gpus_of(device))
     with shared_gpu(gpus_of(device), k, console.print) as sharing:
         shared = f" ({sharing})" if sharing else ""
-        console.print(f"study {space.name} in {url}: {k} worker(s) x {threads} thread(s) on {dev}{shared}, target {trials} trained trials")
+        within = f" within {minutes:g} min" if minutes else ""
+        console.print(f"study {space.name} in {url}: {k} worker(s) x {threads} thread(s) on {dev}{shared}, target {trials} "
+                      f"trained trials{within}")
 
         def phase(race_phase: bool, runs: int = 0) -> tuple[set[int], object]:
             """Workers until the phase is done -> (their exit statuses, the in-process Objective when K == 1). The
             race's `runs` get a process each on CPU (processes_for), so its last wave leaves no core idle."""
             if k == 1:
-                obj = run_worker(space, url, trials, device, threads, 0, heartbeat, data, race_phase)
+                obj = run_worker(space, url, trials, device, threads, 0, heartbeat, data, race_phase, clock)
                 return {FAILING if obj.failing else GAVE_UP if obj.gave_up else 0}, obj
             n = processes_for(runs, k, device) if race_phase else k
-            return run_processes(space, url, trials, device, threads, n, heartbeat, race_phase), None
+            return run_processes(space, url, trials, device, threads, n, heartbeat, race_phase, clock), None
 
         previous = signal.signal(signal.SIGTERM, _raise_terminated)
         try:
             with Progress(study, trials, console, k):
                 statuses, obj = phase(race_phase=False)
                 search_done = not statuses & {GAVE_UP, FAILING}
+                now = study.get_trials(deepcopy=False)
+                reached = counts(now)
+                if clock and search_done and reached["trained"] < trials:
+                    tail = f"~{clock.tail(now) / 60:.1f} min for the race and the retrain"
+                    if not reached["completed"]:
+                        raise UserError(f"--minutes {minutes:g}: too short: no search trial completed ({reached['trained']} "
+                                        f"trained, cut short) in time to leave {tail}; the study is kept: run again with "
+                                        f"more --minutes to go on")
+                    console.print(f"--minutes {minutes:g}: the search stopped at {reached['trained']} of {trials} trained "
+                                  f"trials after {(time.time() - started) / 60:.1f} min, to leave {tail}; run the same "
+                                  f"command again to go on toward {trials}", highlight=False)
                 race_needed = search_done and space.search["race_top"] and R.enqueue(study, space.search)
                 if race_needed:
                     finals = R.finalists(study.get_trials(deepcopy=False), space.search)

@@ -17,6 +17,7 @@ import torch
 from optuna.trial import TrialState
 
 from search import data as D
+from search.clock import Clock
 from search.errors import RunError, UserError
 from search.objective import Objective
 from search.space import Space
@@ -93,21 +94,25 @@ def processes_for(runs: int, k: int, device: str) -> int:
 
 
 def run_worker(space: Space, storage_url: str, trials: int, device: str, threads: int, worker: int = 0,
-               heartbeat: int = HEARTBEAT, data: D.Data | None = None, race_phase: bool = False) -> Objective:
-    """One worker's loop: search until the study holds `trials` trained search trials, or (race phase) until no
-    enqueued trial waits; stops early when the objective gives up or keeps failing."""
+               heartbeat: int = HEARTBEAT, data: D.Data | None = None, race_phase: bool = False,
+               clock: Clock | None = None) -> Objective:
+    """One worker's loop: search until the study holds `trials` trained search trials or the `clock` (--minutes)
+    leaves no time for another, or (race phase) until no enqueued trial waits; stops early when the objective
+    gives up or keeps failing."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     torch.set_num_threads(threads)
     dev = pick_device(device, worker)
     if data is None:
         data = D.load(space.data, dev, space.search["seed"])
     study = open_study(space, make_storage(storage_url, heartbeat), worker)
-    obj = Objective(space, data, dev, trials, race_phase)
-    while not (obj.gave_up or obj.failing):
+    obj = Objective(space, data, dev, trials, race_phase, clock=clock)
+    while not (obj.gave_up or obj.failing or (not race_phase and not obj.may_start(study))):
         if race_phase and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
             break  # e.g. a race process that started after the others took every run: nothing to ask for
         if race_phase or count_in_flight(study.get_trials(deepcopy=False)) < trials:
             study.optimize(obj, catch=(RuntimeError,), callbacks=[obj.stop_when_done], gc_after_trial=False)
+        if obj.out_of_time:
+            break  # others' running trials end by the same clock
         states = [t.state for t in study.get_trials(deepcopy=False)]
         if race_phase and TrialState.WAITING not in states:
             break
@@ -125,7 +130,7 @@ def run_worker(space: Space, storage_url: str, trials: int, device: str, threads
 
 
 def _worker_process(space: Space, url: str, trials: int, device: str, threads: int, worker: int, heartbeat: int,
-                    race_phase: bool):
+                    race_phase: bool, clock: Clock | None):
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent turns Ctrl-C into SIGTERM for its workers
 
     def on_term(*_):
@@ -133,19 +138,19 @@ def _worker_process(space: Space, url: str, trials: int, device: str, threads: i
 
     signal.signal(signal.SIGTERM, on_term)
     try:
-        obj = run_worker(space, url, trials, device, threads, worker, heartbeat, race_phase=race_phase)
+        obj = run_worker(space, url, trials, device, threads, worker, heartbeat, race_phase=race_phase, clock=clock)
     except KeyboardInterrupt:
         sys.exit(143)
     sys.exit(FAILING if obj.failing else GAVE_UP if obj.gave_up else 0)
 
 
-def run_processes(space, url, trials, device, threads, k, heartbeat, race_phase=False) -> set[int]:
+def run_processes(space, url, trials, device, threads, k, heartbeat, race_phase=False, clock=None) -> set[int]:
     """K worker processes until they end; -> their exit statuses (0, GAVE_UP, FAILING). Ctrl-C / SIGTERM stop
     them (SIGTERM, then a kill after 60 s) and re-raise; any other status raises WorkerDied."""
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_worker_process, args=(space, url, trials, device, threads, i, heartbeat, race_phase))
+    procs = [ctx.Process(target=_worker_process, args=(space, url, trials, device, threads, i, heartbeat, race_phase, clock))
              for i in range(k)]
     for p in procs:
         p.start()

@@ -14,6 +14,7 @@ seeds. Rows print as they finish; wall-clock is the whole nas-run command.
 
     python tests/benchmarks/vs_hand.py [--trials 40] [--workers auto] [--runs new,previous,random] [--skip-hand]
                                        [--search min_epochs=5 ...]   # the `new` run with other search settings
+                                       [--minutes 25]                # the `new` run within 25 min (nas-run --minutes)
 """
 from __future__ import annotations
 
@@ -114,14 +115,14 @@ def space_copy(root: Path, name: str, time_estimate: bool = False, **search) -> 
     return space
 
 
-def nas_run(space: dict, work: Path, trials: int, workers: str) -> dict:
+def nas_run(space: dict, work: Path, trials: int, workers: str, minutes: float | None = None) -> dict:
     path = work / f"{space['name']}.yaml"
     path.write_text(yaml.safe_dump(space, sort_keys=False))
     t0 = time.perf_counter()
     log = work / f"{space['name']}.log"
     with open(log, "w") as f:
         rc = subprocess.run([shutil.which("nas-run"), str(path), "--trials", str(trials), "--workers", workers,
-                             "--studies", str(work / "studies")], stdout=f, stderr=subprocess.STDOUT).returncode
+                             "--studies", str(work / "studies"), *(["--minutes", str(minutes)] if minutes else [])], stdout=f, stderr=subprocess.STDOUT).returncode
     seconds = time.perf_counter() - t0
     if rc != 0:
         sys.exit(f"nas-run failed ({rc}); see {log}")
@@ -155,6 +156,7 @@ def main():
     p.add_argument("--work", default="/tmp/nas-run-vs-hand")
     p.add_argument("--runs", default="new", help="comma-separated: new, previous, random")
     p.add_argument("--skip-hand", action="store_true")
+    p.add_argument("--minutes", type=float, help="nas-run --minutes for the `new` run: the whole run's wall-clock budget")
     p.add_argument("--search", action="append", default=[], metavar="KEY=VALUE",
                    help="override a search setting of the `new` run (repeatable); the study is named after the overrides")
     args = p.parse_args()
@@ -175,7 +177,7 @@ def main():
         "random": lambda: space_copy(root, "fm8k_random", True, sampler="random", pruner="none", race_top=0),
     }
     for name in [r for r in args.runs.split(",") if r]:
-        rows.append(nas_run(searches[name](), work, args.trials, args.workers))
+        rows.append(nas_run(searches[name](), work, args.trials, args.workers, args.minutes if name == "new" else None))
         show(rows)
 
 
