@@ -99,9 +99,11 @@ def run(space: Space, console, trials: int | None = None, storage: str | None = 
                         raise UserError(f"--minutes {minutes:g}: too short: no search trial completed ({reached['trained']} "
                                         f"trained, cut short) in time to leave {tail}; the study is kept: run again with "
                                         f"more --minutes to go on")
+                    elapsed = (time.time() - started) / 60
                     console.print(f"--minutes {minutes:g}: the search stopped at {reached['trained']} of {trials} trained "
-                                  f"trials after {(time.time() - started) / 60:.1f} min, to leave {tail}; run the same "
-                                  f"command again to go on toward {trials}", highlight=False)
+                                  f"trials after {elapsed:.1f} min, to leave {tail} (priced on the slow side: the run "
+                                  f"ends by ~{elapsed + clock.tail(now) / 60:.1f} min); run the same command again to go "
+                                  f"on toward {trials}", highlight=False)
                 race_needed = search_done and space.search["race_top"] and R.enqueue(study, space.search)
                 if race_needed:
                     finals = R.finalists(study.get_trials(deepcopy=False), space.search)

@@ -75,10 +75,11 @@ def test_design_models_are_the_first_trials_completed_as_the_run_completes_them(
 def test_check_prices_the_whole_run(tmp_path):
     space = write_space(tmp_path / "tiny.yaml", tiny_space(retrain={"epochs": 6, "seeds": 2},
                                                           search={"seed": 0, "race_top": 2, "race_seeds": 3}))
-    r = nas_run(space, "--check", "--trials", 10, "--samples", 40, cwd=tmp_path)
+    r = nas_run(space, "--check", "--trials", 10, "--samples", 40, "--minutes", 60, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     out = " ".join(r.stdout.split())
     assert "whole run, --trials 10 on 1 worker(s)" in out
+    assert "--minutes 60: race and retrain ~" in out and "the search the rest: ~10 of the 10 trials" in out
     per_trial = check.expected_epochs(S.load(space).search, 10)  # min_epochs 1: rungs 1, 3 of 6, replayed
     assert f"successive_halving pruner: ~{per_trial:.1f} of 6 epochs per trained trial" in out
     assert "race" in out and "(4 full-length runs)" in out and "(2 seeds)" in out

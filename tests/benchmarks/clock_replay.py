@@ -1,9 +1,9 @@
 """How well `--minutes` prices what follows the search (search/clock.py), on finished vs_hand.py runs.
 
 For each output of tests/benchmarks/vs_hand.py (what it printed, ending in its JSON rows; each nas-run row names
-the log in the work folder that holds the study): the tail the clock would
-have priced at the moment the search ended (the race's finalists and the slowest of them retrained, from the
-trials' own seconds per epoch), against the tail the run took: the whole command's seconds (vs_hand.py's
+the log in the work folder that holds the study): the tail the clock prices
+for the finalists that raced there (their race runs and the slowest of them retrained, from the trials' own
+seconds per epoch), against the tail the run took: the whole command's seconds (vs_hand.py's
 `seconds`) less the search (first search trial started to last one ended). What the run spent before its first
 trial (starting, loading the data) lands in the measured tail, so the measured figure is a little high.
 
@@ -21,7 +21,7 @@ import optuna
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 from search import data as D  # noqa: E402
-from search.clock import Clock, phase_sizes  # noqa: E402
+from search.clock import phase_sizes, tail_seconds  # noqa: E402
 from search.run import load_stored  # noqa: E402
 from search.study import is_race  # noqa: E402
 
@@ -34,10 +34,13 @@ def replay(row: dict, workers: int) -> dict:
     search = [t for t in trials if not is_race(t) and t.datetime_complete]
     ended = max(t.datetime_complete for t in search if t.user_attrs.get("trained"))
     at_end = [t for t in trials if t.datetime_complete and t.datetime_complete <= ended and not is_race(t)]
-    clock = Clock(0.0, space, phase_sizes(space, len(data.train), len(data.val)), workers)
+    n = phase_sizes(space, len(data.train), len(data.val))
+    # the finalists that did race (the rule that picks them may have changed since the run): like against like
+    raced = {t.user_attrs["race_of"] for t in trials if is_race(t)}
+    finals = [t for t in at_end if t.number in raced]
     total = row["seconds"]
     searched = (ended - min(t.datetime_start for t in search if t.datetime_start)).total_seconds()
-    return {"study": space.name, "priced": clock.tail(at_end), "took": total - searched,
+    return {"study": space.name, "priced": tail_seconds(finals, space, n, workers), "took": total - searched,
             "total": total, "search": searched}
 
 
