@@ -2,7 +2,8 @@
 
     run(space, trials=200, ...)  ->  exit status
 
-1. search: K workers run trials until the study holds `trials` trained search trials (objective.py);
+1. search: K workers run trials until the study holds `trials` trained search trials (objective.py), or until
+   `--minutes` leaves only the time the race and the retrain are priced at (clock.py);
 2. race: the top `search.race_top` candidates are trained again on more seeds; the winner has the best mean
    validation accuracy (race.py);
 3. publish_winner: retrain the winner on `retrain.train_on` for `retrain.seeds` seeds, measure the test split
