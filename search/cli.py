@@ -91,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         from search.run import run
 
         return run(space, console, trials=args.trials, storage=args.storage, studies=args.studies,
-                   workers=args.workers, device=args.device, heartbeat=args.heartbeat, retrain_winner=not args.no_retrain, minutes=args.minutes, started=started)
+                   workers=args.workers, device=args.device, heartbeat=args.heartbeat, retrain_winner=not args.no_retrain,
+                   minutes=args.minutes, started=started)
     except OneLineError as e:
         sys.stderr.write(f"nas-run: {e}\n")
         return e.status

@@ -14,6 +14,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from search.clock import mean_trial_seconds
 from search.objective import INVALID, REJECTED, untrained
 from search.study import best_search_trial, is_race
 
@@ -79,9 +80,8 @@ def status(trials, target: int, started: float, workers: int) -> Group:
     best = best_search_trial(trials)
     if best:
         lines.append(Text(f"best: trial {best.number}, val {best.value:.4f}, {best.user_attrs.get('params', 0):,} params", style="green"))
-    done = [t for t in trials if t.user_attrs.get("trained") and not is_race(t) and t.datetime_complete and t.datetime_start]
-    if done and c["trained"] < target:
-        per = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in done) / len(done)
+    per = mean_trial_seconds(trials)
+    if per and c["trained"] < target:
         lines.append(Text(f"ETA ~{per * (target - c['trained']) / workers / 60:.1f} min "
                           f"({time.monotonic() - started:.0f} s elapsed)"))
     return Group(*lines)

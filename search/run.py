@@ -95,7 +95,8 @@ def run(space: Space, console, trials: int | None = None, storage: str | None = 
                 now = study.get_trials(deepcopy=False)
                 reached = counts(now)
                 if clock and search_done and reached["trained"] < trials:
-                    tail = f"~{clock.tail(now) / 60:.1f} min for the race and the retrain"
+                    tail_minutes = clock.tail(now) / 60
+                    tail = f"~{tail_minutes:.1f} min for the race and the retrain"
                     if not reached["completed"]:
                         raise UserError(f"--minutes {minutes:g}: too short: no search trial completed ({reached['trained']} "
                                         f"trained, cut short) in time to leave {tail}; the study is kept: run again with "
@@ -103,7 +104,7 @@ def run(space: Space, console, trials: int | None = None, storage: str | None = 
                     elapsed = (time.time() - started) / 60
                     console.print(f"--minutes {minutes:g}: the search stopped at {reached['trained']} of {trials} trained "
                                   f"trials after {elapsed:.1f} min, to leave {tail} (priced on the slow side: the run "
-                                  f"ends by ~{elapsed + clock.tail(now) / 60:.1f} min); run the same command again to go "
+                                  f"ends by ~{elapsed + tail_minutes:.1f} min); run the same command again to go "
                                   f"on toward {trials}", highlight=False)
                 race_needed = search_done and space.search["race_top"] and R.enqueue(study, space.search)
                 if race_needed:

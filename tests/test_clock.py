@@ -6,6 +6,7 @@ import datetime as dt
 
 import optuna
 import pytest
+import torch
 from optuna.trial import TrialState
 
 from conftest import FM_SLICE, nas_run, tiny_space, write_space
@@ -81,7 +82,8 @@ def test_out_of_time_the_worker_cuts_its_trial_and_starts_none_but_race_runs_tra
     url = f"sqlite:///{tmp_path / 'clock.db'}"
     data = D.load(space.data, "cpu", 0)
     clock = _RunsOutInTheThirdTrial(0.0, space, N, workers=1)
-    obj = run_worker(space, url, 10, "cpu", 1, data=data, clock=clock)
+    threads = torch.get_num_threads()  # run_worker sets it for the process: keep what later tests train with
+    obj = run_worker(space, url, 10, "cpu", threads, data=data, clock=clock)
     study = open_study(space, url)
     done = trained(study.get_trials())
     assert obj.out_of_time and len(done) == 3 and len(study.get_trials()) == 3  # none asked for after the cut
@@ -89,7 +91,7 @@ def test_out_of_time_the_worker_cuts_its_trial_and_starts_none_but_race_runs_tra
     assert done[2].state == TrialState.PRUNED and sorted(done[2].intermediate_values) == [1]
     assert all(sorted(t.intermediate_values) == [1, 2, 3] for t in done[:2])
     assert R.enqueue(study, space.search) == 2  # the two completed trials race; the clock still says stop
-    run_worker(space, url, 10, "cpu", 1, data=data, race_phase=True, clock=clock)
+    run_worker(space, url, 10, "cpu", threads, data=data, race_phase=True, clock=clock)
     runs = [t for t in study.get_trials() if "race_of" in t.user_attrs]
     assert len(runs) == 2 and all(t.state == TrialState.COMPLETE and sorted(t.intermediate_values) == [1, 2, 3] for t in runs)
 
