@@ -14,6 +14,7 @@ import logging
 import time
 import warnings
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -22,6 +23,9 @@ import models
 from search.data import DATASETS, Meta
 from search.errors import UserError
 from search.train import make_optimizer, make_step
+
+if TYPE_CHECKING:
+    from search.space import BudgetConfig
 
 logging.getLogger("fvcore").setLevel(logging.ERROR)  # it warns about every op it does not count (relu, pool)
 warnings.filterwarnings("ignore", message=r".*torch\.jit\.(script|trace).*deprecated")  # fvcore traces with jit
@@ -79,26 +83,22 @@ def estimate_train_seconds(sps: float, batch_size: int, n_train: int, n_eval: in
     return epochs * (max(1, n_train // batch_size) * sps + n_eval / batch_size * sps / 3)
 
 
-def violations(cost: Cost, budget: dict) -> dict[str, float]:
+def violations(cost: Cost, budget: BudgetConfig) -> dict[str, float]:
     """Normalized overshoot for every budget key that was measured: value / limit - 1."""
-    out = {}
-    for key in ("params", "macs", "train_seconds"):
-        value = getattr(cost, key)
-        if key in budget and value is not None:
-            out[key] = value / budget[key] - 1
-    return out
+    return {key: getattr(cost, key) / limit - 1 for key, limit in budget.limits().items()
+            if getattr(cost, key) is not None}
 
 
-def check(model, recipe, budget: dict, meta: Meta, *, n_train: int, n_eval: int, epochs: int, device="cpu"):
+def check(model, recipe, budget: BudgetConfig, meta: Meta, *, n_train: int, n_eval: int, epochs: int, device="cpu"):
     """-> (Cost, violations), cheapest first: params (exact, instant); MACs (an fvcore trace) when a MACs budget
     is set or params fit; the time estimate (real training steps) only when both fit and a time budget is set.
     Cost.macs is None when params alone already rejected the candidate."""
     cost = Cost(count_params(model), None)
     over = violations(cost, budget)
-    if "macs" in budget or all(v <= 0 for v in over.values()):
+    if budget.macs is not None or all(v <= 0 for v in over.values()):
         cost.macs = count_macs(model, meta)
         over = violations(cost, budget)
-    if "train_seconds" in budget and all(v <= 0 for v in over.values()):
+    if budget.train_seconds is not None and all(v <= 0 for v in over.values()):
         sps = seconds_per_step(model, recipe, meta, device)
         cost.train_seconds = estimate_train_seconds(sps, recipe["batch_size"], n_train, n_eval, epochs)
         over = violations(cost, budget)
@@ -115,7 +115,7 @@ def scaled(cand: dict, m: float) -> dict:
     return {**cand, "model": cfg}
 
 
-def fill(cand: dict, budget: dict, meta: Meta, steps: int = 12) -> dict:
+def fill(cand: dict, budget: BudgetConfig, meta: Meta, steps: int = 12) -> dict:
     """Scale the candidate's widths by the largest multiplier whose model still fits the params and MACs limits
     (bisection; each probe builds the model and counts, ~1 ms for params, ~15 ms with an fvcore MACs trace). The
     sampled widths then set the shape (ratios between stages), the budget sets the size. A candidate that does
@@ -123,9 +123,9 @@ def fill(cand: dict, budget: dict, meta: Meta, steps: int = 12) -> dict:
 
     def fits(m: float) -> bool:
         model = models.build(cand["family"], **scaled(cand, m)["model"])
-        if "params" in budget and count_params(model) > budget["params"]:
+        if budget.params is not None and count_params(model) > budget.params:
             return False
-        return "macs" not in budget or count_macs(model, meta) <= budget["macs"]
+        return budget.macs is None or count_macs(model, meta) <= budget.macs
 
     lo, hi = 1.0, 1.0
     if fits(1.0):
@@ -147,7 +147,7 @@ def candidate_model(space, trial, meta: Meta) -> tuple[dict, nn.Module]:
     """The candidate a trial samples, filled when the space fills the budget, and its model; ValueError when it
     does not build."""
     cand = space.sample(trial)
-    if space.fill:
+    if space.budget.fill:
         cand = fill(cand, space.budget, meta)
     return cand, models.build(cand["family"], **cand["model"])
 
@@ -159,7 +159,7 @@ def sample_costs(space, n: int, seed: int, stop_at_fit: bool = False):
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
-    meta = DATASETS[space.data["dataset"]]
+    meta = DATASETS[space.data.dataset]
     rows, invalid = [], 0
     for _ in range(n):
         try:
@@ -178,7 +178,7 @@ def no_fit_error(space, rows) -> UserError:
     """The one line for a space whose sampled candidates all break the budget: how close the nearest came."""
     nearest = min(rows, key=lambda r: max(r[3].values()))
     worst = max(nearest[3], key=nearest[3].get)
-    value, limit = getattr(nearest[2], worst), space.budget[worst]
+    value, limit = getattr(nearest[2], worst), getattr(space.budget, worst)
     return UserError(
         f"{space.file}: budget: no sampled candidate fits; the nearest has {worst}={value:,} "
         f"({nearest[3][worst]:.0%} over the {limit:,} budget): widen the space toward smaller models or raise the budget"
@@ -187,7 +187,7 @@ def no_fit_error(space, rows) -> UserError:
 
 def preflight(space, n: int = 200) -> None:
     """Before a run writes anything: stop at the first random candidate that fits, or fail with no_fit_error."""
-    rows, _ = sample_costs(space, n, space.search["seed"], stop_at_fit=True)
+    rows, _ = sample_costs(space, n, space.search.seed, stop_at_fit=True)
     if not rows:
         raise UserError(f"{space.file}: model: none of {n} sampled candidates builds")
     if not any(all(v <= 0 for v in r[3].values()) for r in rows):

@@ -22,7 +22,7 @@ from search import data as D
 from search.data import DATASETS, train_size
 from search.errors import UserError
 from search.progress import describe
-from search.space import Space
+from search.space import SearchConfig, Space
 
 TIMED = 6  # candidates timed across the MACs range: the train_seconds column and a trial's price
 
@@ -73,14 +73,14 @@ def halving_epochs(trials: int, levels: list[int], eta: int, seed: int = 0) -> f
     return sum(sum(r) for r in runs) / (SIMULATED_STUDIES * trials)
 
 
-def expected_epochs(search: dict, trials: int) -> float:
+def expected_epochs(search: SearchConfig, trials: int) -> float:
     """Epochs each of `trials` pruned search trials is expected to train. Successive halving replays Optuna's
     promotion rule (halving_epochs): for 38 trials at rungs 2 and 6 of 15 that is ~4.8 epochs, not the 4.3 of
     an endless study, because early trials pass rungs on few competitors. Hyperband splits the trials between
     its brackets as Optuna does (bracket s gets ceil(n * eta^s / (s + 1)) shares) and halves within each; the
     median pruner's share is measured, not derived. A sampler that keeps improving gets more trials through
     than any of this: measured 5.8 and 7.2 on the 8k Fashion-MNIST task (tests/benchmarks/vs_hand.py)."""
-    E, eta, low, kind = search["epochs"], search["reduction_factor"], search["min_epochs"], search["pruner"]
+    E, eta, low, kind = search.epochs, search.reduction_factor, search.min_epochs, search.pruner
     if kind == "successive_halving":
         return halving_epochs(trials, rungs(min(low, E), eta, E), eta)
     if kind == "hyperband":
@@ -97,12 +97,12 @@ def sizes(space: Space) -> tuple[dict, str]:
     """Images per split from the dataset files when they are there (a folder may hold fewer than the official
     split), else from the dataset's official size; and where the numbers came from."""
     try:
-        data = D.load(space.data, "cpu", space.search["seed"])
-        n_train, n_val, source = len(data.train), len(data.val), f"the files in {space.data['root']}"
+        data = D.load(space.data, "cpu", space.search.seed)
+        n_train, n_val, source = len(data.train), len(data.val), f"the files in {space.data.root}"
     except UserError:
         n_full = train_size(space.data)
-        n_val = round(n_full * space.data["val_fraction"])
-        n_train, source = n_full - n_val, f"the official {space.data['dataset']} size (files not found)"
+        n_val = round(n_full * space.data.val_fraction)
+        n_train, source = n_full - n_val, f"the official {space.data.dataset} size (files not found)"
     return phase_sizes(space, n_train, n_val), source
 
 
@@ -117,18 +117,18 @@ def run_cost(space: Space, sps: float, bs: int, n: dict, trials: int, workers: i
     s, r = space.search, space.retrain
     per_epoch = B.estimate_train_seconds(sps, bs, n["search"], n["val"], 1)
     race_epoch = B.estimate_train_seconds(sps, bs, n["race"], n["race_val"], 1)
-    first = min(len(s.get("first_trials", [])), trials)
+    first = min(len(s.first_trials), trials)
     timed = [B.estimate_train_seconds(d_sps, d_bs, n["search"], n["val"], 1) for d_sps, d_bs in designs][:first]
-    first_seconds = s["epochs"] * (sum(timed) + (first - len(timed)) * per_epoch)
+    first_seconds = s.epochs * (sum(timed) + (first - len(timed)) * per_epoch)
     epochs = expected_epochs(s, trials - first)
     # at most: a design that ranks among the top race_top is raced once, as one of them
-    finals = s["race_top"] + (first if s["race_first_trials"] else 0) if s["race_top"] else 0
-    race = finals * (s["race_seeds"] - 1)
-    retrain_one = B.estimate_train_seconds(sps, bs, n["retrain"], 0, r["epochs"])
-    return {"epochs_per_trial": (first * s["epochs"] + (trials - first) * epochs) / max(1, trials), "per_epoch": per_epoch,
+    finals = s.race_top + (first if s.race_first_trials else 0) if s.race_top else 0
+    race = finals * (s.race_seeds - 1)
+    retrain_one = B.estimate_train_seconds(sps, bs, n["retrain"], 0, r.epochs)
+    return {"epochs_per_trial": (first * s.epochs + (trials - first) * epochs) / max(1, trials), "per_epoch": per_epoch,
             "search": (first_seconds + (trials - first) * epochs * per_epoch) / workers,
-            "race": race * s["epochs"] * race_epoch / workers, "race_runs": race,
-            "retrain": (max(1, r["seeds"] / workers) if cpu else -(-r["seeds"] // workers)) * retrain_one,
+            "race": race * s.epochs * race_epoch / workers, "race_runs": race,
+            "retrain": (max(1, r.seeds / workers) if cpu else -(-r.seeds // workers)) * retrain_one,
             "retrain_one": retrain_one}
 
 
@@ -138,9 +138,9 @@ def design_models(space: Space) -> list:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=space.search["seed"]))
-    meta, out = DATASETS[space.data["dataset"]], []
-    for params in space.search.get("first_trials", []):
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=space.search.seed))
+    meta, out = DATASETS[space.data.dataset], []
+    for params in space.search.first_trials:
         study.enqueue_trial(params)
         try:
             out.append(B.candidate_model(space, study.ask(), meta))
@@ -154,8 +154,8 @@ def run(space: Space, samples: int = 300, console: Console | None = None, trials
     """The table, the median candidate's timing and the whole run's cost. Timed with the thread count the caller
     set (a worker's) on `device`, as the run will train."""
     console = console or Console()
-    meta = DATASETS[space.data["dataset"]]
-    rows, invalid = sample_costs(space, samples, space.search["seed"])
+    meta = DATASETS[space.data.dataset]
+    rows, invalid = sample_costs(space, samples, space.search.seed)
     if not rows:
         raise UserError(f"{space.file}: model: none of {samples} sampled candidates builds (every one was {invalid} invalid)")
     fits = [r for r in rows if all(v <= 0 for v in r[3].values())]
@@ -165,7 +165,7 @@ def run(space: Space, samples: int = 300, console: Console | None = None, trials
         table.add_column(col, justify="right" if col != "budget" else "left")
     for key in ("params", "macs"):
         vals = [getattr(r[2], key) for r in rows]
-        limit = space.budget.get(key)
+        limit = getattr(space.budget, key)
         share = f"{sum(v <= limit for v in vals) / len(vals):.0%}" if limit else "-"
         table.add_row(key, f"{limit:,}" if limit else "none", share, *(f"{_q(vals, q):,}" for q in (0, 0.05, 0.5, 0.95, 1)))
 
@@ -177,10 +177,10 @@ def run(space: Space, samples: int = 300, console: Console | None = None, trials
         picks = [fits[round(i * (len(fits) - 1) / max(1, TIMED - 1))] for i in range(min(TIMED, len(fits)))]
         for cand, model, cost, _ in picks:
             sps = B.seconds_per_step(model, cand["train"], meta, device)
-            full = B.estimate_train_seconds(sps, cand["train"]["batch_size"], n["retrain"], 0, space.retrain["epochs"])
+            full = B.estimate_train_seconds(sps, cand["train"]["batch_size"], n["retrain"], 0, space.retrain.epochs)
             timed.append((cand, sps, full))
-        if "train_seconds" in space.budget:
-            limit = space.budget["train_seconds"]
+        if space.budget.train_seconds is not None:
+            limit = space.budget.train_seconds
             secs = [t[2] for t in timed]
             table.add_row(
                 "train_seconds", f"{limit:,.0f}", f"{sum(s <= limit for s in secs) / len(secs):.0%} of {len(secs)} timed",
@@ -199,22 +199,22 @@ def run(space: Space, samples: int = 300, console: Console | None = None, trials
     # a trial's price: the mean per image of the candidates timed across the MACs range, at the median's batch
     typical = statistics.fmean(t_sps / t_cand["train"]["batch_size"] for t_cand, t_sps, _ in timed) * bs
     designs = [(B.seconds_per_step(m, c["train"], meta, device), c["train"]["batch_size"]) for c, m in design_models(space)]
-    trials = trials or space.search["trials"]
+    trials = trials or space.search.trials
     c = run_cost(space, typical, bs, n, trials, workers, cpu=device.type == "cpu", designs=designs)
     s = space.search
     console.print(
         f"median fitting candidate: {cost.params:,} params, {cost.macs:,} MACs, batch {bs}: "
         f"{sps * 1000:.0f} ms/step on {device} with {torch.get_num_threads()} thread(s) per worker; the {len(timed)} "
         f"timed across the MACs range average ~{c['per_epoch']:,.1f} s per epoch on {n['search']:,} images; one "
-        f"retrain seed ~{c['retrain_one']:,.0f} s ({space.retrain['epochs']} epochs on {n['retrain']:,} images; sizes "
+        f"retrain seed ~{c['retrain_one']:,.0f} s ({space.retrain.epochs} epochs on {n['retrain']:,} images; sizes "
         f"from {source})")
     first = f", {len(designs)} first_trials designs timed at full length" if designs else ""
     console.print(
         f"whole run, --trials {trials} on {workers} worker(s): search ~{c['search'] / 60:,.1f} min "
-        f"({s['pruner']} pruner: ~{c['epochs_per_trial']:.1f} of {s['epochs']} epochs per trained trial{first}; more "
+        f"({s.pruner} pruner: ~{c['epochs_per_trial']:.1f} of {s.epochs} epochs per trained trial{first}; more "
         f"while the sampler keeps finding better candidates), race "
         f"~{c['race'] / 60:,.1f} min ({c['race_runs']} full-length runs), retrain ~{c['retrain'] / 60:,.1f} min "
-        f"({space.retrain['seeds']} seeds): total ~{(c['search'] + c['race'] + c['retrain']) / 60:,.1f} min", highlight=False)
+        f"({space.retrain.seeds} seeds): total ~{(c['search'] + c['race'] + c['retrain']) / 60:,.1f} min", highlight=False)
     if minutes:
         tail = c["race"] + c["retrain"]
         per_trial = c["search"] / max(1, trials)

@@ -35,10 +35,10 @@ OVERHEAD_SECONDS = 60
 def phase_sizes(space: Space, n_train: int, n_val: int) -> dict:
     """Images each phase trains and validates on, from the training and validation split sizes."""
     s = space.search
-    n_race_val = race_val_size(n_val, s["race_val_fraction"], space.data["val_fraction"])
-    return {"search": round(n_train * s["data_fraction"]), "val": n_val,
-            "retrain": n_train + n_val if space.retrain["train_on"] == "train+val" else n_train,
-            "race": round((n_train - n_race_val + n_val) * s["data_fraction"]), "race_val": n_race_val}
+    n_race_val = race_val_size(n_val, s.race_val_fraction, space.data.val_fraction)
+    return {"search": round(n_train * s.data_fraction), "val": n_val,
+            "retrain": n_train + n_val if space.retrain.train_on == "train+val" else n_train,
+            "race": round((n_train - n_race_val + n_val) * s.data_fraction), "race_val": n_race_val}
 
 
 def _epoch_work(n_train: int, n_eval: int) -> float:
@@ -57,11 +57,11 @@ def tail_seconds(finals: list, space: Space, n: dict, workers: int, cpu: bool = 
     if not spe:
         return float(OVERHEAD_SECONDS)
     search_work = _epoch_work(n["search"], n["val"])
-    each = s["race_seeds"] - 1 if s["race_top"] else 0
-    race_runs = [x * s["epochs"] * _epoch_work(n["race"], n["race_val"]) / search_work for x in spe]
+    each = s.race_seeds - 1 if s.race_top else 0
+    race_runs = [x * s.epochs * _epoch_work(n["race"], n["race_val"]) / search_work for x in spe]
     race = max(sum(race_runs) * each / workers, max(race_runs)) if each else 0.0
-    retrain_one = max(spe) * r["epochs"] * n["retrain"] / search_work
-    waves = max(1.0, r["seeds"] / workers) if cpu else math.ceil(r["seeds"] / workers)
+    retrain_one = max(spe) * r.epochs * n["retrain"] / search_work
+    waves = max(1.0, r.seeds / workers) if cpu else math.ceil(r.seeds / workers)
     return SLOW_SIDE * (race + waves * retrain_one) + OVERHEAD_SECONDS
 
 

@@ -79,16 +79,16 @@ def class_names(dataset: str) -> list[str]:
     return CLASS_NAMES.get(dataset) or [str(i) for i in range(DATASETS[dataset].classes)]
 
 
-def train_size(data_cfg: dict) -> int:
-    meta = DATASETS[data_cfg["dataset"]]
-    return meta.train_size + (SVHN_EXTRA if data_cfg.get("extra") else 0)
+def train_size(data_cfg: DataConfig) -> int:
+    meta = DATASETS[data_cfg.dataset]
+    return meta.train_size + (SVHN_EXTRA if data_cfg.extra else 0)
 
 
-def load(data_cfg: dict, device: str | torch.device = "cpu", seed: int = 0) -> Data:
+def load(data_cfg: DataConfig, device: str | torch.device = "cpu", seed: int = 0) -> Data:
     """The dataset named by the space's `data` section, split and on `device`."""
-    name, meta = data_cfg["dataset"], DATASETS[data_cfg["dataset"]]
-    raw = _cached_raw(name, Path(data_cfg["root"]), bool(data_cfg.get("extra")))
-    train_idx, val_idx = stratified_split(raw["train_y"], data_cfg["val_fraction"], seed)
+    name, meta = data_cfg.dataset, DATASETS[data_cfg.dataset]
+    raw = _cached_raw(name, Path(data_cfg.root), data_cfg.extra)
+    train_idx, val_idx = stratified_split(raw["train_y"], data_cfg.val_fraction, seed)
     x = raw["train_x"][train_idx]
     pixels = x.transpose(0, 1).reshape(meta.channels, -1)
     mean = torch.stack([c.double().mean() for c in pixels]) / 255  # one channel at a time: bounded memory

@@ -76,10 +76,10 @@ class Objective:
 
     def _searched_share(self, split: D.Split) -> D.Split:
         """`split`, or the fixed stratified share of it that `search.data_fraction` asks for."""
-        frac = self.space.search["data_fraction"]
+        frac = self.space.search.data_fraction
         if frac >= 1:
             return split
-        _, part = D.stratified_split(split.y, frac, self.space.search["seed"])
+        _, part = D.stratified_split(split.y, frac, self.space.search.seed)
         return split.subset(part)
 
     def splits(self, fold: int | None) -> tuple[D.Split, D.Split]:
@@ -88,34 +88,34 @@ class Objective:
         if not fold:
             return self.search_split, self.data.val
         if self._fold is None or self._fold[0] != fold:
-            s, vf = self.space.search, self.space.data["val_fraction"]
-            train_split, val = D.race_fold(self.data, fold, D.race_val_size(len(self.data.val), s["race_val_fraction"], vf))
+            s, vf = self.space.search, self.space.data.val_fraction
+            train_split, val = D.race_fold(self.data, fold, D.race_val_size(len(self.data.val), s.race_val_fraction, vf))
             self._fold = (fold, self._searched_share(train_split), val)
         return self._fold[1], self._fold[2]
 
     def retrain_images(self) -> int:
         r = self.space.retrain
-        return len(self.data.train) + (len(self.data.val) if r["train_on"] == "train+val" else 0)
+        return len(self.data.train) + (len(self.data.val) if r.train_on == "train+val" else 0)
 
     def time_share(self) -> float | None:
         """Seconds a search trial may take: its share of the retrain time budget, with slack."""
-        if "train_seconds" not in self.space.budget:
+        if self.space.budget.train_seconds is None:
             return None
         s, r = self.space.search, self.space.retrain
-        work = (s["epochs"] * len(self.search_split)) / (r["epochs"] * self.retrain_images())
-        return self.space.budget["train_seconds"] * work * TIME_SLACK
+        work = (s.epochs * len(self.search_split)) / (r.epochs * self.retrain_images())
+        return self.space.budget.train_seconds * work * TIME_SLACK
 
     def __call__(self, trial: optuna.Trial) -> float:
         space, race = self.space, is_race(trial)
         if self.race_phase and not race:
             trial.set_user_attr("end_reason", SURPLUS)
             raise optuna.TrialPruned()
-        seed = trial_seed(space.search["seed"], trial.number)
+        seed = trial_seed(space.search.seed, trial.number)
         trial.set_user_attr("seed", seed)
         cand = space.sample(trial)
         torch.manual_seed(seed)
         try:
-            if space.fill:
+            if space.budget.fill:
                 cand = B.fill(cand, space.budget, self.data.meta)
             trial.set_user_attr("candidate", cand)
             model = models.build(cand["family"], **cand["model"])
@@ -123,7 +123,7 @@ class Objective:
             trial.set_constraint("valid", 1.0)
             return self._untrained(trial, f"{INVALID} {e}")
         cost, over = B.check(model, cand["train"], space.budget, self.data.meta, n_train=self.retrain_images(),
-                             n_eval=0, epochs=space.retrain["epochs"], device=self.device)
+                             n_eval=0, epochs=space.retrain.epochs, device=self.device)
         for key, value in over.items():
             trial.set_constraint(key, value)
         trial.set_user_attr("params", cost.params)
@@ -145,7 +145,7 @@ class Objective:
         self.rejected_in_a_row = 0
         model.to(self.device)
 
-        epochs = space.search["epochs"]
+        epochs = space.search.epochs
 
         keep = race or "first_trial" in trial.user_attrs  # a design the user named is measured at full length
 
@@ -164,7 +164,7 @@ class Objective:
         trial.set_user_attr("val_images", len(val))
         try:
             hist = train(model, train_split, val, self.data.mean, self.data.std, cand["train"],
-                         space.search["epochs"], on_epoch=on_epoch, deadline=deadline)
+                         space.search.epochs, on_epoch=on_epoch, deadline=deadline)
         except KeyboardInterrupt:
             trial.set_user_attr("end_reason", INTERRUPTED)
             kept = {k: v for k, v in trial.user_attrs.items() if k in ("race_of", "race_fold", "first_trial")}
@@ -174,7 +174,7 @@ class Objective:
             msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
             trial.set_user_attr("end_reason", f"{ERROR}{type(e).__name__}: {msg}")
             self.failed_in_a_row += 1
-            if self.failed_in_a_row >= space.search["max_failures"]:
+            if self.failed_in_a_row >= space.search.max_failures:
                 self.failing = f"{type(e).__name__}: {msg}"
             raise
         self.failed_in_a_row = 0
@@ -200,7 +200,7 @@ class Objective:
     def _untrained(self, trial, reason: str, raise_: bool = True):
         trial.set_user_attr("end_reason", reason)
         self.rejected_in_a_row += 1
-        if self.rejected_in_a_row >= self.space.search["max_rejections"]:
+        if self.rejected_in_a_row >= self.space.search.max_rejections:
             self.gave_up = True
         if raise_:
             raise optuna.TrialPruned()

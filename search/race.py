@@ -31,16 +31,17 @@ import statistics
 
 from optuna.trial import TrialState
 
+from search.space import SearchConfig
 from search.study import is_race, trained
 
 
-def finalists(trials, search: dict) -> list:
+def finalists(trials, search: SearchConfig) -> list:
     """The `search.race_top` completed search trials with the best validation accuracy, one per distinct candidate,
     then (`search.race_first_trials`) every completed `search.first_trials` design not among them: the designs the
     user named are the reference, so the winner has to beat them on the race's fresh images, not only on the split
     that ranked them (at study seed 4 of tests/benchmarks/vs_hand.py the separable design, the winner at seeds 0 and
     2, ranked 5th there by 0.8 pt and was never raced). No race (`race_top: 0`): the best search trial alone."""
-    top = search["race_top"]
+    top = search.race_top
     done = sorted((t for t in trained(trials) if t.state == TrialState.COMPLETE), key=lambda t: -t.value)
     out, seen = [], []
     for t in done:
@@ -48,7 +49,7 @@ def finalists(trials, search: dict) -> list:
             seen.append(t.user_attrs["candidate"])
             out.append(t)
     best = out[:max(top, 1)]
-    if top and search["race_first_trials"]:
+    if top and search.race_first_trials:
         best += [t for t in out[len(best):] if "first_trial" in t.user_attrs]
     return best
 
@@ -60,9 +61,9 @@ def runs_of(trials, finalist) -> list:
             and (t.user_attrs.get("trained") or t.state in alive)]
 
 
-def enqueue(study, search: dict) -> int:
+def enqueue(study, search: SearchConfig) -> int:
     """Enqueue the race trials still missing (none on a resumed race that has them); -> how many are pending."""
-    trials, seeds = study.get_trials(deepcopy=False), search["race_seeds"]
+    trials, seeds = study.get_trials(deepcopy=False), search.race_seeds
     for f in finalists(trials, search):
         runs = runs_of(trials, f)
         have = {t.user_attrs.get("race_fold") for t in runs}
@@ -79,14 +80,14 @@ def val_of(t) -> float:
     return t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else 0.0
 
 
-def counts_search_run(f, search: dict) -> bool:
+def counts_search_run(f, search: SearchConfig) -> bool:
     """A design that races because the user named it (`race_first_trials`), not for its rank: its search run was
     measured on images no choice of it depended on, so it counts as one more seed. A finalist's search value that
     got it into the race does not: it carries the luck that picked it (see the module docstring)."""
-    return bool(search["race_top"] and search["race_first_trials"] and "first_trial" in f.user_attrs)
+    return bool(search.race_top and search.race_first_trials and "first_trial" in f.user_attrs)
 
 
-def standings(trials, search: dict) -> list[dict]:
+def standings(trials, search: SearchConfig) -> list[dict]:
     """Per finalist: its trial number, its search run's validation accuracy, each race round's (by round), the mean
     and std of what counts (the rounds; a named design's search run too; the search value where no round
     finished), its first_trials index if it is one of those designs. The winner first: the best mean, ties to the
@@ -103,13 +104,13 @@ def standings(trials, search: dict) -> list[dict]:
     # rounded: means of the same accuracies summed in another order must tie, not differ in the 16th digit
     rows.sort(key=lambda r: (-round(r["mean"], 9), -r["search_val"]))
     designs = [r for r in rows if r["first_trial"] is not None]
-    if rows and designs and rows[0]["first_trial"] is None and rows[0]["mean"] - designs[0]["mean"] <= search["race_margin"]:
+    if rows and designs and rows[0]["first_trial"] is None and rows[0]["mean"] - designs[0]["mean"] <= search.race_margin:
         rows.remove(designs[0])
         rows.insert(0, designs[0] | {"kept": True})
     return rows
 
 
-def winner(trials, search: dict):
+def winner(trials, search: SearchConfig):
     """The trial whose candidate wins the race, standings' first (the best search trial when there is no race)."""
     rows = standings(trials, search)
     if not rows:

@@ -243,7 +243,7 @@ def write(study: optuna.Study, space, out: Path, data: D.Data | None = None, dat
     _search(page, figures, space, trials, study.user_attrs.get("race") or [])
     _what_mattered(page, figures, trials)
     _curves(page, figures, trials, retrain)
-    names, classes = D.class_names(space.data["dataset"]), D.DATASETS[space.data["dataset"]].classes
+    names, classes = D.class_names(space.data.dataset), D.DATASETS[space.data.dataset].classes
     if data is not None:
         _data(page, figures, data, names, classes)
     elif data_problem:
@@ -263,20 +263,20 @@ def write(study: optuna.Study, space, out: Path, data: D.Data | None = None, dat
 
 def _summary(page: Page, space, trials, retrain: dict | None) -> None:
     page.h2("Summary")
-    c, meta = counts(trials), D.DATASETS[space.data["dataset"]]
-    rows = [["task", f"{space.data['dataset']} ({meta.channels}×{meta.size}×{meta.size}, {meta.classes} classes), "
-                     f"val split {space.data['val_fraction']:.0%} of the training images"]]
+    c, meta = counts(trials), D.DATASETS[space.data.dataset]
+    rows = [["task", f"{space.data.dataset} ({meta.channels}×{meta.size}×{meta.size}, {meta.classes} classes), "
+                     f"val split {space.data.val_fraction:.0%} of the training images"]]
     for key, unit in UNITS.items():
-        if key in space.budget:
-            rows.append([f"budget: {key}", f"≤ {space.budget[key]:,} {unit}"])
+        if getattr(space.budget, key) is not None:
+            rows.append([f"budget: {key}", f"≤ {getattr(space.budget, key):,} {unit}"])
     rows.append(["search cost", f"{search_seconds(trials) / 60:.1f} min wall-clock (search and race); trained "
                                 f"{c['trained']} (full length {c['completed']}, pruned {c['pruned']}), race runs "
                                 f"{c['race']}, rejected before training {c['rejected']}, duplicates {c['duplicates']}, "
                                 f"failed {c['failed']}, running {c['running']}"])
     epochs = [t.user_attrs.get("epochs_run", 0) for t in trained(trials)]
     if epochs:
-        rows.append(["epochs per trained trial", f"{statistics.fmean(epochs):.1f} of {space.search['epochs']} "
-                                                 f"(pruner {space.search['pruner']})"])
+        rows.append(["epochs per trained trial", f"{statistics.fmean(epochs):.1f} of {space.search.epochs} "
+                                                 f"(pruner {space.search.pruner})"])
     winner = next((t for t in trials if retrain and t.number == retrain["trial"]), None)
     if winner is not None:
         cand = winner.user_attrs["candidate"]
@@ -312,7 +312,7 @@ def _search(page: Page, figures: F.Figures, space, trials, race: list[dict]) -> 
     page.h2("Accuracy vs size")
     done = full_length(trials)
     front = pareto_front([(t.user_attrs["params"], t.value, t.number) for t in done if "params" in t.user_attrs])
-    page.figure(figures, "accuracy_vs_size", F.fig_size(trials, space.budget, front),
+    page.figure(figures, "accuracy_vs_size", F.fig_size(trials, space.budget.limits(), front),
                 "Validation accuracy against parameters (left) and MACs (right) for every trained trial (pruned ones at "
                 "lower fidelity, hollow), the budget, and the Pareto front of the full-length trials: no smaller net "
                 "was more accurate.")

@@ -23,13 +23,13 @@ from search.train import evaluate, train
 def one_seed(cand: dict, space, data: D.Data, seed: int) -> tuple[dict, torch.nn.Module]:
     r = space.retrain
     train_split, val = data.train, data.val
-    if r["train_on"] == "train+val":
+    if r.train_on == "train+val":
         train_split = D.Split(torch.cat([data.train.x, data.val.x]), torch.cat([data.train.y, data.val.y]))
         val = None
     torch.manual_seed(seed)
     model = models.build(cand["family"], **cand["model"]).to(data.mean.device)
     started, t0 = time.time(), time.perf_counter()
-    hist = train(model, train_split, val, data.mean, data.std, cand["train"], r["epochs"])
+    hist = train(model, train_split, val, data.mean, data.std, cand["train"], r.epochs)
     acc = evaluate(model, data.test, data.mean, data.std, fp32=True)
     run = {"seed": seed, "test_acc": acc, "end_reason": hist.end_reason, "started": round(started, 2),
            "seconds": round(time.perf_counter() - t0, 1),
@@ -42,7 +42,7 @@ def _seed_process(cand: dict, space, seed: int, device: str, threads: int, worke
 
     torch.set_num_threads(threads)
     dev = pick_device(device, worker)
-    run, model = one_seed(cand, space, D.load(space.data, dev, space.search["seed"]), seed)
+    run, model = one_seed(cand, space, D.load(space.data, dev, space.search.seed), seed)
     return run, {k: v.cpu() for k, v in model.state_dict().items()}
 
 
@@ -51,7 +51,7 @@ def retrain(trial, space, data: D.Data, base_seed: int, log=print, workers: int 
     """Retrain a trained trial's candidate on retrain.seeds seeds -> (results dict, model of the first seed).
     `log` receives one line per seed."""
     cand, r = trial.user_attrs["candidate"], space.retrain
-    seeds = [base_seed + i for i in range(r["seeds"])]
+    seeds = [base_seed + i for i in range(r.seeds)]
     runs, first = [], None
 
     def done(run):
@@ -79,7 +79,7 @@ def retrain(trial, space, data: D.Data, base_seed: int, log=print, workers: int 
     accs = [run["test_acc"] for run in runs]
     results = {
         "trial": trial.number, "search_val_acc": trial.value,
-        "epochs": r["epochs"], "train_on": r["train_on"], "runs": runs,
+        "epochs": r.epochs, "train_on": r.train_on, "runs": runs,
         "test_acc_mean": statistics.fmean(accs),
         "test_acc_std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
     }

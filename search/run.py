@@ -56,7 +56,7 @@ def run(space: Space, console, trials: int | None = None, storage: str | None = 
     command's wall-clock budget from `started` (time.time(), default now); the search stops in time for the race
     and the retrain (clock.py)."""
     started = started or time.time()
-    trials = trials or space.search["trials"]
+    trials = trials or space.search.trials
     url = storage or default_storage(space, studies)
     out = Path(studies) / space.name
     writable(Path(studies))
@@ -64,7 +64,7 @@ def run(space: Space, console, trials: int | None = None, storage: str | None = 
     dev = pick_device(device)
     B.preflight(space)  # a budget nothing meets fails here, before anything is written
     try:  # missing files fail here, before anything is written; with K processes the parent keeps a CPU copy
-        data = D.load(space.data, dev if k == 1 else "cpu", space.search["seed"])
+        data = D.load(space.data, dev if k == 1 else "cpu", space.search.seed)
     except UserError as e:
         raise UserError(f"{space.file}: data.root: {e}") from None
     study = open_study(space, make_storage(url, heartbeat))
@@ -106,13 +106,13 @@ def run(space: Space, console, trials: int | None = None, storage: str | None = 
                                   f"trials after {elapsed:.1f} min, to leave {tail} (priced on the slow side: the run "
                                   f"ends by ~{elapsed + tail_minutes:.1f} min); run the same command again to go "
                                   f"on toward {trials}", highlight=False)
-                race_needed = search_done and space.search["race_top"] and R.enqueue(study, space.search)
+                race_needed = search_done and space.search.race_top and R.enqueue(study, space.search)
                 if race_needed:
                     finals = R.finalists(study.get_trials(deepcopy=False), space.search)
-                    designs = len(finals) - min(len(finals), space.search["race_top"])
-                    console.print(f"race: top {space.search['race_top']} candidates"
+                    designs = len(finals) - min(len(finals), space.search.race_top)
+                    console.print(f"race: top {space.search.race_top} candidates"
                                   f"{f' and {designs} first_trials designs' if designs else ''} x "
-                                  f"{space.search['race_seeds']} seeds ({race_needed} race trials to train)")
+                                  f"{space.search.race_seeds} seeds ({race_needed} race trials to train)")
                     statuses |= phase(race_phase=True, runs=race_needed)[0]
         except KeyboardInterrupt as e:
             console.print(summary(study.get_trials(deepcopy=False)))
@@ -128,7 +128,7 @@ def run(space: Space, console, trials: int | None = None, storage: str | None = 
         console.print(f"inspect: {dashboard_command(url, str(out / 'artifacts'))}", highlight=False)
         if FAILING in statuses:
             last = next(t for t in reversed(all_trials) if t.user_attrs.get("end_reason", "").startswith(ERROR))
-            raise RunError(f"{space.search['max_failures']} trials in a row failed, the last with "
+            raise RunError(f"{space.search.max_failures} trials in a row failed, the last with "
                            f"{last.user_attrs['end_reason'][len(ERROR):]} (trial {last.number}); not a trial-level "
                            f"fault: fix the cause and run the same command to resume")
         if GAVE_UP in statuses:
@@ -136,19 +136,19 @@ def run(space: Space, console, trials: int | None = None, storage: str | None = 
             if obj is not None and obj.nearest:
                 n = obj.nearest
                 near = f"; the nearest candidate had {n['key']}={n['value']:,} ({n['overshoot']:.0%} over budget)"
-            msg = (f"{space.file}: budget: {space.search['max_rejections']} candidates in a row were rejected before "
+            msg = (f"{space.file}: budget: {space.search.max_rejections} candidates in a row were rejected before "
                    f"training{near}; the space and the budget barely meet (check with nas-run {space.file} --check)")
             if not c["completed"]:
                 raise UserError(msg)
             console.print(f"[yellow]stopped early: {msg}[/]")
         standings = R.standings(all_trials, space.search)
-        if space.search["race_top"] and standings:
+        if space.search.race_top and standings:
             study.set_user_attr("race", standings)
             for row in standings:
                 vals = ", ".join(f"{v:.4f}" for v in row["val_accs"])
                 design = "" if row.get("first_trial") is None else f" (first_trials[{row['first_trial']}])"
                 counted = "its search run and race rounds" if row.get("search_counts") else "its race rounds"
-                kept = (f"; kept: no finalist beat it by more than race_margin {space.search['race_margin']:g}"
+                kept = (f"; kept: no finalist beat it by more than race_margin {space.search.race_margin:g}"
                         if row.get("kept") else "")
                 console.print(f"race: trial {row['trial']}{design} val {row['mean']:.4f} ± {row['std']:.4f} over {counted} "
                               f"({vals}); search split {row['search_val']:.4f}{kept}", highlight=False)
@@ -187,7 +187,7 @@ def publish_winner(study, space: Space, trial, data: D.Data, out: Path, console,
     console.print(f"retraining trial {trial.number} ({trial.user_attrs.get('params', 0):,} params): "
                   f"{r['seeds']} seeds x {r['epochs']} epochs on {r['train_on']}")
     k, threads, device = parallel
-    results, model = retrain(trial, space, data, trial_seed(space.search["seed"], trial.number),
+    results, model = retrain(trial, space, data, trial_seed(space.search.seed, trial.number),
                              log=lambda line: console.print("  " + line, highlight=False),
                              workers=k, threads=threads, device=device)
     ckpt = E.checkpoint(model, data.mean, data.std, trial.user_attrs["candidate"], results, space.text)
@@ -227,7 +227,7 @@ def export_study(name: str, console, trial: int | None = None, storage: str | No
     t = trials.get(number)
     if t is None or not t.user_attrs.get("trained") or is_race(t):
         raise UserError(f"--trial: expected the number of a trained search trial of {name}, got {number}")
-    data = D.load(space.data, "cpu", space.search["seed"])
+    data = D.load(space.data, "cpu", space.search.seed)
     best = Path(studies) / space.name / "best" / "checkpoint.pt"
     if prev and prev["trial"] == number and best.exists():  # the retrained winner: export its checkpoint again
         model, ckpt = E.load_checkpoint(best)
@@ -265,7 +265,7 @@ def report_study(name: str, console, storage: str | None = None, studies: str = 
     """`nas-report STUDY`: write STUDIES/NAME/report.html from the study as it is now (it may still be running)."""
     study, space = load_stored(name, storage, studies)
     try:
-        data, problem = D.load(space.data, "cpu", space.search["seed"]), ""
+        data, problem = D.load(space.data, "cpu", space.search.seed), ""
     except UserError as e:
         data, problem = None, f"the data could not be loaded ({e})"
     write_report(study, space, Path(studies) / space.name, data, console, problem)

@@ -29,9 +29,13 @@ TRAIN_ON = ("train", "train+val")
 SET_BY_DATASET = ("in_channels", "num_classes", "image_size")
 
 
+REQUIRED = object()  # a Spec default: the key must be given
+
+
 @dataclass(frozen=True)
 class Spec:
-    """One key: its type, default (None: required), a check and the words for what it expects."""
+    """One key: its type, default (REQUIRED, or None for an optional key left unset), a check and the words
+    for what it expects."""
 
     type: type
     default: Any
@@ -65,20 +69,20 @@ DATA = {
     "extra": Spec(bool, False, "true or false (svhn only: add the 531k-image extra split)"),
 }
 BUDGET = {
-    "params": Spec(int, 0, "an integer > 0 (trainable parameters)", _num(1)),
-    "macs": Spec(int, 0, "an integer > 0 (multiply-accumulates per image)", _num(1)),
-    "train_seconds": Spec(float, 0.0, "a number > 0 (seconds of one full retrain)", _num(0, lo_open=True)),
+    "params": Spec(int, None, "an integer > 0 (trainable parameters)", _num(1)),
+    "macs": Spec(int, None, "an integer > 0 (multiply-accumulates per image)", _num(1)),
+    "train_seconds": Spec(float, None, "a number > 0 (seconds of one full retrain)", _num(0, lo_open=True)),
     "fill": Spec(bool, False, "true or false (scale every candidate's widths to just under the params/MACs limits)"),
 }
 SEARCH = {
     "trials": Spec(int, 50, *POS_INT),
-    "epochs": Spec(int, 0, *POS_INT),  # 0 here means: default to retrain.epochs (full fidelity)
+    "epochs": Spec(int, None, *POS_INT),  # unset: retrain.epochs (full fidelity)
     "data_fraction": Spec(float, 1.0, "a number in (0, 1]", _num(0, 1, lo_open=True)),
     "sampler": _s(SAMPLERS, "tpe"),
     "multivariate": Spec(bool, True, "true or false"),
     "seed": Spec(int, 0, "an integer >= 0", _num(0)),
     "pruner": _s(PRUNERS, "successive_halving"),
-    "min_epochs": Spec(int, 0, "an integer >= 1 (epochs every trial trains before its first rung)", _num(1)),
+    "min_epochs": Spec(int, None, "an integer >= 1 (epochs every trial trains before its first rung)", _num(1)),
     "reduction_factor": Spec(int, 3, "an integer >= 2 (1 in reduction_factor trials goes on at each rung)", _num(2)),
     "startup_trials": Spec(int, 10, "an integer >= 0", _num(0)),
     "warmup_epochs": Spec(int, 1, "an integer >= 0", _num(0)),
@@ -88,21 +92,21 @@ SEARCH = {
     "race_margin": Spec(float, 0.0, "a number in [0, 0.1] (mean validation accuracy a finalist must gain over the "
                         "best raced first_trials design to replace it)", _num(0, 0.1)),
     "race_seeds": Spec(int, 3, "an integer >= 2 (race_seeds - 1 race rounds per finalist)", _num(2)),
-    # 0 here means: default to data.val_fraction (a race round validates on as many images as the search)
-    "race_val_fraction": Spec(float, 0.0, "a number in (0, 0.5] (share of the training data each race round "
+    # unset: data.val_fraction (a race round validates on as many images as the search)
+    "race_val_fraction": Spec(float, None, "a number in (0, 0.5] (share of the training data each race round "
                               "validates on)", _num(0, 0.5, lo_open=True)),
     "max_rejections": Spec(int, 200, *POS_INT),
     "max_failures": Spec(int, 3, "an integer >= 1 (failed trials in a row that stop the run)", _num(1)),
 }
 RETRAIN = {
-    "epochs": Spec(int, None, *POS_INT),
+    "epochs": Spec(int, REQUIRED, *POS_INT),
     "seeds": Spec(int, 3, *POS_INT),
     "train_on": _s(TRAIN_ON, "train+val"),
 }
 TRAIN = {
     "batch_size": Spec(int, 128, *POS_INT),
     "optimizer": _s(OPTIMIZERS, "sgd"),
-    "lr": Spec(float, None, "a number > 0", _num(0, lo_open=True)),
+    "lr": Spec(float, REQUIRED, "a number > 0", _num(0, lo_open=True)),
     "momentum": Spec(float, 0.9, *FRACTION),
     "nesterov": Spec(bool, True, "true or false"),
     "weight_decay": Spec(float, 5e-4, *NONNEG),
@@ -121,12 +125,73 @@ AUGMENT = {
     "contrast": Spec(float, 0.0, *FRACTION),
     "cutout": Spec(int, 0, "an integer >= 0 (square side in pixels)", _num(0)),
 }
-STAGE = {  # per-stage keys (a family's tuple fields without the plural s); None default: required
-    "width": Spec(int, None, "an integer >= 1 (channels)", _num(1)),
-    "depth": Spec(int, None, "an integer >= 0 (convs or blocks; 0 leaves the stage out, not the first)", _num(0)),
-    "pool": Spec(bool, None, "true or false (the stage starts with a transition; default: every stage but the first)"),
+STAGE = {  # per-stage keys (a family's tuple fields without the plural s)
+    "width": Spec(int, REQUIRED, "an integer >= 1 (channels)", _num(1)),
+    "depth": Spec(int, REQUIRED, "an integer >= 0 (convs or blocks; 0 leaves the stage out, not the first)", _num(0)),
+    "pool": Spec(bool, REQUIRED, "true or false (the stage starts with a transition; default: every stage but the first)"),
 }
 TOP = ("name", "data", "model", "train", "budget", "search", "retrain", "target")
+
+
+# The fixed sections, typed. Their keys, defaults and checks are the tables above (one place); the parser fills
+# every field, resolving the defaults that depend on other keys (search.epochs from retrain.epochs ...).
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str
+    root: str
+    val_fraction: float
+    extra: bool
+
+
+@dataclass(frozen=True)
+class BudgetConfig:
+    params: int | None  # None: no limit
+    macs: int | None
+    train_seconds: float | None
+    fill: bool
+
+    def limits(self) -> dict[str, float]:
+        """The limits that are set, by the `budget.Cost` field each bounds."""
+        return {k: v for k in ("params", "macs", "train_seconds") if (v := getattr(self, k)) is not None}
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    trials: int
+    epochs: int
+    data_fraction: float
+    sampler: str
+    multivariate: bool
+    seed: int
+    pruner: str
+    min_epochs: int
+    reduction_factor: int
+    startup_trials: int
+    warmup_epochs: int
+    race_top: int
+    race_first_trials: bool
+    race_margin: float
+    race_seeds: int
+    race_val_fraction: float
+    max_rejections: int
+    max_failures: int
+    first_trials: tuple = ()  # of {parameter name: value}, trained before anything is sampled
+
+
+@dataclass(frozen=True)
+class RetrainConfig:
+    epochs: int
+    seeds: int
+    train_on: str
+
+
+def data_config(**values) -> DataConfig:
+    """A data section from keyword values, checked and completed with the defaults as a space file's is."""
+    return DataConfig(**_fixed_section({"data": values}, "data", DATA, "<data>"))
+
+
+for _cls, _specs in ((DataConfig, DATA), (BudgetConfig, BUDGET), (SearchConfig, SEARCH), (RetrainConfig, RETRAIN)):
+    assert [f.name for f in dataclasses.fields(_cls) if f.name != "first_trials"] == list(_specs), _cls
 
 
 class _Loader(yaml.SafeLoader):
@@ -202,33 +267,29 @@ class Param:
         return self.value
 
 
-@dataclass
+@dataclass(frozen=True)
 class Space:
     file: str
     name: str
-    data: dict
+    data: DataConfig
     family: str
     model: dict[str, Param]
     stages: list[dict[str, Param]]
     train: dict[str, Param]
     augment: dict[str, Param]
-    budget: dict  # limits only: params, macs, train_seconds
-    fill: bool
-    search: dict
-    retrain: dict
+    budget: BudgetConfig
+    search: SearchConfig
+    retrain: RetrainConfig
     target: float | None
     text: str = field(repr=False, default="")
 
     def params(self) -> dict[str, Param]:
         """Every key by its Optuna name (fixed ones included)."""
-        out = {p.name: p for p in [*self.model.values(), *self.train.values(), *self.augment.values()]}
-        for stage in self.stages:
-            out.update({p.name: p for p in stage.values()})
-        return out
+        return _by_name(self.model, self.stages, self.train, self.augment)
 
     def sample(self, trial) -> dict:
         """Suggest every searchable value on `trial`; return the JSON-able candidate."""
-        meta = DATASETS[self.data["dataset"]]
+        meta = DATASETS[self.data.dataset]
         cfg = {"in_channels": meta.channels, "num_classes": meta.classes, "image_size": meta.size}
         for key, p in self.model.items():
             cfg[key] = p.sample(trial)
@@ -264,20 +325,21 @@ def parse(raw: Any, file: str = "<space>", text: str = "") -> Space:
     for section in ("data", "model", "retrain"):
         if section not in raw:
             raise SpaceError(file, section, "a section (required)", None, show_got=False)
-    data = _fixed_section(raw, "data", DATA, file)
-    budget = _fixed_section(raw, "budget", BUDGET, file)
-    fill = budget.pop("fill")
-    budget = {k: v for k, v in budget.items() if v}
-    if fill and not ({"params", "macs"} & set(budget)):
+    data = DataConfig(**_fixed_section(raw, "data", DATA, file))
+    budget = BudgetConfig(**_fixed_section(raw, "budget", BUDGET, file))
+    if budget.fill and budget.params is None and budget.macs is None:
         raise SpaceError(file, "budget.fill", "a params or macs limit to fill (or fill: false)", True)
-    retrain = _fixed_section(raw, "retrain", RETRAIN, file)
+    retrain = RetrainConfig(**_fixed_section(raw, "retrain", RETRAIN, file))
     search_raw = dict(_mapping(raw.get("search", {}) or {}, file, "search"))
     first_trials_raw = search_raw.pop("first_trials", [])
     search = _fixed_section({"search": search_raw}, "search", SEARCH, file)
-    search["epochs"] = search["epochs"] or retrain["epochs"]
-    search["min_epochs"] = search["min_epochs"] or max(1, round(search["epochs"] / 7))  # 15 epochs: rungs at 2, 6
-    search["race_val_fraction"] = search["race_val_fraction"] or data["val_fraction"]
-    if data["extra"] and data["dataset"] != "svhn":
+    if search["epochs"] is None:
+        search["epochs"] = retrain.epochs
+    if search["min_epochs"] is None:
+        search["min_epochs"] = max(1, round(search["epochs"] / 7))  # 15 epochs: rungs at 2, 6
+    if search["race_val_fraction"] is None:
+        search["race_val_fraction"] = data.val_fraction
+    if data.extra and data.dataset != "svhn":
         raise SpaceError(file, "data.extra", "false (the extra split exists for svhn only)", True)
 
     model_raw = _mapping(raw["model"], file, "model")
@@ -297,15 +359,23 @@ def parse(raw: Any, file: str = "<space>", text: str = "") -> Space:
     name = raw.get("name", Path(file).stem)
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise SpaceError(file, "name", "a study name of letters, digits, '_', '.', '-'", name)
-    if search["race_val_fraction"] + data["val_fraction"] >= 1:
+    if search["race_val_fraction"] + data.val_fraction >= 1:
         raise SpaceError(file, "search.race_val_fraction", f"less than 1 - data.val_fraction "
-                         f"({1 - data['val_fraction']:g}: a race round must leave images to train on)",
+                         f"({1 - data.val_fraction:g}: a race round must leave images to train on)",
                          search["race_val_fraction"])
     if search["min_epochs"] > search["epochs"]:
         raise SpaceError(file, "search.min_epochs", f"at most search.epochs ({search['epochs']})", search["min_epochs"])
-    space = Space(file, name, data, family, model, stages, train, augment, budget, fill, search, retrain, target, text)
-    search["first_trials"] = _first_trials(first_trials_raw, space.params(), file)
-    return space
+    first_trials = _first_trials(first_trials_raw, _by_name(model, stages, train, augment), file)
+    return Space(file, name, data, family, model, stages, train, augment, budget,
+                 SearchConfig(**search, first_trials=tuple(first_trials)), retrain, target, text)
+
+
+def _by_name(model, stages, train, augment) -> dict[str, Param]:
+    """Every key by its Optuna name (fixed ones included)."""
+    out = {p.name: p for p in [*model.values(), *train.values(), *augment.values()]}
+    for stage in stages:
+        out.update({p.name: p for p in stage.values()})
+    return out
 
 
 def _first_trials(raw, params: dict[str, Param], file) -> list[dict]:
@@ -360,7 +430,7 @@ def _fixed_section(raw, section, specs, file) -> dict:
     out = {}
     for key, spec in specs.items():
         if key not in values:
-            if spec.default is None:
+            if spec.default is REQUIRED:
                 raise SpaceError(file, f"{section}.{key}", spec.expected + " (required)", None, show_got=False)
             out[key] = spec.default
             continue
@@ -425,7 +495,7 @@ def _params(raw: dict, specs: dict[str, Spec], file, section) -> dict[str, Param
     for key, spec in specs.items():
         if key in raw:
             out[key] = _param(raw[key], spec, file, f"{section}.{key}", f"{section}.{key}")
-        elif spec.default is None:
+        elif spec.default is REQUIRED:
             raise SpaceError(file, f"{section}.{key}", spec.expected + " (required)", None, show_got=False)
         else:
             out[key] = Param(f"{section}.{key}", value=spec.default)

@@ -5,6 +5,7 @@ seed, enqueued with user attr `race_of`). Counting, the stop rule and the winner
 """
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import optuna
 from optuna.trial import TrialState
 
 from search.errors import UserError
-from search.space import Space
+from search.space import SearchConfig, Space
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -21,9 +22,9 @@ def default_storage(space: Space, studies: str) -> str:
     return f"sqlite:///{Path(studies) / space.name}.db"
 
 
-def sampler_seed(search: dict, worker: int, existing: int) -> int:
+def sampler_seed(search: SearchConfig, worker: int, existing: int) -> int:
     """Workers of one run (index) and reruns (trials already stored) start from different seeds."""
-    return (search["seed"] + 7919 * worker + 104_729 * existing) % 2**31
+    return (search.seed + 7919 * worker + 104_729 * existing) % 2**31
 
 
 class _SeededPerTrial:
@@ -52,13 +53,13 @@ class SeededRandomSampler(_SeededPerTrial, optuna.samplers.RandomSampler):
     pass
 
 
-def make_sampler(search: dict, seed: int) -> optuna.samplers.BaseSampler:
-    kind = search["sampler"]
+def make_sampler(search: SearchConfig, seed: int) -> optuna.samplers.BaseSampler:
+    kind = search.sampler
     if kind == "tpe":
-        return SeededTPESampler(seed=seed, multivariate=search["multivariate"], constant_liar=True,
-                                n_startup_trials=search["startup_trials"], study_seed=search["seed"])
+        return SeededTPESampler(seed=seed, multivariate=search.multivariate, constant_liar=True,
+                                n_startup_trials=search.startup_trials, study_seed=search.seed)
     if kind == "random":
-        return SeededRandomSampler(seed=seed, study_seed=search["seed"])
+        return SeededRandomSampler(seed=seed, study_seed=search.seed)
     if kind == "qmc":
         return optuna.samplers.QMCSampler(seed=seed)
     if kind == "gp":
@@ -68,15 +69,15 @@ def make_sampler(search: dict, seed: int) -> optuna.samplers.BaseSampler:
     raise ValueError(kind)
 
 
-def make_pruner(search: dict) -> optuna.pruners.BasePruner:
+def make_pruner(search: SearchConfig) -> optuna.pruners.BasePruner:
     """Steps are epochs trained (1 = after the first epoch); every trial is planned for `search.epochs`."""
-    kind, eta, low = search["pruner"], search["reduction_factor"], search["min_epochs"]
+    kind, eta, low = search.pruner, search.reduction_factor, search.min_epochs
     if kind == "successive_halving":
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=low, reduction_factor=eta)
     if kind == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=low, max_resource=search["epochs"], reduction_factor=eta)
+        return optuna.pruners.HyperbandPruner(min_resource=low, max_resource=search.epochs, reduction_factor=eta)
     if kind == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=search["startup_trials"], n_warmup_steps=search["warmup_epochs"])
+        return optuna.pruners.MedianPruner(n_startup_trials=search.startup_trials, n_warmup_steps=search.warmup_epochs)
     return optuna.pruners.NopPruner()
 
 
@@ -93,7 +94,7 @@ def open_study(space: Space, storage, worker: int = 0) -> optuna.Study:
             study.set_metric_names(["val accuracy"])
     elif study.user_attrs["space"] != space.text:
         check_same_space(study, space)
-    for i, params in enumerate(space.search["first_trials"]):  # a design already in the study is not queued again
+    for i, params in enumerate(space.search.first_trials):  # a design already in the study is not queued again
         study.enqueue_trial(params, user_attrs={"first_trial": i}, skip_if_exists=True)
     existing = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)))
     study.sampler = make_sampler(space.search, sampler_seed(space.search, worker, existing))
@@ -110,15 +111,20 @@ def check_same_space(study: optuna.Study, space: Space) -> None:
     old = parse(read_yaml(old_text), study.user_attrs.get("space_file", space.file), old_text)
     how = (f"to keep both, give the edited file a new `name:` (a new study); to continue {space.name}, "
            f"restore the file as it was (nas-export {space.name} prints nothing new)")
-    fixed = ("data", "budget", "fill", "retrain", "family", "target")
-    for key in fixed:
+    for section in ("data", "budget", "retrain"):
+        for key in (f.name for f in dataclasses.fields(getattr(space, section))):
+            a, b = getattr(getattr(old, section), key), getattr(getattr(space, section), key)
+            if a != b:
+                raise UserError(f"{space.file}: {section}.{key}: changed since study {space.name!r} began "
+                                f"({a!r} -> {b!r}); {how}")
+    for key in ("family", "target"):
         if getattr(old, key) != getattr(space, key):
             raise UserError(f"{space.file}: {key}: changed since study {space.name!r} began "
                             f"({getattr(old, key)!r} -> {getattr(space, key)!r}); {how}")
-    for key in sorted(set(old.search) | set(space.search)):
-        if key not in ("trials", "first_trials") and old.search.get(key) != space.search.get(key):
+    for key in sorted(f.name for f in dataclasses.fields(space.search)):
+        if key not in ("trials", "first_trials") and getattr(old.search, key) != getattr(space.search, key):
             raise UserError(f"{space.file}: search.{key}: changed since study {space.name!r} began "
-                            f"({old.search.get(key)!r} -> {space.search.get(key)!r}); {how}")
+                            f"({getattr(old.search, key)!r} -> {getattr(space.search, key)!r}); {how}")
     old_params, new_params = old.params(), space.params()
     for name in sorted(set(old_params) | set(new_params)):
         a, b = old_params.get(name), new_params.get(name)

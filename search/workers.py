@@ -103,7 +103,7 @@ def run_worker(space: Space, storage_url: str, trials: int, device: str, threads
     torch.set_num_threads(threads)
     dev = pick_device(device, worker)
     if data is None:
-        data = D.load(space.data, dev, space.search["seed"])
+        data = D.load(space.data, dev, space.search.seed)
     study = open_study(space, make_storage(storage_url, heartbeat), worker)
     obj = Objective(space, data, dev, trials, race_phase, clock=clock)
     while not (obj.gave_up or obj.failing or (not race_phase and not obj.may_start(study))):

@@ -11,13 +11,14 @@ from search import data as D
 from search import space as S
 from search import objective as O
 from search.data import DATASETS
+from search.space import BudgetConfig
 
 
 def test_violations_are_normalized_overshoots():
     cost = B.Cost(params=12_000, macs=500_000, train_seconds=30.0)
-    assert B.violations(cost, {"params": 8000, "macs": 1_000_000, "train_seconds": 60}) == {
+    assert B.violations(cost, BudgetConfig(8000, 1_000_000, 60, fill=False)) == {
         "params": 0.5, "macs": -0.5, "train_seconds": -0.5}
-    assert B.violations(B.Cost(10, 10), {"train_seconds": 5}) == {}  # unmeasured: no value
+    assert B.violations(B.Cost(10, 10), BudgetConfig(None, None, 5, fill=False)) == {}  # unmeasured: no value
 
 
 def test_time_is_measured_only_when_params_and_macs_fit():
@@ -25,9 +26,9 @@ def test_time_is_measured_only_when_params_and_macs_fit():
     recipe = {"batch_size": 32, "optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True,
               "weight_decay": 0.0, "label_smoothing": 0.0, "augment": {"rotate": 10.0}}
     meta = DATASETS["fashion_mnist"]
-    cost, over = B.check(model, recipe, {"params": 100, "train_seconds": 10}, meta, n_train=1000, n_eval=0, epochs=1)
+    cost, over = B.check(model, recipe, BudgetConfig(100, None, 10, fill=False), meta, n_train=1000, n_eval=0, epochs=1)
     assert cost.train_seconds is None and over["params"] > 0 and "train_seconds" not in over
-    cost, over = B.check(model, recipe, {"params": 10**6, "train_seconds": 1e6}, meta, n_train=1000, n_eval=0, epochs=2)
+    cost, over = B.check(model, recipe, BudgetConfig(10**6, None, 1e6, fill=False), meta, n_train=1000, n_eval=0, epochs=2)
     assert cost.train_seconds > 0 and over["train_seconds"] < 0
     sps = B.seconds_per_step(model, recipe, meta, "cpu")
     assert B.estimate_train_seconds(sps, 32, 3200, 0, 2) == pytest.approx(2 * B.estimate_train_seconds(sps, 32, 3200, 0, 1))
@@ -58,14 +59,15 @@ def test_fill_scales_widths_to_just_under_the_limits():
     meta = DATASETS["mnist"]
     cand = {"family": "convnet", "train": {}, "model": {"in_channels": 1, "num_classes": 10, "image_size": 28,
                                                         "widths": [4, 8, 16], "depths": [1, 2, 1], "head": "gap_fc", "fc_width": 8}}
-    for budget in ({"params": 8000}, {"params": 50_000}, {"params": 8000, "macs": 400_000}):
+    for params_limit, macs_limit in ((8000, None), (50_000, None), (8000, 400_000)):
+        budget = BudgetConfig(params_limit, macs_limit, None, fill=True)
         filled = B.fill(cand, budget, meta)
         model = models.build("convnet", **filled["model"])
         params, macs = B.count_params(model), B.count_macs(model, meta)
-        assert params <= budget["params"] and macs <= budget.get("macs", macs)
+        assert params <= params_limit and macs <= (macs_limit or macs)
         bigger = models.build("convnet", **B.scaled(filled, 1.1)["model"])  # 10% wider breaks a limit
-        assert B.count_params(bigger) > budget["params"] or B.count_macs(bigger, meta) > budget.get("macs", 10**12)
+        assert B.count_params(bigger) > params_limit or B.count_macs(bigger, meta) > (macs_limit or 10**12)
         w = filled["model"]["widths"]
         assert w[0] <= w[1] <= w[2]  # the shape is kept
-    too_small = B.fill(cand, {"params": 20}, meta)  # even 1 channel per conv is over: returned as sampled
+    too_small = B.fill(cand, BudgetConfig(20, None, None, fill=True), meta)  # even 1 channel per conv is over: returned as sampled
     assert too_small == cand

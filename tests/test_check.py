@@ -1,6 +1,7 @@
 """`nas-run SPACE --check`: the budget table and the price of the whole run, before anything trains."""
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import optuna
@@ -13,17 +14,17 @@ from search import space as S
 
 def test_expected_epochs_per_pruner():
     base = S.parse(tiny_space(retrain={"epochs": 15}, search={"min_epochs": 2, "reduction_factor": 3})).search
-    sh = {**base, "pruner": "successive_halving"}
+    sh = dataclasses.replace(base, pruner="successive_halving")
     steady = 2 + 4 / 3 + 9 / 9  # rungs at 2 and 6 of 15: everyone trains 2, 1 in 3 goes on to 6, 1 in 9 to 15
     assert check.expected_epochs(sh, 1) == 15  # the first trial has no competitor at any rung
     assert check.expected_epochs(sh, 2) == pytest.approx((15 + (2 + 15) / 2) / 2, abs=0.4)  # the 2nd: 50% best
     assert check.expected_epochs(sh, 1000) == pytest.approx(steady, rel=0.02)
     assert check.expected_epochs(sh, 38) > steady + 0.3  # a 40-trial study's early trials pass rungs on few rivals
     assert check.expected_epochs(sh, 38) == check.expected_epochs(sh, 38)  # seeded: the same figure every time
-    hb = {**base, "pruner": "hyperband"}  # Optuna's 2 brackets, starting at 2 and at 6, get 3 and 2 shares
+    hb = dataclasses.replace(base, pruner="hyperband")  # Optuna's 2 brackets, starting at 2 and at 6, get 3 and 2 shares
     assert check.expected_epochs(hb, 1000) == pytest.approx((3 * steady + 2 * (6 + 9 / 3)) / 5, rel=0.02)
-    assert check.expected_epochs({**base, "pruner": "none"}, 38) == 15
-    assert check.expected_epochs({**base, "pruner": "median"}, 38) == pytest.approx(15 * check.MEDIAN_SHARE)
+    assert check.expected_epochs(dataclasses.replace(base, pruner="none"), 38) == 15
+    assert check.expected_epochs(dataclasses.replace(base, pruner="median"), 38) == pytest.approx(15 * check.MEDIAN_SHARE)
 
 
 def test_halving_replay_prunes_where_optuna_does():

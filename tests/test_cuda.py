@@ -11,13 +11,14 @@ import torch
 import models
 from conftest import FM_SLICE, nas_run, tiny_space, write_space
 from search import data as D
+from search.space import data_config
 from search.export import load_checkpoint
 from search.space import TRAIN
 from search.train import evaluate, make_optimizer, predict, train
 from search.workers import plan_workers
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device (these run on GPU machines)")
-CFG = {"dataset": "fashion_mnist", "root": str(FM_SLICE), "val_fraction": 0.2}
+CFG = data_config(dataset="fashion_mnist", root=str(FM_SLICE), val_fraction=0.2)
 
 
 def recipe() -> dict:

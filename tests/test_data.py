@@ -1,6 +1,8 @@
 """Datasets from local IDX files, the cache, the validation split, and on-device augmentation."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import gzip
 import shutil
 
@@ -10,9 +12,10 @@ import torch
 from conftest import FM_SLICE
 from search import augment
 from search import data as D
+from search.space import data_config
 from search.errors import UserError
 
-CFG = {"dataset": "fashion_mnist", "root": str(FM_SLICE), "val_fraction": 0.2}
+CFG = data_config(dataset="fashion_mnist", root=str(FM_SLICE), val_fraction=0.2)
 
 
 def test_idx_slice_loads_split_and_normalizes():
@@ -29,24 +32,24 @@ def test_plain_and_gzipped_idx_and_torchvision_layout_give_the_same_data(tmp_pat
     for f in FM_SLICE.glob("*.gz"):
         (raw / f.stem).write_bytes(gzip.decompress(f.read_bytes()))
     a = D.load(CFG, "cpu", 0)
-    b = D.load({**CFG, "root": str(tmp_path)}, "cpu", 0)
+    b = D.load(replace(CFG, root=str(tmp_path)), "cpu", 0)
     assert torch.equal(a.train.x, b.train.x) and torch.equal(a.test.y, b.test.y)
 
 
 def test_second_load_comes_from_the_cache(tmp_path, monkeypatch):
     root = tmp_path / "fm"
     shutil.copytree(FM_SLICE, root)
-    first = D.load({**CFG, "root": str(root)}, "cpu", 0)
+    first = D.load(replace(CFG, root=str(root)), "cpu", 0)
 
     def no_decoding(path):
         raise AssertionError(f"decoded {path} again instead of reading the cache")
 
     monkeypatch.setattr(D, "_read_idx", no_decoding)
-    second = D.load({**CFG, "root": str(root)}, "cpu", 0)
+    second = D.load(replace(CFG, root=str(root)), "cpu", 0)
     assert torch.equal(first.train.x, second.train.x) and torch.equal(first.val.y, second.val.y)
     (root / "t10k-labels-idx1-ubyte.gz").touch()  # a changed file is a new cache entry: decoded again
     with pytest.raises(AssertionError, match="decoded"):
-        D.load({**CFG, "root": str(root)}, "cpu", 0)
+        D.load(replace(CFG, root=str(root)), "cpu", 0)
 
 
 def test_split_is_deterministic_stratified_and_disjoint():
@@ -92,7 +95,7 @@ def test_a_race_round_can_validate_on_more_images_than_the_search():
 def test_missing_files_offline_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setenv("NAS_RUN_CACHE", str(tmp_path / "cache"))
     with pytest.raises(UserError) as e:
-        D.load({**CFG, "root": str(tmp_path / "nothing")}, "cpu", 0)
+        D.load(replace(CFG, root=str(tmp_path / "nothing")), "cpu", 0)
     msg = str(e.value)
     assert "\n" not in msg and "train-images-idx3-ubyte.gz" in msg and str(tmp_path / "nothing") in msg
 

@@ -100,7 +100,7 @@ def test_pareto_front_by_hand():
 def test_confusion_matrix_sums_to_the_test_size_and_matches_the_retrain(finished):
     tmp, space_file, _, study = finished
     space = S.load(space_file)
-    data = D.load(space.data, "cpu", space.search["seed"])
+    data = D.load(space.data, "cpu", space.search.seed)
     test = RP.test_predictions(tmp / "studies" / "tiny" / "best" / "checkpoint.pt", data)
     cm = test.confusion(data.meta.classes)
     assert cm.sum().item() == len(data.test)

@@ -33,7 +33,7 @@ def test_grammar(tmp_path):
     lr = space.train["lr"]
     assert (lr.low, lr.high, lr.log, lr.is_int) == (1e-3, 1e-1, True, False)
     assert space.stages[1]["depth"].choices == (1, 2)
-    assert space.search["epochs"] == 1 and space.retrain["train_on"] == "train+val"  # defaults filled in
+    assert space.search.epochs == 1 and space.retrain.train_on == "train+val"  # defaults filled in
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     trial = study.ask()
     cand = space.sample(trial)

@@ -181,7 +181,7 @@ def test_trials_are_planned_full_length_and_survivors_of_every_rung_train_it(pru
     raw = tiny_space(search={"seed": 0, "pruner": pruner, "min_epochs": 1, "reduction_factor": 3, "race_top": 0},
                      retrain={"epochs": 9, "seeds": 1}, budget={})
     space = S.parse(raw)
-    assert space.search["epochs"] == 9
+    assert space.search.epochs == 9
     monkeypatch.setattr(O, "train", _curve_train)
     obj = O.Objective(space, D.load(space.data, "cpu", 0), torch.device("cpu"), trials=10**6)
     # a fixed name: Hyperband assigns brackets by hashing the study name, and an unnamed study gets a random one

@@ -9,6 +9,7 @@ import torch
 import models
 from conftest import FM_SLICE
 from search import data as D
+from search.space import data_config
 from search.space import TRAIN
 from search.space import SCHEDULERS
 from search.train import evaluate, train
@@ -16,7 +17,7 @@ from search.train import evaluate, train
 
 @pytest.fixture(scope="module")
 def data():
-    return D.load({"dataset": "fashion_mnist", "root": str(FM_SLICE), "val_fraction": 0.2}, "cpu", 0)
+    return D.load(data_config(dataset="fashion_mnist", root=str(FM_SLICE), val_fraction=0.2), "cpu", 0)
 
 
 def recipe(**over) -> dict:

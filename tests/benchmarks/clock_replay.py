@@ -29,7 +29,7 @@ from search.study import is_race  # noqa: E402
 def replay(row: dict, workers: int) -> dict:
     work, name = Path(row["log"]).parent, row["what"].removeprefix("nas-run ")
     study, space = load_stored(name, None, str(work / "studies"))
-    data = D.load(space.data, "cpu", space.search["seed"])
+    data = D.load(space.data, "cpu", space.search.seed)
     trials = study.get_trials(deepcopy=False)
     search = [t for t in trials if not is_race(t) and t.datetime_complete]
     ended = max(t.datetime_complete for t in search if t.user_attrs.get("trained"))

@@ -13,6 +13,7 @@ import torch
 
 import models
 from search import data as D
+from search.space import data_config
 from search.budget import count_params
 from search.space import TRAIN
 from search.train import evaluate, train
@@ -26,7 +27,7 @@ def main():
     p.add_argument("--threads", type=int, default=os.cpu_count())
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    data = D.load({"dataset": "fashion_mnist", "root": "/usr/share/datasets/fashion-mnist", "val_fraction": 0.1}, "cpu", 0)
+    data = D.load(data_config(dataset="fashion_mnist", root="/usr/share/datasets/fashion-mnist", val_fraction=0.1), "cpu", 0)
     full = D.Split(torch.cat([data.train.x, data.val.x]), torch.cat([data.train.y, data.val.y]))
     r = {k: s.default for k, s in TRAIN.items()}
     r.update(batch_size=128, optimizer="sgd", lr=0.05, scheduler="onecycle", augment={"rotate": 10.0})

@@ -35,6 +35,7 @@ CANDIDATES = {
 def worker(rank, ks, candidate, device, threads, impl, barrier, results):
     import models
     from search import data as D
+    from search.space import data_config
     from search import train as T
 
     torch.set_num_threads(threads)
@@ -42,7 +43,7 @@ def worker(rank, ks, candidate, device, threads, impl, barrier, results):
         plain = T.make_optimizer
         T.make_optimizer = lambda model, r: _foreach(plain, model, r)
     dev = torch.device(device)
-    data = D.load({"dataset": "fashion_mnist", "root": str(FM), "val_fraction": 0.1}, dev, seed=0)
+    data = D.load(data_config(dataset="fashion_mnist", root=str(FM), val_fraction=0.1), dev, seed=0)
     r = seed_recipe()
     torch.manual_seed(rank)
     warm = D.Split(data.train.x[:128 * 40], data.train.y[:128 * 40])
@@ -97,9 +98,10 @@ def main():
     import models
     from search import data as D
     from search.budget import count_params
+    from search.space import data_config
     from search.mps import shared_gpu
 
-    D.load({"dataset": "fashion_mnist", "root": str(FM), "val_fraction": 0.1}, "cpu", seed=0)  # fill the cache once
+    D.load(data_config(dataset="fashion_mnist", root=str(FM), val_fraction=0.1), "cpu", seed=0)  # fill the cache once
     ks = [int(k) for k in args.ks.split(",")]
     impls = ["fused", "foreach"] if args.optimizer_impl == "both" else [args.optimizer_impl]
     name = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"cpu ({os.cpu_count()} cores)"

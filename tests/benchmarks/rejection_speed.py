@@ -7,6 +7,7 @@ candidate pays the full params + MACs check. Prints median and 90th percentile i
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import statistics
 import time
@@ -29,8 +30,8 @@ def main():
     torch.set_num_threads(args.threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = S.load(args.space)
-    budget = {**space.budget, "macs": 1}  # everything is rejected after both counts
-    meta = DATASETS[space.data["dataset"]]
+    budget = dataclasses.replace(space.budget, macs=1)  # everything is rejected after both counts
+    meta = DATASETS[space.data.dataset]
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     times, params = [], []
     for i in range(args.n + 5):

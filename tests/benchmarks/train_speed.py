@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 import models
 from search import data as D
+from search.space import data_config
 from search.space import TRAIN
 from search.train import evaluate, make_optimizer, make_scheduler, train
 
@@ -89,7 +90,7 @@ def main():
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    data = D.load({"dataset": "fashion_mnist", "root": str(FM), "val_fraction": 0.1}, device, seed=0)
+    data = D.load(data_config(dataset="fashion_mnist", root=str(FM), val_fraction=0.1), device, seed=0)
     train_idx, _ = D.stratified_split(D._cached_raw("fashion_mnist", FM, False)["train_y"], 0.1, 0)
     print(f"Fashion-MNIST {len(data.train)} train / {len(data.val)} val, {args.epochs} epochs, batch {args.batch_size}, "
           f"{device}, {args.threads} threads, model {NET}")

@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 import models  # noqa: E402
 from search import data as D  # noqa: E402
+from search.space import data_config  # noqa: E402
 from search.budget import count_params  # noqa: E402
 from search.space import TRAIN  # noqa: E402
 from search.train import evaluate, train  # noqa: E402
@@ -71,7 +72,7 @@ def build_task(out: Path, n_train: int = 8000, seed: int = 0) -> Path:
 
 def load_task(root: Path):
     """The task's data (train / val / test splits) and train + val as one split: what a retrain trains on."""
-    data = D.load({"dataset": "fashion_mnist", "root": str(root), "val_fraction": 0.1}, "cpu", 0)
+    data = D.load(data_config(dataset="fashion_mnist", root=str(root), val_fraction=0.1), "cpu", 0)
     return data, D.Split(torch.cat([data.train.x, data.val.x]), torch.cat([data.train.y, data.val.y]))
 
 
