@@ -185,7 +185,7 @@ def publish_winner(study, space: Space, trial, data: D.Data, out: Path, console,
         return prev
     r = space.retrain
     console.print(f"retraining trial {trial.number} ({trial.user_attrs.get('params', 0):,} params): "
-                  f"{r['seeds']} seeds x {r['epochs']} epochs on {r['train_on']}")
+                  f"{r.seeds} seeds x {r.epochs} epochs on {r.train_on}")
     k, threads, device = parallel
     results, model = retrain(trial, space, data, trial_seed(space.search.seed, trial.number),
                              log=lambda line: console.print("  " + line, highlight=False),
