@@ -6,9 +6,6 @@ prices a trial) and of the `search.first_trials` designs (they train the full le
 """
 from __future__ import annotations
 
-import bisect
-import math
-import random
 import statistics
 
 import torch
@@ -17,12 +14,12 @@ from rich.table import Table
 
 from search import budget as B
 from search.budget import no_fit_error, sample_costs
-from search.clock import phase_sizes
+from search.cost import phase_sizes, run_cost
 from search import data as D
 from search.data import DATASETS, train_size
 from search.errors import UserError
 from search.progress import describe
-from search.space import SearchConfig, Space
+from search.space import Space
 
 TIMED = 6  # candidates timed across the MACs range: the train_seconds column and a trial's price
 
@@ -30,67 +27,6 @@ TIMED = 6  # candidates timed across the MACs range: the train_seconds column an
 def _q(values: list[float], q: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, int(q * len(values)))]
-
-
-MEDIAN_SHARE = 10.7 / 15  # median pruner: share of the full length a trained trial ran, measured (issue #9's run)
-SIMULATED_STUDIES = 300  # successive halving is priced by replaying its rule over this many random studies
-
-
-def rungs(first: int, eta: int, epochs: int) -> list[int]:
-    """Epochs at which successive halving starting at `first` decides, then the full length."""
-    levels = [first]
-    while levels[-1] * eta < epochs:
-        levels.append(levels[-1] * eta)
-    return levels + [epochs]
-
-
-def halving_run(values: list[float], levels: list[int], eta: int) -> list[int]:
-    """Epochs each trial trains when trials with these validation accuracies (the same at every rung) meet
-    Optuna's SuccessiveHalvingPruner one after another: at each rung a trial goes on when its value is among the
-    best max(1, k // eta) of the k trials that reached that rung so far, itself included."""
-    reached = [[] for _ in levels[:-1]]  # sorted values seen at each rung
-    out = []
-    for value in values:
-        ran = levels[-1]
-        for rung, seen in enumerate(reached):
-            bisect.insort(seen, value)
-            if value < seen[-max(1, len(seen) // eta)]:
-                ran = levels[rung]
-                break
-        out.append(ran)
-    return out
-
-
-def halving_epochs(trials: int, levels: list[int], eta: int, seed: int = 0) -> float:
-    """Mean epochs a trial trains among `trials` (halving_run) for trials of steady quality: random values, the
-    mean over SIMULATED_STUDIES replays, seeded (the same figure every time). The first trials of a study pass
-    rungs on few competitors (the first goes the full length), so short studies train more per trial."""
-    if trials <= 0:
-        return 0.0
-    trials = min(trials, 1000)  # longer studies average within 1% of 1,000 trials' figure (and replaying costs n^2)
-    rng = random.Random(seed)
-    runs = (halving_run([rng.random() for _ in range(trials)], levels, eta) for _ in range(SIMULATED_STUDIES))
-    return sum(sum(r) for r in runs) / (SIMULATED_STUDIES * trials)
-
-
-def expected_epochs(search: SearchConfig, trials: int) -> float:
-    """Epochs each of `trials` pruned search trials is expected to train. Successive halving replays Optuna's
-    promotion rule (halving_epochs): for 38 trials at rungs 2 and 6 of 15 that is ~4.8 epochs, not the 4.3 of
-    an endless study, because early trials pass rungs on few competitors. Hyperband splits the trials between
-    its brackets as Optuna does (bracket s gets ceil(n * eta^s / (s + 1)) shares) and halves within each; the
-    median pruner's share is measured, not derived. A sampler that keeps improving gets more trials through
-    than any of this: measured 5.8 and 7.2 on the 8k Fashion-MNIST task (tests/benchmarks/vs_hand.py)."""
-    E, eta, low, kind = search.epochs, search.reduction_factor, search.min_epochs, search.pruner
-    if kind == "successive_halving":
-        return halving_epochs(trials, rungs(min(low, E), eta, E), eta)
-    if kind == "hyperband":
-        n = math.floor(math.log(E / low, eta)) + 1 if low < E else 1
-        shares = [math.ceil(n * eta ** (n - 1 - b) / (n - b)) for b in range(n)]
-        return sum(share * halving_epochs(max(1, round(trials * share / sum(shares))), rungs(min(low * eta ** b, E), eta, E), eta)
-                   for b, share in enumerate(shares)) / sum(shares)
-    if kind == "median":
-        return E * MEDIAN_SHARE
-    return float(E)
 
 
 def sizes(space: Space) -> tuple[dict, str]:
@@ -104,32 +40,6 @@ def sizes(space: Space) -> tuple[dict, str]:
         n_val = round(n_full * space.data.val_fraction)
         n_train, source = n_full - n_val, f"the official {space.data.dataset} size (files not found)"
     return phase_sizes(space, n_train, n_val), source
-
-
-def run_cost(space: Space, sps: float, bs: int, n: dict, trials: int, workers: int, cpu: bool = True,
-             designs: tuple = ()) -> dict:
-    """Seconds of the whole run for `trials` trained trials: search, race, retrain (rejections cost ~ms; ignored).
-    `sps` / `bs`: a typical candidate's seconds per step and batch size. `search.first_trials` designs train the
-    full length, at their own timing where `designs` gives it ((sps, bs) each), the other trials the pruner's
-    expected share of it. Every phase runs on `workers` processes at the timed thread count; the retrain's seeds
-    in parallel, on CPU one process each where they do not fill whole waves (seeds / workers x one seed's time;
-    on GPUs in waves)."""
-    s, r = space.search, space.retrain
-    per_epoch = B.estimate_train_seconds(sps, bs, n["search"], n["val"], 1)
-    race_epoch = B.estimate_train_seconds(sps, bs, n["race"], n["race_val"], 1)
-    first = min(len(s.first_trials), trials)
-    timed = [B.estimate_train_seconds(d_sps, d_bs, n["search"], n["val"], 1) for d_sps, d_bs in designs][:first]
-    first_seconds = s.epochs * (sum(timed) + (first - len(timed)) * per_epoch)
-    epochs = expected_epochs(s, trials - first)
-    # at most: a design that ranks among the top race_top is raced once, as one of them
-    finals = s.race_top + (first if s.race_first_trials else 0) if s.race_top else 0
-    race = finals * (s.race_seeds - 1)
-    retrain_one = B.estimate_train_seconds(sps, bs, n["retrain"], 0, r.epochs)
-    return {"epochs_per_trial": (first * s.epochs + (trials - first) * epochs) / max(1, trials), "per_epoch": per_epoch,
-            "search": (first_seconds + (trials - first) * epochs * per_epoch) / workers,
-            "race": race * s.epochs * race_epoch / workers, "race_runs": race,
-            "retrain": (max(1, r.seeds / workers) if cpu else -(-r.seeds // workers)) * retrain_one,
-            "retrain_one": retrain_one}
 
 
 def design_models(space: Space) -> list:

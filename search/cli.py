@@ -51,7 +51,8 @@ def run_parser() -> argparse.ArgumentParser:
     p.add_argument("--trials", type=_positive, help="trained trials to reach (default: search.trials)")
     p.add_argument("--storage", help="Optuna storage URL (default: sqlite:///STUDIES/NAME.db)")
     p.add_argument("--studies", default="studies", help="output directory (default: studies)")
-    p.add_argument("--workers", type=_workers, default=1, help="worker processes on this machine, or auto")
+    p.add_argument("--workers", type=_workers, default="auto", help="worker processes on this machine (default: auto, "
+                   "one single-thread worker per core; on GPUs several per GPU)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     p.add_argument("--no-retrain", action="store_true", help="search only: skip retraining and export")
     p.add_argument("--heartbeat", type=_positive, default=10, help="seconds between trial heartbeats (stale after 3x)")
@@ -88,11 +89,11 @@ def main(argv: list[str] | None = None) -> int:
             k, threads = plan_workers(args.workers, args.device)
             torch.set_num_threads(threads)
             return check.run(space, args.samples, console, args.trials, k, pick_device(args.device), args.minutes)
-        from search.run import run
+        from search.run import RunOptions, run
 
-        return run(space, console, trials=args.trials, storage=args.storage, studies=args.studies,
-                   workers=args.workers, device=args.device, heartbeat=args.heartbeat, retrain_winner=not args.no_retrain,
-                   minutes=args.minutes, started=started)
+        return run(space, console, RunOptions(trials=args.trials, storage=args.storage, studies=args.studies,
+                                              workers=args.workers, device=args.device, heartbeat=args.heartbeat,
+                                              retrain_winner=not args.no_retrain, minutes=args.minutes, started=started))
     except OneLineError as e:
         sys.stderr.write(f"nas-run: {e}\n")
         return e.status
@@ -103,12 +104,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def export_main(argv: list[str] | None = None) -> int:
     p = _Parser(prog="nas-export", description="Export a trial of a finished study.")
-    p.add_argument("study", help="study name (its storage is sqlite:///STUDIES/NAME.db) or a space file")
-    p.add_argument("--trial", type=int, help="trial number (default: the best trial)")
+    p.add_argument("study", help="study name (its storage is sqlite:///STUDIES/NAME.db)")
+    p.add_argument("--trial", type=int, help="trial number (default: the race's winner)")
     p.add_argument("--format", choices=("checkpoint", "onnx", "pt2", "all"), default="all")
     p.add_argument("--storage", help="Optuna storage URL")
     p.add_argument("--studies", default="studies")
-    p.add_argument("--out", help="output directory (default: STUDIES/NAME/export-TRIAL)")
+    p.add_argument("--out", help="output directory (default: STUDIES/NAME/best, with --trial N STUDIES/NAME/trial-N)")
     args = p.parse_args(argv)
     try:
         from search import export

@@ -13,11 +13,15 @@ import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from search.errors import UserError
+
+if TYPE_CHECKING:
+    from search.space import DataConfig
 
 
 @dataclass(frozen=True)

@@ -14,15 +14,10 @@ from matplotlib.figure import Figure
 from optuna.trial import TrialState
 
 from search import data as D
-from search.objective import INVALID, REJECTED
-from search.study import is_race, trained
+from search import record as rec
+from search.record import full_length, trained
 
 TOP_CURVES = 5  # learning curves drawn in colour: the best full-length trials
-
-
-def full_length(trials) -> list:
-    """Search trials that trained the full length: their val accuracy is measured where the winner is used."""
-    return [t for t in trained(trials) if t.state == TrialState.COMPLETE]
 
 
 @dataclass
@@ -48,13 +43,12 @@ def _figure(w: float = 7, h: float = 3.6, cols: int = 1):
 
 def fig_progress(trials) -> Figure:
     fig, ax = _figure()
-    search = [t for t in trials if not is_race(t) and t.state.is_finished()]
-    done = [t for t in search if t.user_attrs.get("trained") and t.state == TrialState.COMPLETE]
-    cut = [t for t in search if t.user_attrs.get("trained") and t.state != TrialState.COMPLETE and t.intermediate_values]
-    race = [t for t in trials if is_race(t) and t.state == TrialState.COMPLETE]
-    rejected = [t for t in search if t.user_attrs.get("end_reason", "").startswith((REJECTED, INVALID))]
+    finished = [t for t in trials if t.state.is_finished()]
+    done, cut = full_length(finished), rec.cut_short(finished)
+    race = [t for t in trials if rec.is_race(t) and t.state == TrialState.COMPLETE]
+    rejected = [t for t in finished if not rec.is_race(t) and rec.is_rejected(t)]
     if cut:
-        ax.scatter([t.number for t in cut], [t.intermediate_values[max(t.intermediate_values)] for t in cut],
+        ax.scatter([t.number for t in cut], [rec.last_value(t) for t in cut],
                    s=14, facecolors="none", edgecolors="0.6", label="stopped early: pruned, diverged, time (val at its last epoch)")
     if done:
         ax.scatter([t.number for t in done], [t.value for t in done], s=18, color="C0", label="full length")
@@ -78,10 +72,11 @@ def fig_progress(trials) -> Figure:
 def fig_size(trials, budget: dict, front: list) -> Figure:
     fig, axes = _figure(11, 3.8, cols=2)
     done = full_length(trials)
-    cut = [t for t in trained(trials) if t.state != TrialState.COMPLETE and t.intermediate_values]
-    for ax, key, label in ((axes[0], "params", "trainable parameters"), (axes[1], "macs", "MACs per image")):
-        pts = [(t.user_attrs[key], t.value) for t in done if key in t.user_attrs]
-        low = [(t.user_attrs[key], t.intermediate_values[max(t.intermediate_values)]) for t in cut if key in t.user_attrs]
+    cut = rec.cut_short(trials)
+    for ax, key, size, label in ((axes[0], "params", rec.params, "trainable parameters"),
+                                 (axes[1], "macs", rec.macs, "MACs per image")):
+        pts = [(size(t), t.value) for t in done if size(t) is not None]
+        low = [(size(t), rec.last_value(t)) for t in cut if size(t) is not None]
         if low:
             ax.scatter(*zip(*low), s=12, facecolors="none", edgecolors="0.7", label="stopped early (lower fidelity)")
         if pts:

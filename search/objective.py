@@ -1,14 +1,12 @@
-"""One trial: sample -> (fill the budget) -> build -> budget check -> train -> report.
+"""One trial: prepare the candidate (sample -> fill -> build -> budget -> duplicate), then train and record it.
 
-Every trial ends with a `end_reason` user attr from the vocabulary below. Over budget: constraint values set
-(the sampler learns the feasible region from them), told PRUNED, zero training steps, not counted as trained.
-Within budget: train for the full planned length (`search.epochs`, by default the retrain's), report
-validation accuracy per epoch; the pruner stops most trials early. Race trials (user attr `race_of`, enqueued
-by the pipeline) train a finalist's parameters on another seed and race round (`race_fold`: another validation
-split, see `data.race_fold`) and are never pruned; nor are `search.first_trials` designs (user attr `first_trial`):
-a design the user named is the reference the search has to beat, measured at full length.
-Trial-level trouble (divergence, time overrun, a RuntimeError such as CUDA OOM) ends the trial and the study
-goes on; `search.max_failures` failures in a row are not trial-level and stop the run.
+Over budget: constraint values set (the sampler learns the feasible region from them), told PRUNED, zero
+training steps, not counted as trained. Within budget: train for the full planned length (`search.epochs`, by
+default the retrain's), report validation accuracy per epoch; the pruner stops most trials early. Race runs
+(enqueued by the pipeline, see race.py) and `search.first_trials` designs are never pruned: a design the user
+named is the reference the search has to beat, measured at full length. Trial-level trouble (divergence, time
+overrun, a RuntimeError such as CUDA OOM) ends the trial and the study goes on; `search.max_failures` failures
+in a row are not trial-level and stop the run. The trial's record is written through record.py.
 """
 from __future__ import annotations
 
@@ -20,35 +18,16 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-import models
 from search import budget as B
 from search import data as D
+from search import record as rec
 from search.clock import Clock
+from search.record import End
 from search.space import Space
-from search.study import is_race
-from search.train import train
+from search.train import History, train
 
+GAVE_UP, FAILING = 3, 4  # worker exit statuses; anything else is not trial-level (storage gone, killed)
 TIME_SLACK = 1.5  # a search trial may take 1.5x its share of the time budget before it is stopped
-
-# end_reason vocabulary: untrained ...
-REJECTED = "rejected:"  # + params | macs | time: over budget, never trained
-INVALID = "invalid:"  # + the model's message: the sampled config does not build
-DUPLICATE = "duplicate_of:"  # + trial number: an identical candidate trained (or is training) already
-SURPLUS = "surplus"  # asked for after the search reached its target (race phase)
-UNTRAINED = (REJECTED, INVALID, DUPLICATE, SURPLUS)
-# ... trained: train.History.end_reason (completed | diverged | time) or PRUNED; or ended by trouble:
-PRUNED = "pruned"  # the pruner stopped it at a rung
-OUT_OF_TIME = "out_of_time"  # `--minutes` left no time for more epochs before the race and the retrain (clock.py)
-INTERRUPTED = "interrupted"  # Ctrl-C / SIGTERM; the candidate is enqueued again
-ERROR = "error:"  # + type and first line of a RuntimeError (CUDA OOM ...)
-
-
-def trial_seed(study_seed: int, number: int) -> int:
-    return (study_seed * 1_000_003 + number) % 2**31
-
-
-def untrained(reason: str) -> bool:
-    return reason.startswith(UNTRAINED)
 
 
 @dataclass
@@ -69,6 +48,104 @@ class Objective:
     nearest: dict = field(default_factory=dict)  # smallest overshoot seen among rejections
     _fold: tuple | None = field(default=None, repr=False)  # (race round, train, val): the last race round's splits
 
+    # --- the trial ---
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        race = rec.is_race(trial)
+        if self.race_phase and not race:  # not a rejection: nothing was sampled
+            rec.end(trial, End.SURPLUS)
+            raise optuna.TrialPruned()
+        seed = rec.trial_seed(self.space.search.seed, trial.number)
+        trial.set_user_attr("seed", seed)
+        torch.manual_seed(seed)
+        cand, model = self._prepare(trial)
+        twin = None if race else self._twin(trial, cand)
+        if twin is not None:
+            self._untrained(trial, End.DUPLICATE, twin.number, raise_=False)
+            if twin.state == TrialState.COMPLETE:
+                return twin.value
+            raise optuna.TrialPruned()
+        self.rejected_in_a_row = 0
+        hist = self._train(trial, cand, model.to(self.device), keep_going=race or rec.first_trial(trial) is not None)
+        if hist.end_reason != End.COMPLETED:
+            raise optuna.TrialPruned()
+        return hist.val_acc[-1]
+
+    def _prepare(self, trial):
+        """(candidate, model) within budget; an invalid or over-budget candidate ends the trial untrained."""
+        space = self.space
+        try:
+            cand, model = B.candidate_model(space, trial, self.data.meta)
+        except ValueError as e:
+            trial.set_constraint("valid", 1.0)
+            self._untrained(trial, End.INVALID, e)
+        trial.set_user_attr("candidate", cand)
+        cost, over = B.check(model, cand["train"], space.budget, self.data.meta, n_train=self.retrain_images(),
+                             n_eval=0, epochs=space.retrain.epochs, device=self.device)
+        for key, value in over.items():
+            trial.set_constraint(key, value)
+        rec.write_cost(trial, cost)
+        if any(v > 0 for v in over.values()):
+            worst = max(over, key=over.get)
+            if not self.nearest or over[worst] < self.nearest["overshoot"]:
+                self.nearest = {"key": worst, "overshoot": over[worst], "value": getattr(cost, worst)}
+            self._untrained(trial, End.REJECTED, "time" if worst == "train_seconds" else worst)
+        return cand, model
+
+    def _train(self, trial, cand: dict, model, keep_going: bool) -> History:
+        """Train at full planned length, reporting each epoch; the pruner (unless `keep_going`) and the clock may
+        stop it. Records the outcome; an interrupted trial is enqueued again."""
+        epochs = self.space.search.epochs
+
+        def on_epoch(epoch: int, val_acc: float) -> str | None:
+            trial.report(val_acc, epoch + 1)  # step = epochs trained: the pruners' rungs are in epochs
+            if epoch + 1 == epochs:  # a trial that reached the end is measured, not pruned
+                return None
+            if not rec.is_race(trial) and self.clock and self.clock.must_stop(trial.study.get_trials(deepcopy=False)):
+                self.out_of_time = True
+                return End.OUT_OF_TIME.value
+            return End.PRUNED.value if not keep_going and trial.should_prune() else None
+
+        share = self.time_share()
+        deadline = time.monotonic() + share if share else None
+        train_split, val = self.splits(rec.race_fold(trial))
+        trial.set_user_attr("val_images", len(val))
+        try:
+            hist = train(model, train_split, val, self.data.mean, self.data.std, cand["train"], epochs,
+                         on_epoch=on_epoch, deadline=deadline)
+        except KeyboardInterrupt:
+            rec.end(trial, End.INTERRUPTED)
+            trial.study.enqueue_trial(trial.params, user_attrs=rec.retry_attrs(trial))
+            raise
+        except RuntimeError as e:  # CUDA OOM and other failures inside the candidate
+            msg = f"{type(e).__name__}: " + (str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__)
+            rec.end(trial, End.ERROR, msg)
+            self.failed_in_a_row += 1
+            if self.failed_in_a_row >= self.space.search.max_failures:
+                self.failing = msg
+            raise
+        self.failed_in_a_row = 0
+        rec.write_training(trial, hist)
+        return hist
+
+    def _twin(self, trial, cand):
+        """An earlier search trial with the same candidate that trained or is training (another worker's)."""
+        for t in trial.study.get_trials(deepcopy=False):
+            if t.number != trial.number and not rec.is_race(t) and rec.candidate(t) == cand and (
+                    rec.is_trained(t) or rec.is_claimed(t)):
+                return t
+        return None
+
+    def _untrained(self, trial, kind: End, detail: object = "", raise_: bool = True):
+        rec.end(trial, kind, detail)
+        self.rejected_in_a_row += 1
+        if self.rejected_in_a_row >= self.space.search.max_rejections:
+            self.gave_up = True
+        if raise_:
+            raise optuna.TrialPruned()
+
+    # --- what a trial trains and validates on ---
+
     @functools.cached_property
     def search_split(self) -> D.Split:
         """The training split, or the fixed stratified share of it that `search.data_fraction` asks for."""
@@ -88,14 +165,14 @@ class Objective:
         if not fold:
             return self.search_split, self.data.val
         if self._fold is None or self._fold[0] != fold:
-            s, vf = self.space.search, self.space.data.val_fraction
-            train_split, val = D.race_fold(self.data, fold, D.race_val_size(len(self.data.val), s.race_val_fraction, vf))
+            s = self.space.search
+            size = D.race_val_size(len(self.data.val), s.race_val_fraction, self.space.data.val_fraction)
+            train_split, val = D.race_fold(self.data, fold, size)
             self._fold = (fold, self._searched_share(train_split), val)
         return self._fold[1], self._fold[2]
 
     def retrain_images(self) -> int:
-        r = self.space.retrain
-        return len(self.data.train) + (len(self.data.val) if r.train_on == "train+val" else 0)
+        return len(self.data.train) + (len(self.data.val) if self.space.retrain.train_on == "train+val" else 0)
 
     def time_share(self) -> float | None:
         """Seconds a search trial may take: its share of the retrain time budget, with slack."""
@@ -105,120 +182,37 @@ class Objective:
         work = (s.epochs * len(self.search_split)) / (r.epochs * self.retrain_images())
         return self.space.budget.train_seconds * work * TIME_SLACK
 
-    def __call__(self, trial: optuna.Trial) -> float:
-        space, race = self.space, is_race(trial)
-        if self.race_phase and not race:
-            trial.set_user_attr("end_reason", SURPLUS)
-            raise optuna.TrialPruned()
-        seed = trial_seed(space.search.seed, trial.number)
-        trial.set_user_attr("seed", seed)
-        cand = space.sample(trial)
-        torch.manual_seed(seed)
-        try:
-            if space.budget.fill:
-                cand = B.fill(cand, space.budget, self.data.meta)
-            trial.set_user_attr("candidate", cand)
-            model = models.build(cand["family"], **cand["model"])
-        except ValueError as e:
-            trial.set_constraint("valid", 1.0)
-            return self._untrained(trial, f"{INVALID} {e}")
-        cost, over = B.check(model, cand["train"], space.budget, self.data.meta, n_train=self.retrain_images(),
-                             n_eval=0, epochs=space.retrain.epochs, device=self.device)
-        for key, value in over.items():
-            trial.set_constraint(key, value)
-        trial.set_user_attr("params", cost.params)
-        if cost.macs is not None:
-            trial.set_user_attr("macs", cost.macs)
-        if cost.train_seconds is not None:
-            trial.set_user_attr("est_train_seconds", round(cost.train_seconds, 1))
-        if any(v > 0 for v in over.values()):
-            worst = max(over, key=over.get)
-            if not self.nearest or over[worst] < self.nearest["overshoot"]:
-                self.nearest = {"key": worst, "overshoot": over[worst], "value": getattr(cost, worst)}
-            return self._untrained(trial, REJECTED + ("time" if worst == "train_seconds" else worst))
-        twin = None if race else self._twin(trial, cand)
-        if twin is not None:
-            self._untrained(trial, f"{DUPLICATE}{twin.number}", raise_=False)
-            if twin.state == TrialState.COMPLETE:
-                return twin.value
-            raise optuna.TrialPruned()
-        self.rejected_in_a_row = 0
-        model.to(self.device)
+    # --- the worker's stop rule (one place) ---
 
-        epochs = space.search.epochs
+    def finished(self, study: optuna.Study) -> bool:
+        """This worker's phase is over: it gave up or keeps failing; the race has no run left waiting; the search
+        holds `trials` trained trials, or `--minutes` leaves no time for another."""
+        if self.gave_up or self.failing:
+            return True
+        trials = study.get_trials(deepcopy=False)
+        if self.race_phase:
+            return not any(t.state == TrialState.WAITING for t in trials)
+        return len(rec.trained(trials)) >= self.trials or not self.may_start(trials)
 
-        keep = race or "first_trial" in trial.user_attrs  # a design the user named is measured at full length
-
-        def on_epoch(epoch: int, val_acc: float) -> str | None:
-            trial.report(val_acc, epoch + 1)  # step = epochs trained: the pruners' rungs are in epochs
-            if epoch + 1 == epochs:  # a trial that reached the end is measured, not pruned
-                return None
-            if not race and self.clock and self.clock.must_stop(trial.study.get_trials(deepcopy=False)):
-                self.out_of_time = True
-                return OUT_OF_TIME
-            return PRUNED if not keep and trial.should_prune() else None
-
-        share = self.time_share()
-        deadline = time.monotonic() + share if share else None
-        train_split, val = self.splits(trial.user_attrs.get("race_fold"))
-        trial.set_user_attr("val_images", len(val))
-        try:
-            hist = train(model, train_split, val, self.data.mean, self.data.std, cand["train"],
-                         space.search.epochs, on_epoch=on_epoch, deadline=deadline)
-        except KeyboardInterrupt:
-            trial.set_user_attr("end_reason", INTERRUPTED)
-            kept = {k: v for k, v in trial.user_attrs.items() if k in ("race_of", "race_fold", "first_trial")}
-            trial.study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number, **kept})
-            raise
-        except RuntimeError as e:  # CUDA OOM and other failures inside the candidate
-            msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-            trial.set_user_attr("end_reason", f"{ERROR}{type(e).__name__}: {msg}")
-            self.failed_in_a_row += 1
-            if self.failed_in_a_row >= space.search.max_failures:
-                self.failing = f"{type(e).__name__}: {msg}"
-            raise
-        self.failed_in_a_row = 0
-        trial.set_user_attr("trained", True)
-        trial.set_user_attr("end_reason", hist.end_reason)
-        trial.set_user_attr("epochs_run", len(hist.val_acc))
-        if hist.epoch_seconds:
-            trial.set_user_attr("seconds_per_epoch", round(sum(hist.epoch_seconds) / len(hist.epoch_seconds), 2))
-            trial.set_user_attr("images_per_second", round(hist.images / sum(hist.epoch_seconds)))
-        trial.set_user_attr("images", hist.images)
-        if hist.end_reason != "completed":
-            raise optuna.TrialPruned()
-        return hist.val_acc[-1]
-
-    def _twin(self, trial, cand):
-        """An earlier search trial with the same candidate that trained or is training (another worker's)."""
-        for t in trial.study.get_trials(deepcopy=False):
-            if t.number != trial.number and not is_race(t) and t.user_attrs.get("candidate") == cand and (
-                    t.user_attrs.get("trained") or (t.state == TrialState.RUNNING and "end_reason" not in t.user_attrs)):
-                return t
-        return None
-
-    def _untrained(self, trial, reason: str, raise_: bool = True):
-        trial.set_user_attr("end_reason", reason)
-        self.rejected_in_a_row += 1
-        if self.rejected_in_a_row >= self.space.search.max_rejections:
-            self.gave_up = True
-        if raise_:
-            raise optuna.TrialPruned()
+    def may_ask(self, study: optuna.Study) -> bool:
+        """Ask the study for another trial now: the phase goes on and (search) the trials in flight, other workers'
+        included, do not reach the target yet."""
+        return not self.finished(study) and (
+            self.race_phase or rec.count_in_flight(study.get_trials(deepcopy=False)) < self.trials)
 
     def stop_when_done(self, study: optuna.Study, _trial) -> None:
-        from search.study import count_in_flight
-
-        if self.gave_up or self.failing:
-            study.stop()
-        elif self.race_phase:
-            if not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-                study.stop()
-        elif count_in_flight(study.get_trials(deepcopy=False)) >= self.trials or not self.may_start(study):
+        """Optuna callback after each trial: the same rule as `may_ask`."""
+        if not self.may_ask(study):
             study.stop()
 
-    def may_start(self, study: optuna.Study) -> bool:
+    def may_start(self, trials) -> bool:
         """Whether `--minutes` leaves time for another search trial (always without it); once it does not, the
         worker is `out_of_time`."""
-        if self.clock and not self.out_of_time and not self.clock.may_start(study.get_trials(deepcopy=False)):
+        if self.clock and not self.out_of_time and not self.clock.may_start(trials):
             self.out_of_time = True
         return not self.out_of_time
+
+    def exit_status(self) -> int:
+        """A worker's exit status, the same in a process or in the parent: 0 done, GAVE_UP, FAILING."""
+        return FAILING if self.failing else GAVE_UP if self.gave_up else 0
+

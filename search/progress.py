@@ -15,8 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from search.clock import mean_trial_seconds
-from search.objective import INVALID, REJECTED, untrained
-from search.study import best_search_trial, is_race
+from search import record as rec
 
 
 def describe(cand: dict) -> str:
@@ -42,14 +41,14 @@ def counts(trials) -> dict:
     for t in trials:
         if t.state == TrialState.RUNNING:
             c["running"] += 1
-        elif t.user_attrs.get("trained") and is_race(t):
+        elif rec.is_trained(t) and rec.is_race(t):
             c["race"] += 1
-        elif t.user_attrs.get("trained"):
+        elif rec.is_trained(t):
             c["trained"] += 1
             c["completed" if t.state == TrialState.COMPLETE else "pruned"] += 1
-        elif t.user_attrs.get("end_reason", "").startswith((REJECTED, INVALID)):
+        elif rec.is_rejected(t):
             c["rejected"] += 1
-        elif untrained(t.user_attrs.get("end_reason", "")):
+        elif rec.is_untrained(t):
             c["duplicates"] += 1
         elif t.state == TrialState.FAIL:
             c["failed"] += 1
@@ -57,13 +56,12 @@ def counts(trials) -> dict:
 
 
 def trial_line(t) -> str:
-    reason = t.user_attrs.get("end_reason", t.state.name.lower())
+    reason = rec.end_reason(t) or t.state.name.lower()
     acc = f"val {t.value:.4f}" if t.value is not None else (
-        f"val {t.intermediate_values[max(t.intermediate_values)]:.4f} at epoch {max(t.intermediate_values)}"
-        if t.intermediate_values else "")
-    params = t.user_attrs.get("params")
+        f"val {rec.last_value(t):.4f} at epoch {rec.last_epoch(t)}" if t.intermediate_values else "")
+    params = rec.params(t)
     size = f"{params:,} params" if params is not None else ""
-    race = f" (race of trial {t.user_attrs['race_of']})" if is_race(t) else ""
+    race = f" (race of trial {rec.race_of(t)})" if rec.is_race(t) else ""
     return f"trial {t.number}{race}: {reason} {acc} {size}".replace("  ", " ").strip()
 
 
@@ -73,13 +71,13 @@ def status(trials, target: int, started: float, workers: int) -> Group:
                   f"rejected before training {c['rejected']} · duplicates {c['duplicates']} · failed {c['failed']}", style="bold")]
     for t in trials:
         if t.state == TrialState.RUNNING and t.intermediate_values:
-            e = max(t.intermediate_values)
-            lines.append(Text(f"  running trial {t.number}: epoch {e}, val {t.intermediate_values[e]:.4f}, {t.user_attrs.get('params', 0):,} params"))
+            lines.append(Text(f"  running trial {t.number}: epoch {rec.last_epoch(t)}, val {rec.last_value(t):.4f}, "
+                              f"{rec.params(t) or 0:,} params"))
         elif t.state == TrialState.RUNNING:
             lines.append(Text(f"  running trial {t.number}: starting"))
-    best = best_search_trial(trials)
+    best = rec.best_search_trial(trials)
     if best:
-        lines.append(Text(f"best: trial {best.number}, val {best.value:.4f}, {best.user_attrs.get('params', 0):,} params", style="green"))
+        lines.append(Text(f"best: trial {best.number}, val {best.value:.4f}, {rec.params(best) or 0:,} params", style="green"))
     per = mean_trial_seconds(trials)
     if per and c["trained"] < target:
         lines.append(Text(f"ETA ~{per * (target - c['trained']) / workers / 60:.1f} min "
@@ -88,14 +86,13 @@ def status(trials, target: int, started: float, workers: int) -> Group:
 
 
 def summary(trials, top: int = 10) -> Table:
-    done = sorted((t for t in trials if t.value is not None and t.user_attrs.get("trained") and not is_race(t)),
-                  key=lambda t: -t.value)
+    done = sorted(rec.full_length(trials), key=lambda t: -t.value)
     table = Table(title=f"top {min(top, len(done))} search trials by validation accuracy (one seed each)")
     for col in ("trial", "val acc", "params", "MACs", "s/epoch", "candidate"):
         table.add_column(col, justify="left" if col == "candidate" else "right")
     for t in done[:top]:
-        table.add_row(str(t.number), f"{t.value:.4f}", f"{t.user_attrs.get('params', 0):,}", f"{t.user_attrs.get('macs', 0):,}",
-                      f"{t.user_attrs.get('seconds_per_epoch', 0):.1f}", describe(t.user_attrs["candidate"]))
+        table.add_row(str(t.number), f"{t.value:.4f}", f"{rec.params(t) or 0:,}", f"{rec.macs(t) or 0:,}",
+                      f"{rec.seconds_per_epoch(t) or 0:.1f}", describe(rec.candidate(t)))
     return table
 
 

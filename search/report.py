@@ -25,9 +25,9 @@ from optuna.trial import TrialState
 
 from search import data as D
 from search import figures as F
-from search.figures import full_length
+from search import record as rec
 from search.progress import counts, describe
-from search.study import trained
+from search.record import full_length, trained
 from search.train import predict
 
 UNITS = {"params": "trainable parameters", "macs": "multiply-adds per image", "train_seconds": "s per retrain seed"}
@@ -234,13 +234,13 @@ def write(study: optuna.Study, space, out: Path, data: D.Data | None = None, dat
     """studies/NAME/report.html and studies/NAME/report/*.png from the study as it is now -> the page's path.
     `data` (the loaded dataset) adds the class counts, samples and, once retrained, the test-set sections."""
     trials = study.get_trials(deepcopy=False)
-    retrain = study.user_attrs.get("retrain")
+    retrain = rec.retrain_results(study)
     figures = F.Figures(out / "report")
     page = Page(f"nas-run study {study.study_name}")
     page.p(f"Written {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z} from the study storage"
            + ("" if retrain else "; the winner is not retrained yet, so its sections are not here") + ".", "what")
     _summary(page, space, trials, retrain)
-    _search(page, figures, space, trials, study.user_attrs.get("race") or [])
+    _search(page, figures, space, trials, rec.race_standings(study))
     _what_mattered(page, figures, trials)
     _curves(page, figures, trials, retrain)
     names, classes = D.class_names(space.data.dataset), D.DATASETS[space.data.dataset].classes
@@ -273,16 +273,16 @@ def _summary(page: Page, space, trials, retrain: dict | None) -> None:
                                 f"{c['trained']} (full length {c['completed']}, pruned {c['pruned']}), race runs "
                                 f"{c['race']}, rejected before training {c['rejected']}, duplicates {c['duplicates']}, "
                                 f"failed {c['failed']}, running {c['running']}"])
-    epochs = [t.user_attrs.get("epochs_run", 0) for t in trained(trials)]
+    epochs = [rec.epochs_run(t) for t in trained(trials)]
     if epochs:
         rows.append(["epochs per trained trial", f"{statistics.fmean(epochs):.1f} of {space.search.epochs} "
                                                  f"(pruner {space.search.pruner})"])
     winner = next((t for t in trials if retrain and t.number == retrain["trial"]), None)
     if winner is not None:
-        cand = winner.user_attrs["candidate"]
+        cand = rec.candidate(winner)
         rows += [["winner", f"trial {winner.number}: {describe(cand)}"],
                  ["recipe", _recipe(cand["train"])],
-                 ["size", f"{winner.user_attrs.get('params', 0):,} params, {winner.user_attrs.get('macs', 0):,} MACs"]]
+                 ["size", f"{rec.params(winner) or 0:,} params, {rec.macs(winner) or 0:,} MACs"]]
         target = f" (target {space.target:.4f})" if space.target else ""
         accs = ", ".join(f"{r['test_acc']:.4f}" for r in retrain["runs"])
         rows.append(["test accuracy", f"{retrain['test_acc_mean']:.4f} ± {retrain['test_acc_std']:.4f} over "
@@ -311,7 +311,7 @@ def _search(page: Page, figures: F.Figures, space, trials, race: list[dict]) -> 
                    "ties), unless it beat the best design by no more than search.race_margin")
     page.h2("Accuracy vs size")
     done = full_length(trials)
-    front = pareto_front([(t.user_attrs["params"], t.value, t.number) for t in done if "params" in t.user_attrs])
+    front = pareto_front([(rec.params(t), t.value, t.number) for t in done if rec.params(t) is not None])
     page.figure(figures, "accuracy_vs_size", F.fig_size(trials, space.budget.limits(), front),
                 "Validation accuracy against parameters (left) and MACs (right) for every trained trial (pruned ones at "
                 "lower fidelity, hollow), the budget, and the Pareto front of the full-length trials: no smaller net "
@@ -319,7 +319,7 @@ def _search(page: Page, figures: F.Figures, space, trials, race: list[dict]) -> 
     if front:
         by = {t.number: t for t in done}
         page.table(["params", "MACs", "val acc", "trial", "candidate"],
-                   [[f"{p:,}", f"{by[n].user_attrs.get('macs', 0):,}", f"{a:.4f}", n, describe(by[n].user_attrs["candidate"])]
+                   [[f"{p:,}", f"{rec.macs(by[n]) or 0:,}", f"{a:.4f}", n, describe(rec.candidate(by[n]))]
                     for p, a, n in front], "Pareto front (full-length trials; one seed each)")
 
 
@@ -412,7 +412,7 @@ def publish(study: optuna.Study, path: Path, artifacts: Path) -> str:
     else:
         artifact_id = optuna.artifacts.upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=study,
                                                        mimetype="text/html")
-    r = study.user_attrs.get("retrain")
+    r = rec.retrain_results(study)
     lines = [f"## {study.study_name}", ""]
     if r:
         lines.append(f"Winner: trial {r['trial']}, test accuracy **{r['test_acc_mean']:.4f} ± {r['test_acc_std']:.4f}** "

@@ -17,6 +17,7 @@ import torch
 
 import models
 from search import data as D
+from search import record as rec
 from search.train import evaluate, train
 
 
@@ -50,7 +51,7 @@ def retrain(trial, space, data: D.Data, base_seed: int, log=print, workers: int 
             device: str = "cpu"):
     """Retrain a trained trial's candidate on retrain.seeds seeds -> (results dict, model of the first seed).
     `log` receives one line per seed."""
-    cand, r = trial.user_attrs["candidate"], space.retrain
+    cand, r = rec.candidate(trial), space.retrain
     seeds = [base_seed + i for i in range(r.seeds)]
     runs, first = [], None
 

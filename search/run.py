@@ -1,6 +1,6 @@
 """The pipeline, top to bottom: search -> race -> retrain -> publish. No argparse in here.
 
-    run(space, trials=200, ...)  ->  exit status
+    run(space, console, RunOptions(trials=200, ...))  ->  exit status
 
 1. search: K workers run trials until the study holds `trials` trained search trials (objective.py), or until
    `--minutes` leaves only the time the race and the retrain are priced at (clock.py);
@@ -16,6 +16,7 @@ import json
 import os
 import signal
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
@@ -25,16 +26,19 @@ from search import data as D
 from search import export as E
 from search import race as R
 from search import report
-from search.clock import Clock, phase_sizes
+from search.clock import Clock
+from search.cost import phase_sizes
 from search.errors import RunError, UserError
 from search.mps import shared_gpu
-from search.objective import ERROR, trial_seed
+from search import record as rec
+from search.objective import FAILING, GAVE_UP, Objective
+from search.record import End
 from search.progress import Progress, counts, dashboard_command, summary
 from search.retrain import retrain
 from search.space import Space
 from search.storage import HEARTBEAT, make_storage
 from search.study import default_storage, open_study
-from search.workers import (FAILING, GAVE_UP, Terminated, gpus_of, pick_device, plan_workers, processes_for,
+from search.workers import (RunContext, Terminated, gpus_of, pick_device, plan_workers, processes_for,
                             run_processes, run_worker)
 
 MIMETYPES = {".md": "text/markdown", ".json": "application/json"}  # artifacts; the rest are octet-stream
@@ -49,71 +53,50 @@ def writable(folder: Path) -> None:
         raise UserError(f"--studies: cannot write to {folder} ({probe} is not a writable directory)")
 
 
-def run(space: Space, console, trials: int | None = None, storage: str | None = None, studies: str = "studies",
-        workers: int | str = 1, device: str = "auto", heartbeat: int = HEARTBEAT, retrain_winner: bool = True,
-        minutes: float | None = None, started: float | None = None) -> int:
-    """`nas-run SPACE`: search, race, retrain the winner, export. Returns the exit status. `minutes`: the whole
-    command's wall-clock budget from `started` (time.time(), default now); the search stops in time for the race
-    and the retrain (clock.py)."""
-    started = started or time.time()
-    trials = trials or space.search.trials
-    url = storage or default_storage(space, studies)
-    out = Path(studies) / space.name
-    writable(Path(studies))
-    k, threads = plan_workers(workers, device)
-    dev = pick_device(device)
+@dataclass(frozen=True)
+class RunOptions:
+    """`nas-run`'s flags, as the pipeline takes them."""
+
+    trials: int | None = None  # trained search trials to reach (default: search.trials)
+    storage: str | None = None  # Optuna storage URL (default: SQLite in `studies`)
+    studies: str = "studies"
+    workers: int | str = "auto"
+    device: str = "auto"
+    heartbeat: int = HEARTBEAT
+    retrain_winner: bool = True
+    minutes: float | None = None  # the whole command's wall-clock budget, from `started`
+    started: float | None = None  # time.time() when the command started (default: now)
+
+
+def run(space: Space, console, opts: RunOptions = RunOptions()) -> int:
+    """`nas-run SPACE`: search, race, retrain the winner, export. Returns the exit status."""
+    started = opts.started or time.time()
+    trials = opts.trials or space.search.trials
+    url = opts.storage or default_storage(space.name, opts.studies)
+    out = Path(opts.studies) / space.name
+    writable(Path(opts.studies))
+    k, threads = plan_workers(opts.workers, opts.device)
+    dev = pick_device(opts.device)
     B.preflight(space)  # a budget nothing meets fails here, before anything is written
     try:  # missing files fail here, before anything is written; with K processes the parent keeps a CPU copy
         data = D.load(space.data, dev if k == 1 else "cpu", space.search.seed)
     except UserError as e:
         raise UserError(f"{space.file}: data.root: {e}") from None
-    study = open_study(space, make_storage(url, heartbeat))
+    study = open_study(space, make_storage(url, opts.heartbeat))
     clock = None
-    if minutes:
+    if opts.minutes:
         n = phase_sizes(space, len(data.train), len(data.val))
-        clock = Clock(started + minutes * 60, space, n, k, cpu=not gpus_of(device))
-    with shared_gpu(gpus_of(device), k, console.print) as sharing:
+        clock = Clock(started + opts.minutes * 60, space, n, k, cpu=not gpus_of(opts.device))
+    ctx = RunContext(space, url, trials, opts.device, k, threads, opts.heartbeat, clock)
+    with shared_gpu(gpus_of(opts.device), k, console.print) as sharing:
         shared = f" ({sharing})" if sharing else ""
-        within = f" within {minutes:g} min" if minutes else ""
+        within = f" within {opts.minutes:g} min" if opts.minutes else ""
         console.print(f"study {space.name} in {url}: {k} worker(s) x {threads} thread(s) on {dev}{shared}, target {trials} "
                       f"trained trials{within}")
-
-        def phase(race_phase: bool, runs: int = 0) -> tuple[set[int], object]:
-            """Workers until the phase is done -> (their exit statuses, the in-process Objective when K == 1). The
-            race's `runs` get a process each on CPU (processes_for), so its last wave leaves no core idle."""
-            if k == 1:
-                obj = run_worker(space, url, trials, device, threads, 0, heartbeat, data, race_phase, clock)
-                return {FAILING if obj.failing else GAVE_UP if obj.gave_up else 0}, obj
-            n = processes_for(runs, k, device) if race_phase else k
-            return run_processes(space, url, trials, device, threads, n, heartbeat, race_phase, clock), None
-
         previous = signal.signal(signal.SIGTERM, _raise_terminated)
         try:
             with Progress(study, trials, console, k):
-                statuses, obj = phase(race_phase=False)
-                search_done = not statuses & {GAVE_UP, FAILING}
-                now = study.get_trials(deepcopy=False)
-                reached = counts(now)
-                if clock and search_done and reached["trained"] < trials:
-                    tail_minutes = clock.tail(now) / 60
-                    tail = f"~{tail_minutes:.1f} min for the race and the retrain"
-                    if not reached["completed"]:
-                        raise UserError(f"--minutes {minutes:g}: too short: no search trial completed ({reached['trained']} "
-                                        f"trained, cut short) in time to leave {tail}; the study is kept: run again with "
-                                        f"more --minutes to go on")
-                    elapsed = (time.time() - started) / 60
-                    console.print(f"--minutes {minutes:g}: the search stopped at {reached['trained']} of {trials} trained "
-                                  f"trials after {elapsed:.1f} min, to leave {tail} (priced on the slow side: the run "
-                                  f"ends by ~{elapsed + tail_minutes:.1f} min); run the same command again to go "
-                                  f"on toward {trials}", highlight=False)
-                race_needed = search_done and space.search.race_top and R.enqueue(study, space.search)
-                if race_needed:
-                    finals = R.finalists(study.get_trials(deepcopy=False), space.search)
-                    designs = len(finals) - min(len(finals), space.search.race_top)
-                    console.print(f"race: top {space.search.race_top} candidates"
-                                  f"{f' and {designs} first_trials designs' if designs else ''} x "
-                                  f"{space.search.race_seeds} seeds ({race_needed} race trials to train)")
-                    statuses |= phase(race_phase=True, runs=race_needed)[0]
+                statuses, obj = search_and_race(ctx, study, data, console, started, opts.minutes)
         except KeyboardInterrupt as e:
             console.print(summary(study.get_trials(deepcopy=False)))
             console.print("interrupted: the running trial was stopped and marked 'interrupted'; run the same command to resume")
@@ -126,37 +109,85 @@ def run(space: Space, console, trials: int | None = None, storage: str | None = 
         console.print(f"trained {c['trained']} (completed {c['completed']}, pruned {c['pruned']}), race runs {c['race']}, "
                       f"rejected before training {c['rejected']}, duplicates {c['duplicates']}, failed {c['failed']}")
         console.print(f"inspect: {dashboard_command(url, str(out / 'artifacts'))}", highlight=False)
-        if FAILING in statuses:
-            last = next(t for t in reversed(all_trials) if t.user_attrs.get("end_reason", "").startswith(ERROR))
-            raise RunError(f"{space.search.max_failures} trials in a row failed, the last with "
-                           f"{last.user_attrs['end_reason'][len(ERROR):]} (trial {last.number}); not a trial-level "
-                           f"fault: fix the cause and run the same command to resume")
-        if GAVE_UP in statuses:
-            near = ""
-            if obj is not None and obj.nearest:
-                n = obj.nearest
-                near = f"; the nearest candidate had {n['key']}={n['value']:,} ({n['overshoot']:.0%} over budget)"
-            msg = (f"{space.file}: budget: {space.search.max_rejections} candidates in a row were rejected before "
-                   f"training{near}; the space and the budget barely meet (check with nas-run {space.file} --check)")
-            if not c["completed"]:
-                raise UserError(msg)
-            console.print(f"[yellow]stopped early: {msg}[/]")
+        stop_if_failing(space, statuses, obj, all_trials, c, console)
         standings = R.standings(all_trials, space.search)
         if space.search.race_top and standings:
-            study.set_user_attr("race", standings)
-            for row in standings:
-                vals = ", ".join(f"{v:.4f}" for v in row["val_accs"])
-                design = "" if row.get("first_trial") is None else f" (first_trials[{row['first_trial']}])"
-                counted = "its search run and race rounds" if row.get("search_counts") else "its race rounds"
-                kept = (f"; kept: no finalist beat it by more than race_margin {space.search.race_margin:g}"
-                        if row.get("kept") else "")
-                console.print(f"race: trial {row['trial']}{design} val {row['mean']:.4f} ± {row['std']:.4f} over {counted} "
-                              f"({vals}); search split {row['search_val']:.4f}{kept}", highlight=False)
-        if retrain_winner and c["completed"]:
-            winner = R.winner(all_trials, space.search)
-            publish_winner(study, space, winner, data, out, console, parallel=(k, threads, device))
+            rec.store_race_standings(study, standings)
+            print_standings(standings, space, console)
+        if opts.retrain_winner and c["completed"]:
+            publish_winner(study, space, R.winner(all_trials, space.search), data, out, console,
+                           workers=k, threads=threads, device=opts.device)
         write_report(study, space, out, data, console)
         return 0
+
+
+def phase(ctx: RunContext, data: D.Data, race_phase: bool, runs: int = 0) -> tuple[set[int], Objective | None]:
+    """Workers until the phase is done -> (their exit statuses, the in-process Objective when K == 1). The race's
+    `runs` get a process each on CPU (processes_for), so its last wave leaves no core idle."""
+    if ctx.workers == 1:
+        obj = run_worker(ctx, 0, data, race_phase)
+        return {obj.exit_status()}, obj
+    n = processes_for(runs, ctx.workers, ctx.device) if race_phase else ctx.workers
+    return run_processes(ctx, n, race_phase), None
+
+
+def search_and_race(ctx: RunContext, study, data: D.Data, console, started: float, minutes: float | None):
+    """The search until the target (or the clock), then the race's runs -> (worker statuses, Objective | None)."""
+    statuses, obj = phase(ctx, data, race_phase=False)
+    search_done = not statuses & {GAVE_UP, FAILING}
+    now = study.get_trials(deepcopy=False)
+    reached = counts(now)
+    if ctx.clock and search_done and reached["trained"] < ctx.trials:
+        tail_minutes = ctx.clock.tail(now) / 60
+        tail = f"~{tail_minutes:.1f} min for the race and the retrain"
+        if not reached["completed"]:
+            raise UserError(f"--minutes {minutes:g}: too short: no search trial completed ({reached['trained']} "
+                            f"trained, cut short) in time to leave {tail}; the study is kept: run again with "
+                            f"more --minutes to go on")
+        elapsed = (time.time() - started) / 60
+        console.print(f"--minutes {minutes:g}: the search stopped at {reached['trained']} of {ctx.trials} trained "
+                      f"trials after {elapsed:.1f} min, to leave {tail} (priced on the slow side: the run "
+                      f"ends by ~{elapsed + tail_minutes:.1f} min); run the same command again to go "
+                      f"on toward {ctx.trials}", highlight=False)
+    s = ctx.space.search
+    race_needed = search_done and s.race_top and R.enqueue(study, s)
+    if race_needed:
+        finals = R.finalists(study.get_trials(deepcopy=False), s)
+        designs = len(finals) - min(len(finals), s.race_top)
+        console.print(f"race: top {s.race_top} candidates{f' and {designs} first_trials designs' if designs else ''} x "
+                      f"{s.race_seeds} seeds ({race_needed} race trials to train)")
+        statuses |= phase(ctx, data, race_phase=True, runs=race_needed)[0]
+    return statuses, obj
+
+
+def stop_if_failing(space: Space, statuses: set[int], obj: Objective | None, trials, c: dict, console) -> None:
+    """Failures in a row stop the run (exit 1); a space whose candidates keep being rejected is the user's to fix
+    (exit 2), unless some trial completed: then the run goes on with what it has, and says so."""
+    if FAILING in statuses:
+        last = next(t for t in reversed(trials) if rec.end_of(t)[0] == End.ERROR)
+        raise RunError(f"{space.search.max_failures} trials in a row failed, the last with {rec.end_of(last)[1]} "
+                       f"(trial {last.number}); not a trial-level fault: fix the cause and run the same command to resume")
+    if GAVE_UP in statuses:
+        near = ""
+        if obj is not None and obj.nearest:
+            n = obj.nearest
+            near = f"; the nearest candidate had {n['key']}={n['value']:,} ({n['overshoot']:.0%} over budget)"
+        msg = (f"{space.file}: budget: {space.search.max_rejections} candidates in a row were rejected before "
+               f"training{near}; the space and the budget barely meet (check with nas-run {space.file} --check)")
+        if not c["completed"]:
+            raise UserError(msg)
+        console.print(f"[yellow]stopped early: {msg}[/]")
+
+
+def print_standings(standings: list[dict], space: Space, console) -> None:
+    for row in standings:
+        vals = ", ".join(f"{v:.4f}" for v in row["val_accs"])
+        design = "" if row.get("first_trial") is None else f" (first_trials[{row['first_trial']}])"
+        counted = "its search run and race rounds" if row.get("search_counts") else "its race rounds"
+        kept = (f"; kept: no finalist beat it by more than race_margin {space.search.race_margin:g}"
+                if row.get("kept") else "")
+        console.print(f"race: trial {row['trial']}{design} val {row['mean']:.4f} ± {row['std']:.4f} over {counted} "
+                      f"({vals}); search split {row['search_val']:.4f}{kept}", highlight=False)
 
 
 def write_report(study, space: Space, out: Path, data: D.Data | None, console, problem: str = "") -> Path:
@@ -172,10 +203,10 @@ def _raise_terminated(*_):
 
 
 def publish_winner(study, space: Space, trial, data: D.Data, out: Path, console, formats=E.FORMATS,
-                   folder: Path | None = None, parallel: tuple = (1, 1, "cpu")) -> dict:
+                   folder: Path | None = None, workers: int = 1, threads: int = 1, device: str = "cpu") -> dict:
     """Retrain `trial`'s candidate on retrain.seeds seeds, measure the test split once, export. The study's winner
     goes to out/best and is uploaded as study artifacts; another trial (nas-export --trial N) to `folder`."""
-    prev = study.user_attrs.get("retrain")
+    prev = rec.retrain_results(study)
     best_dir = out / "best"
     is_winner = folder is None
     folder = best_dir if is_winner else folder
@@ -184,16 +215,15 @@ def publish_winner(study, space: Space, trial, data: D.Data, out: Path, console,
                       f"{prev['test_acc_mean']:.4f} ± {prev['test_acc_std']:.4f} ({best_dir})")
         return prev
     r = space.retrain
-    console.print(f"retraining trial {trial.number} ({trial.user_attrs.get('params', 0):,} params): "
+    console.print(f"retraining trial {trial.number} ({rec.params(trial) or 0:,} params): "
                   f"{r.seeds} seeds x {r.epochs} epochs on {r.train_on}")
-    k, threads, device = parallel
-    results, model = retrain(trial, space, data, trial_seed(space.search.seed, trial.number),
+    results, model = retrain(trial, space, data, rec.trial_seed(space.search.seed, trial.number),
                              log=lambda line: console.print("  " + line, highlight=False),
-                             workers=k, threads=threads, device=device)
-    ckpt = E.checkpoint(model, data.mean, data.std, trial.user_attrs["candidate"], results, space.text)
+                             workers=workers, threads=threads, device=device)
+    ckpt = E.checkpoint(model, data.mean, data.std, rec.candidate(trial), results, space.text)
     card = E.export(model, ckpt, data.test, folder, formats)
     if is_winner:
-        study.set_user_attr("retrain", results)
+        rec.store_retrain_results(study, results)
         store = optuna.artifacts.FileSystemArtifactStore(str(out / "artifacts"))
         (out / "artifacts").mkdir(parents=True, exist_ok=True)
         # Optuna refuses to change a finished trial (UpdateFinishedTrialError), and the winner is retrained after
@@ -215,17 +245,15 @@ def export_study(name: str, console, trial: int | None = None, storage: str | No
                  formats=E.FORMATS, out: str | None = None) -> int:
     """`nas-export STUDY [--trial N]`: re-export the retrained winner from its checkpoint, or retrain another trained
     trial at full fidelity (retrain.seeds seeds) and export it to STUDIES/NAME/trial-N/."""
-    from search.study import is_race
-
     study, space = load_stored(name, storage, studies)
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
-    prev = study.user_attrs.get("retrain")
+    prev = rec.retrain_results(study)
     winner = R.winner(list(trials.values()), space.search)
     number = trial if trial is not None else prev["trial"] if prev else winner.number if winner else None
     if number is None:
         raise UserError(f"{name}: no completed trial to export yet")
     t = trials.get(number)
-    if t is None or not t.user_attrs.get("trained") or is_race(t):
+    if t is None or not rec.is_trained(t) or rec.is_race(t):
         raise UserError(f"--trial: expected the number of a trained search trial of {name}, got {number}")
     data = D.load(space.data, "cpu", space.search.seed)
     best = Path(studies) / space.name / "best" / "checkpoint.pt"
@@ -248,17 +276,18 @@ def load_stored(name: str, storage: str | None, studies: str) -> tuple[optuna.St
     """A study nas-run wrote (finished or still running) and the space it was searched with."""
     from search import space as S
 
-    url = storage or f"sqlite:///{Path(studies) / name}.db"
+    url = storage or default_storage(name, studies)
     if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).exists():
         raise UserError(f"{name}: no study storage at {url[len('sqlite:///'):]} (expected the study name nas-run printed; see --studies)")
     try:
         study = optuna.load_study(study_name=name, storage=make_storage(url))
     except KeyError:
         raise UserError(f"{name}: no such study in {url}") from None
-    if "space" not in study.user_attrs:
+    stored = rec.stored_space(study)
+    if stored is None:
         raise UserError(f"{name}: study in {url} was not written by nas-run (no stored space)")
-    text = study.user_attrs["space"]
-    return study, S.parse(S.read_yaml(text), study.user_attrs.get("space_file", name), text)
+    text, file = stored
+    return study, S.parse(S.read_yaml(text), file, text)
 
 
 def report_study(name: str, console, storage: str | None = None, studies: str = "studies") -> int:

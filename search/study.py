@@ -1,7 +1,6 @@
-"""Optuna glue: open or resume a study, its sampler and pruner, and the queries the pipeline asks of it.
+"""Optuna glue: open or resume a study, its sampler and its pruner.
 
-Trials come in two kinds: search trials (sampled) and race trials (a finalist's parameters again on another
-seed, enqueued with user attr `race_of`). Counting, the stop rule and the winner keep them apart here.
+What a trial records and the questions asked of trials live in record.py.
 """
 from __future__ import annotations
 
@@ -13,13 +12,16 @@ import optuna
 from optuna.trial import TrialState
 
 from search.errors import UserError
+from search import record as rec
+from search.record import STUDY_SEED_STRIDE
 from search.space import SearchConfig, Space
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
-def default_storage(space: Space, studies: str) -> str:
-    return f"sqlite:///{Path(studies) / space.name}.db"
+def default_storage(name: str, studies: str) -> str:
+    """The SQLite file a study lives in unless --storage names another."""
+    return f"sqlite:///{Path(studies) / name}.db"
 
 
 def sampler_seed(search: SearchConfig, worker: int, existing: int) -> int:
@@ -38,7 +40,7 @@ class _SeededPerTrial:
         self._study_seed = study_seed
 
     def before_trial(self, study, trial) -> None:
-        seed = (self._study_seed * 1_000_003 + trial.number * 7919) % 2**32
+        seed = (self._study_seed * STUDY_SEED_STRIDE + trial.number * 7919) % 2**32
         for sampler in (self, getattr(self, "_random_sampler", None)):
             if sampler is not None and hasattr(sampler, "_rng"):
                 sampler._rng.rng.seed(seed)
@@ -86,16 +88,16 @@ def open_study(space: Space, storage, worker: int = 0) -> optuna.Study:
     space; see `check_same_space`."""
     study = optuna.create_study(study_name=space.name, storage=storage, pruner=make_pruner(space.search),
                                 direction="maximize", load_if_exists=True)
-    if "space" not in study.user_attrs:
-        study.set_user_attr("space", space.text)
-        study.set_user_attr("space_file", space.file)
+    stored = rec.stored_space(study)
+    if stored is None:
+        rec.store_space(study, space.text, space.file)
         with warnings.catch_warnings():  # experimental since 3.2; it is what names the dashboard's axis
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(["val accuracy"])
-    elif study.user_attrs["space"] != space.text:
+    elif stored[0] != space.text:
         check_same_space(study, space)
     for i, params in enumerate(space.search.first_trials):  # a design already in the study is not queued again
-        study.enqueue_trial(params, user_attrs={"first_trial": i}, skip_if_exists=True)
+        study.enqueue_trial(params, user_attrs=rec.first_trial_attrs(i), skip_if_exists=True)
     existing = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)))
     study.sampler = make_sampler(space.search, sampler_seed(space.search, worker, existing))
     return study
@@ -107,8 +109,8 @@ def check_same_space(study: optuna.Study, space: Space) -> None:
     is one line naming the study, the change and the two ways on."""
     from search.space import parse, read_yaml
 
-    old_text = study.user_attrs["space"]
-    old = parse(read_yaml(old_text), study.user_attrs.get("space_file", space.file), old_text)
+    old_text, old_file = rec.stored_space(study)
+    old = parse(read_yaml(old_text), old_file, old_text)
     how = (f"to keep both, give the edited file a new `name:` (a new study); to continue {space.name}, "
            f"restore the file as it was (nas-export {space.name} prints nothing new)")
     for section in ("data", "budget", "retrain"):
@@ -131,27 +133,4 @@ def check_same_space(study: optuna.Study, space: Space) -> None:
         if a is None or b is None or not a.compatible(b):
             raise UserError(f"{space.file}: {name}: changed since study {space.name!r} began "
                             f"({a.describe() if a else 'absent'} -> {b.describe() if b else 'absent'}); {how}")
-    history = study.user_attrs.get("space_history", [])
-    study.set_user_attr("space_history", [*history, old_text])
-    study.set_user_attr("space", space.text)
-
-
-def is_race(t) -> bool:
-    return "race_of" in t.user_attrs
-
-
-def trained(trials) -> list:
-    """Search trials that trained (completed, or stopped by the pruner or a trial-level fault after training)."""
-    return [t for t in trials if t.user_attrs.get("trained") and not is_race(t)]
-
-
-def count_in_flight(trials) -> int:
-    """Trained search trials plus running search trials that have not ended untrained (most will train): with K
-    workers the study stops at the target instead of overshooting it by up to K-1 trials."""
-    running = [t for t in trials if t.state == TrialState.RUNNING and "end_reason" not in t.user_attrs and not is_race(t)]
-    return len(trained(trials)) + len(running)
-
-
-def best_search_trial(trials):
-    done = [t for t in trained(trials) if t.state == TrialState.COMPLETE]
-    return max(done, key=lambda t: t.value) if done else None
+    rec.replace_space(study, space.text)

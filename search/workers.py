@@ -11,20 +11,18 @@ import signal
 import sys
 import time
 import warnings
+from dataclasses import dataclass
 
 import optuna
 import torch
-from optuna.trial import TrialState
 
 from search import data as D
 from search.clock import Clock
 from search.errors import RunError, UserError
-from search.objective import Objective
+from search.objective import FAILING, GAVE_UP, Objective
 from search.space import Space
 from search.storage import HEARTBEAT, make_storage
-from search.study import count_in_flight, open_study, trained
-
-GAVE_UP, FAILING = 3, 4
+from search.study import open_study
 
 
 class Terminated(KeyboardInterrupt):
@@ -93,44 +91,45 @@ def processes_for(runs: int, k: int, device: str) -> int:
     return min(runs, RUNS_PER_CPU_WORKER * k)
 
 
-def run_worker(space: Space, storage_url: str, trials: int, device: str, threads: int, worker: int = 0,
-               heartbeat: int = HEARTBEAT, data: D.Data | None = None, race_phase: bool = False,
-               clock: Clock | None = None) -> Objective:
-    """One worker's loop: search until the study holds `trials` trained search trials or the `clock` (--minutes)
-    leaves no time for another, or (race phase) until no enqueued trial waits; stops early when the objective
-    gives up or keeps failing."""
+@dataclass(frozen=True)
+class RunContext:
+    """What every worker of one `nas-run` command shares: the space, the storage, the target, the devices, the
+    clock. Picklable: worker processes receive it whole."""
+
+    space: Space
+    storage_url: str
+    trials: int  # trained search trials to reach
+    device: str = "cpu"  # --device as given: auto, cpu, cuda, cuda:N
+    workers: int = 1
+    threads: int = 1  # torch threads per worker
+    heartbeat: int = HEARTBEAT
+    clock: Clock | None = None  # --minutes
+
+
+def run_worker(ctx: RunContext, worker: int = 0, data: D.Data | None = None, race_phase: bool = False) -> Objective:
+    """One worker's loop: ask for trials while the phase wants more (Objective.may_ask), then wait for other
+    workers' running trials until the phase is over (Objective.finished)."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    torch.set_num_threads(threads)
-    dev = pick_device(device, worker)
+    torch.set_num_threads(ctx.threads)
+    dev = pick_device(ctx.device, worker)
     if data is None:
-        data = D.load(space.data, dev, space.search.seed)
-    study = open_study(space, make_storage(storage_url, heartbeat), worker)
-    obj = Objective(space, data, dev, trials, race_phase, clock=clock)
-    while not (obj.gave_up or obj.failing or (not race_phase and not obj.may_start(study))):
-        if race_phase and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-            break  # e.g. a race process that started after the others took every run: nothing to ask for
-        if race_phase or count_in_flight(study.get_trials(deepcopy=False)) < trials:
+        data = D.load(ctx.space.data, dev, ctx.space.search.seed)
+    study = open_study(ctx.space, make_storage(ctx.storage_url, ctx.heartbeat), worker)
+    obj = Objective(ctx.space, data, dev, ctx.trials, race_phase, clock=ctx.clock)
+    while not obj.finished(study):
+        if obj.may_ask(study):
             study.optimize(obj, catch=(RuntimeError,), callbacks=[obj.stop_when_done], gc_after_trial=False)
-        if obj.out_of_time:
-            break  # others' running trials end by the same clock
-        states = [t.state for t in study.get_trials(deepcopy=False)]
-        if race_phase and TrialState.WAITING not in states:
-            break
-        if not race_phase and len(trained(study.get_trials(deepcopy=False))) >= trials:
-            break
-        if TrialState.RUNNING not in states:
-            continue  # others' running trials ended untrained (rejected): search on
+            continue
         # Others' trials are still running: live workers finish them, a dead worker's go stale after
         # 3 heartbeats and are failed + requeued here. Either way, wait rather than stop short.
-        time.sleep(heartbeat)
+        time.sleep(ctx.heartbeat)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)
     return obj
 
 
-def _worker_process(space: Space, url: str, trials: int, device: str, threads: int, worker: int, heartbeat: int,
-                    race_phase: bool, clock: Clock | None):
+def _worker_process(ctx: RunContext, worker: int, race_phase: bool):
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent turns Ctrl-C into SIGTERM for its workers
 
     def on_term(*_):
@@ -138,20 +137,19 @@ def _worker_process(space: Space, url: str, trials: int, device: str, threads: i
 
     signal.signal(signal.SIGTERM, on_term)
     try:
-        obj = run_worker(space, url, trials, device, threads, worker, heartbeat, race_phase=race_phase, clock=clock)
+        obj = run_worker(ctx, worker, race_phase=race_phase)
     except KeyboardInterrupt:
         sys.exit(143)
-    sys.exit(FAILING if obj.failing else GAVE_UP if obj.gave_up else 0)
+    sys.exit(obj.exit_status())
 
 
-def run_processes(space, url, trials, device, threads, k, heartbeat, race_phase=False, clock=None) -> set[int]:
+def run_processes(ctx: RunContext, k: int, race_phase: bool = False) -> set[int]:
     """K worker processes until they end; -> their exit statuses (0, GAVE_UP, FAILING). Ctrl-C / SIGTERM stop
     them (SIGTERM, then a kill after 60 s) and re-raise; any other status raises WorkerDied."""
     import multiprocessing as mp
 
-    ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_worker_process, args=(space, url, trials, device, threads, i, heartbeat, race_phase, clock))
-             for i in range(k)]
+    spawn = mp.get_context("spawn")
+    procs = [spawn.Process(target=_worker_process, args=(ctx, i, race_phase)) for i in range(k)]
     for p in procs:
         p.start()
     try:

@@ -11,12 +11,13 @@ from optuna.trial import TrialState
 
 from conftest import FM_SLICE, nas_run, tiny_space, write_space
 from search import clock as C
+from search import cost
 from search import data as D
 from search import race as R
 from search import space as S
-from search.objective import OUT_OF_TIME
-from search.study import open_study, trained
-from search.workers import run_worker
+from search.record import trained
+from search.study import open_study
+from search.workers import RunContext, run_worker
 
 N = {"search": 900, "val": 300, "race": 900, "race_val": 300, "retrain": 1200}  # an epoch: 900 + 300/3 = 1,000 image-works
 
@@ -40,23 +41,23 @@ def test_the_tail_is_the_finalists_race_runs_and_the_slowest_retrained_on_the_sl
     6 epochs on 1,200 images, 3.0 x 6 x 1.2 = 21.6 s; its 2 seeds on 2 workers run side by side."""
     trials = [_trial(0, 0.9, 2.0), _trial(1, 0.8, 3.0), _trial(2, 0.5, 10.0)]
     space = _space()
-    tail = C.tail_seconds(R.finalists(trials, space.search), space, N, workers=2)
-    assert tail == pytest.approx(C.SLOW_SIDE * (20 + 21.6) + C.OVERHEAD_SECONDS)
+    tail = cost.tail_seconds(R.finalists(trials, space.search), space, N, workers=2)
+    assert tail == pytest.approx(cost.SLOW_SIDE * (20 + 21.6) + cost.OVERHEAD_SECONDS)
     # 4 workers: the race takes as long as its longest run (12 s); the retrain's 2 seeds still one seed's time
-    assert C.tail_seconds(R.finalists(trials, space.search), space, N, workers=4) == pytest.approx(
-        C.SLOW_SIDE * (12 + 21.6) + C.OVERHEAD_SECONDS)
+    assert cost.tail_seconds(R.finalists(trials, space.search), space, N, workers=4) == pytest.approx(
+        cost.SLOW_SIDE * (12 + 21.6) + cost.OVERHEAD_SECONDS)
     # no race: the best search trial is the winner (2.0 s/epoch: 14.4 s a seed); on GPUs the seeds wait in waves
     no_race = _space(race_top=0)
-    assert C.tail_seconds(R.finalists(trials, no_race.search), no_race, N, workers=1, cpu=False) == pytest.approx(
-        C.SLOW_SIDE * 2 * 14.4 + C.OVERHEAD_SECONDS)
-    assert C.tail_seconds([], space, N, workers=2) == C.OVERHEAD_SECONDS  # nothing trained yet: nothing to price
+    assert cost.tail_seconds(R.finalists(trials, no_race.search), no_race, N, workers=1, cpu=False) == pytest.approx(
+        cost.SLOW_SIDE * 2 * 14.4 + cost.OVERHEAD_SECONDS)
+    assert cost.tail_seconds([], space, N, workers=2) == cost.OVERHEAD_SECONDS  # nothing trained yet: nothing to price
 
 
 def test_a_trial_starts_only_if_it_fits_before_the_tail_and_a_running_one_stops_at_it():
     trials = [_trial(0, 0.9, 2.0, seconds=30), _trial(1, 0.8, 3.0, seconds=50), _trial(2, 0.5, 10.0, seconds=40)]
     space = _space()
     clock = C.Clock(1000.0, space, N, workers=2)
-    tail = C.SLOW_SIDE * (20 + 21.6) + C.OVERHEAD_SECONDS
+    tail = cost.SLOW_SIDE * (20 + 21.6) + cost.OVERHEAD_SECONDS
     assert C.mean_trial_seconds(trials) == pytest.approx(40)
     assert clock.left(trials, now=800) == pytest.approx(200 - tail)  # 200 s to the deadline, less the tail
     start_by = 1000 - tail - 40  # a trial takes 40 s on average
@@ -83,15 +84,15 @@ def test_out_of_time_the_worker_cuts_its_trial_and_starts_none_but_race_runs_tra
     data = D.load(space.data, "cpu", 0)
     clock = _RunsOutInTheThirdTrial(0.0, space, N, workers=1)
     threads = torch.get_num_threads()  # run_worker sets it for the process: keep what later tests train with
-    obj = run_worker(space, url, 10, "cpu", threads, data=data, clock=clock)
+    obj = run_worker(RunContext(space, url, 10, "cpu", threads=threads, clock=clock), data=data)
     study = open_study(space, url)
     done = trained(study.get_trials())
     assert obj.out_of_time and len(done) == 3 and len(study.get_trials()) == 3  # none asked for after the cut
-    assert [t.user_attrs["end_reason"] for t in done] == ["completed", "completed", OUT_OF_TIME]
+    assert [t.user_attrs["end_reason"] for t in done] == ["completed", "completed", "out_of_time"]
     assert done[2].state == TrialState.PRUNED and sorted(done[2].intermediate_values) == [1]
     assert all(sorted(t.intermediate_values) == [1, 2, 3] for t in done[:2])
     assert R.enqueue(study, space.search) == 2  # the two completed trials race; the clock still says stop
-    run_worker(space, url, 10, "cpu", threads, data=data, race_phase=True, clock=clock)
+    run_worker(RunContext(space, url, 10, "cpu", threads=threads, clock=clock), data=data, race_phase=True)
     runs = [t for t in study.get_trials() if "race_of" in t.user_attrs]
     assert len(runs) == 2 and all(t.state == TrialState.COMPLETE and sorted(t.intermediate_values) == [1, 2, 3] for t in runs)
 

@@ -1,6 +1,8 @@
 """End to end on real images: the study, budget rejection, pruning records, resume, retrain, export."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import json
 
 import optuna
@@ -255,6 +257,11 @@ def test_search_data_fraction_applies_to_race_rounds_too():
     assert len(race_val) == len(search_val) and torch.bincount(search_train.y).tolist() == [120] * 10
 
 
+def _search(**keys) -> S.SearchConfig:
+    """A search section with these keys, the rest as tiny_space() sets them."""
+    return S.parse(tiny_space(search={"epochs": 1, **keys})).search
+
+
 def test_race_ranks_its_rounds_and_the_search_split_only_breaks_ties():
     """The search split picked the finalists, so the race ranks the mean over its own rounds; equal means (the
     same 800-image accuracies summed in another order) go to the better search value, then to the order."""
@@ -275,7 +282,7 @@ def test_race_ranks_its_rounds_and_the_search_split_only_breaks_ties():
     for f, vals in ((0, (0.8900, 0.8725)), (1, (0.89375, 0.8825)), (2, (0.8775, 0.8575))):
         for r, v in enumerate(vals, 1):
             add(v, f / 10 + 0.1, race_of=f, race_fold=r)
-    race = {"race_top": 3, "race_first_trials": True, "race_margin": 0.0}
+    race = _search(race_top=3, race_first_trials=True, race_margin=0.0)
     rows = R.standings(study.trials, race)
     assert [r["trial"] for r in rows] == [1, 0, 2]  # counted as a third seed, the search value would tie 0 and 1
     assert rows[0]["val_accs"] == [0.89375, 0.8825] and rows[0]["search_val"] == 0.8788
@@ -291,7 +298,7 @@ def test_race_ranks_its_rounds_and_the_search_split_only_breaks_ties():
             tied.add_trial(optuna.trial.create_trial(value=v, params={"x": f / 10 + 0.1}, distributions=dist,
                                                      user_attrs={"trained": True, "candidate": {"x": f / 10 + 0.1},
                                                                  "race_of": f, "race_fold": r}))
-    assert [r["trial"] for r in R.standings(tied.trials, race | {"race_top": 2})] == [1, 0]  # the tie goes to the better search value
+    assert [r["trial"] for r in R.standings(tied.trials, replace(race, race_top=2))] == [1, 0]  # the tie goes to the better search value
 
 
 def test_first_trials_designs_race_wherever_they_ranked_and_their_search_run_counts():
@@ -313,10 +320,10 @@ def test_first_trials_designs_race_wherever_they_ranked_and_their_search_run_cou
     add(0.880, 0.3)  # 2
     add(0.865, 0.4)  # 3: 3rd, not a finalist
     add(0.850, 0.5)  # 4
-    race = {"race_top": 2, "race_first_trials": True, "race_seeds": 2, "race_margin": 0.0}
+    race = _search(race_top=2, race_first_trials=True, race_seeds=2, race_margin=0.0)
     assert [t.number for t in R.finalists(study.trials, race)] == [2, 1, 0]
-    assert [t.number for t in R.finalists(study.trials, race | {"race_first_trials": False})] == [2, 1]
-    assert [t.number for t in R.finalists(study.trials, race | {"race_top": 0})] == [2]
+    assert [t.number for t in R.finalists(study.trials, replace(race, race_first_trials=False))] == [2, 1]
+    assert [t.number for t in R.finalists(study.trials, replace(race, race_top=0))] == [2]
     assert R.enqueue(study, race) == 3
     queued = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
     assert {t.user_attrs["race_of"]: t.system_attrs["fixed_params"]["x"] for t in queued} == {0: 0.1, 1: 0.2, 2: 0.3}
@@ -328,7 +335,7 @@ def test_first_trials_designs_race_wherever_they_ranked_and_their_search_run_cou
     assert [(r["trial"], r["first_trial"], round(r["mean"], 4)) for r in rows] == [(2, None, 0.869), (1, 1, 0.867), (0, 0, 0.866)]
     assert [r["search_counts"] for r in rows] == [False, True, True] and rows[1]["val_accs"] == [0.864]
     assert R.winner(study.trials, race).number == 2
-    plain = R.standings(study.trials, race | {"race_first_trials": False})  # designs picked for their rank: rounds only
+    plain = R.standings(study.trials, replace(race, race_first_trials=False))  # designs picked for their rank: rounds only
     assert [(r["trial"], r["mean"]) for r in plain] == [(2, 0.869), (1, 0.864)]
 
 
@@ -353,11 +360,11 @@ def test_a_sampled_finalist_replaces_the_best_design_only_beyond_race_margin():
             add(v, f / 10 + 0.1, race_of=f, race_fold=1)
         return study.trials
 
-    race = {"race_top": 1, "race_first_trials": True, "race_seeds": 2, "race_margin": 0.005}
+    race = _search(race_top=1, race_first_trials=True, race_seeds=2, race_margin=0.005)
     close, clear = study_of(0.869), study_of(0.871)  # 0.4 pt and 0.6 pt ahead of the hand net's 0.865
     rows = R.standings(close, race)
     assert [r["trial"] for r in rows] == [0, 2, 1] and rows[0]["kept"] and R.winner(close, race).number == 0
     assert [r["trial"] for r in R.standings(clear, race)] == [2, 0, 1] and R.winner(clear, race).number == 2
-    assert R.winner(close, race | {"race_margin": 0.0}).number == 2
+    assert R.winner(close, replace(race, race_margin=0.0)).number == 2
     behind = study_of(0.850)
     assert R.winner(behind, race).number == 0 and not R.standings(behind, race)[0].get("kept")

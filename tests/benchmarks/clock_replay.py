@@ -21,9 +21,9 @@ import optuna
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 from search import data as D  # noqa: E402
-from search.clock import phase_sizes, tail_seconds  # noqa: E402
+from search.cost import phase_sizes, tail_seconds  # noqa: E402
 from search.run import load_stored  # noqa: E402
-from search.study import is_race  # noqa: E402
+from search.record import is_race  # noqa: E402
 
 
 def replay(row: dict, workers: int) -> dict:
