@@ -62,4 +62,13 @@ def check_stages(config, *fields: str) -> None:
             raise ValueError(f"{name} must be >= 1 per stage, got {name}={getattr(config, name)}")
 
 
+def hw(image_size) -> tuple[int, int]:
+    """(height, width) of a config's `image_size`: an int for square images, or [height, width]."""
+    if isinstance(image_size, (list, tuple)):
+        h, w = image_size
+        return int(h), int(w)
+    return int(image_size), int(image_size)
+
+
 from models import convnet, mobilenet, resnet  # noqa: E402,F401  (registers the families)
+

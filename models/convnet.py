@@ -17,7 +17,7 @@ from typing import ClassVar
 
 from torch import nn
 
-from models import register
+from models import hw, register
 from models.dropout import Dropout
 
 TRANSITIONS = ("pool", "pool_1x1", "stride")
@@ -29,7 +29,7 @@ PADDINGS = ("same", "valid")
 class ConvNetConfig:
     in_channels: int = 1
     num_classes: int = 10
-    image_size: int = 28
+    image_size: int | tuple = 28  # or (height, width)
     widths: tuple = (8, 16, 16)  # output channels of every conv in stage i
     depths: tuple = (2, 2, 1)  # convs in stage i (0: the stage is left out; the stem is the first conv of stage 0)
     pools: tuple = ()  # per stage: True = starts with a transition; () = every stage but the first
@@ -66,7 +66,7 @@ class ConvNetConfig:
                 raise ValueError(f"{key} must be one of {allowed}, got {key}={getattr(self, key)!r}")
         if not 0 < self.squeeze <= 4:
             raise ValueError(f"squeeze must be in (0, 4], got squeeze={self.squeeze}")
-        if self.final_size() < 1:
+        if min(self.final_size()) < 1:
             raise ValueError(f"{sum(self.pools) + self.final_pool} transitions shrink a {self.image_size}px input below 1 pixel")
 
     def plan(self):
@@ -78,16 +78,18 @@ class ConvNetConfig:
         k = self.kernel_size
         return 0 if self.padding == "valid" and size >= k + 2 else k // 2
 
-    def final_size(self) -> int:
-        size = self.image_size
+    def final_size(self) -> tuple[int, int]:
+        """(height, width) of the last feature map."""
+        h, w = hw(self.image_size)
         for _, _, depth, pool in self.plan():
             if pool:
-                size = (size + 1) // 2 if self.transition == "stride" else size // 2
+                h, w = ((h + 1) // 2, (w + 1) // 2) if self.transition == "stride" else (h // 2, w // 2)
                 if self.transition == "stride":
                     depth -= 1  # the strided conv keeps "same" padding
             for _ in range(depth):
-                size -= 2 * (self.kernel_size // 2 - self.pad(size))
-        return size // 2 if self.final_pool else size
+                shrink = 2 * (self.kernel_size // 2 - self.pad(min(h, w)))  # one padding for both sides: symmetric
+                h, w = h - shrink, w - shrink
+        return (h // 2, w // 2) if self.final_pool else (h, w)
 
 
 def conv_block(cin: int, cout: int, k: int, c: ConvNetConfig, stride: int = 1, separable: bool = False, pad: int | None = None):
@@ -112,23 +114,23 @@ class ConvNet(nn.Module):
     def __init__(self, config: ConvNetConfig):
         super().__init__()
         self.config = c = config
-        k, layers, cin, size = c.kernel_size, [], c.in_channels, c.image_size
+        k, layers, cin, (h, w) = c.kernel_size, [], c.in_channels, hw(c.image_size)
         for i, width, depth, pool in c.plan():
             stride = 1
             if pool and c.transition == "stride":
                 stride = 2
             elif pool:
                 layers.append(nn.MaxPool2d(2))
-                size //= 2
+                h, w = h // 2, w // 2
                 if c.transition == "pool_1x1":
                     squeezed = max(1, round(c.squeeze * cin))
                     layers += conv_block(cin, squeezed, 1, c)
                     cin = squeezed
             for j in range(depth):
                 first = j == 0
-                pad = k // 2 if stride > 1 and first else c.pad(size)
+                pad = k // 2 if stride > 1 and first else c.pad(min(h, w))
                 layers += conv_block(cin, width, k, c, stride if first else 1, c.separable and not (i == 0 and first), pad)
-                size = (size + 2 * pad - k) // (stride if first else 1) + 1
+                h, w = ((d + 2 * pad - k) // (stride if first else 1) + 1 for d in (h, w))
                 cin = width
         if c.final_pool:
             layers.append(nn.MaxPool2d(2))
@@ -136,7 +138,8 @@ class ConvNet(nn.Module):
         head: list[nn.Module] = []
         if c.head == "flatten_fc":
             head.append(nn.Flatten())
-            cin = cin * c.final_size() ** 2
+            fh, fw = c.final_size()
+            cin = cin * fh * fw
         else:
             head += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
         if c.head != "gap" and c.fc_width > 0:

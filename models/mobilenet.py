@@ -10,14 +10,14 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from models import check_stages, register
+from models import check_stages, hw, register
 
 
 @dataclass
 class MobileNetConfig:
     in_channels: int = 3
     num_classes: int = 10
-    image_size: int = 32
+    image_size: int | tuple = 32  # or (height, width)
     stem_width: int = 16
     widths: tuple = (16, 24, 32)
     depths: tuple = (1, 2, 2)  # inverted residual blocks per stage
@@ -31,7 +31,7 @@ class MobileNetConfig:
             raise ValueError(f"expansion must be >= 1, got expansion={self.expansion}")
         if self.kernel_size < 1 or self.kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd and >= 1, got kernel_size={self.kernel_size}")
-        if self.image_size < 2 ** (len(self.widths) - 1):
+        if min(hw(self.image_size)) < 2 ** (len(self.widths) - 1):
             raise ValueError(f"{len(self.widths)} stages shrink a {self.image_size}px input below 1 pixel")
 
 

@@ -9,14 +9,14 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from models import check_stages, register
+from models import check_stages, hw, register
 
 
 @dataclass
 class ResNetConfig:
     in_channels: int = 3
     num_classes: int = 10
-    image_size: int = 32
+    image_size: int | tuple = 32  # or (height, width)
     stem_width: int = 16
     widths: tuple = (16, 32, 64)
     depths: tuple = (3, 3, 3)  # basic blocks per stage
@@ -26,7 +26,7 @@ class ResNetConfig:
         check_stages(self, "widths", "depths")
         if self.stem_width < 1:
             raise ValueError(f"stem_width must be >= 1, got stem_width={self.stem_width}")
-        if self.image_size < 2 ** (len(self.widths) - 1):
+        if min(hw(self.image_size)) < 2 ** (len(self.widths) - 1):
             raise ValueError(f"{len(self.widths)} stages shrink a {self.image_size}px input below 1 pixel")
 
 

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 import models
-from search.data import DATASETS, Meta
+from search.data import Meta
 from search.errors import UserError
 from search.train import make_optimizer, make_step
 
@@ -49,7 +49,7 @@ def count_macs(model: nn.Module, meta: Meta) -> int:
     model.eval()  # tracing in train mode would update BatchNorm's running statistics
     try:
         with torch.no_grad():
-            x = torch.zeros(1, meta.channels, meta.size, meta.size, device=next(model.parameters()).device)
+            x = torch.zeros(1, meta.channels, meta.height, meta.width, device=next(model.parameters()).device)
             fca = FlopCountAnalysis(model, x)
             fca.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
             return int(fca.total())
@@ -61,7 +61,7 @@ def seconds_per_step(model: nn.Module, recipe: dict, meta: Meta, device, warmup:
     """Median wall-clock of one real training step (augmentation included) on random uint8 images."""
     model = copy.deepcopy(model).to(device)
     bs = recipe["batch_size"]
-    x = torch.randint(0, 256, (bs, meta.channels, meta.size, meta.size), dtype=torch.uint8, device=device)
+    x = torch.randint(0, 256, (bs, meta.channels, meta.height, meta.width), dtype=torch.uint8, device=device)
     y = torch.randint(0, meta.classes, (bs,), device=device)
     mean = torch.full((meta.channels,), 0.5, device=device)
     step = make_step(model, make_optimizer(model, recipe), recipe, mean, mean)
@@ -146,20 +146,19 @@ def fill(cand: dict, budget: BudgetConfig, meta: Meta, steps: int = 12) -> dict:
 def candidate_model(space, trial, meta: Meta) -> tuple[dict, nn.Module]:
     """The candidate a trial samples, filled when the space fills the budget, and its model; ValueError when it
     does not build."""
-    cand = space.sample(trial)
+    cand = space.sample(trial, meta)
     if space.budget.fill:
         cand = fill(cand, space.budget, meta)
     return cand, models.build(cand["family"], **cand["model"])
 
 
-def sample_costs(space, n: int, seed: int, stop_at_fit: bool = False):
+def sample_costs(space, meta: Meta, n: int, seed: int, stop_at_fit: bool = False):
     """[(candidate, model, Cost, violations)] for n random candidates that build (filled when the space fills
     the budget); and the invalid count."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
-    meta = DATASETS[space.data.dataset]
     rows, invalid = [], 0
     for _ in range(n):
         try:
@@ -185,9 +184,9 @@ def no_fit_error(space, rows) -> UserError:
     )
 
 
-def preflight(space, n: int = 200) -> None:
+def preflight(space, meta: Meta, n: int = 200) -> None:
     """Before a run writes anything: stop at the first random candidate that fits, or fail with no_fit_error."""
-    rows, _ = sample_costs(space, n, space.search.seed, stop_at_fit=True)
+    rows, _ = sample_costs(space, meta, n, space.search.seed, stop_at_fit=True)
     if not rows:
         raise UserError(f"{space.file}: model: none of {n} sampled candidates builds")
     if not any(all(v <= 0 for v in r[3].values()) for r in rows):

@@ -16,7 +16,7 @@ from search import budget as B
 from search.budget import no_fit_error, sample_costs
 from search.cost import phase_sizes, run_cost
 from search import data as D
-from search.data import DATASETS, train_size
+from search.data import train_size
 from search.errors import UserError
 from search.progress import describe
 from search.space import Space
@@ -29,27 +29,31 @@ def _q(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
-def sizes(space: Space) -> tuple[dict, str]:
+def sizes(space: Space) -> tuple[dict, str, D.Meta]:
     """Images per split from the dataset files when they are there (a folder may hold fewer than the official
-    split), else from the dataset's official size; and where the numbers came from."""
+    split), else (built-in datasets) from the official size; where the numbers came from; the data's Meta. Your
+    own data must be there: its shape and classes come from the files."""
     try:
         data = D.load(space.data, "cpu", space.search.seed)
-        n_train, n_val, source = len(data.train), len(data.val), f"the files in {space.data.root}"
-    except UserError:
+        n_train, n_val, source, meta = len(data.train), len(data.val), f"the files in {space.data.root}", data.meta
+    except UserError as e:
+        meta = D.builtin_meta(space.data)
+        if meta is None:
+            raise UserError(f"{space.file}: data.root: {e}") from None
         n_full = train_size(space.data)
         n_val = round(n_full * space.data.val_fraction)
         n_train, source = n_full - n_val, f"the official {space.data.dataset} size (files not found)"
-    return phase_sizes(space, n_train, n_val), source
+    return phase_sizes(space, n_train, n_val), source, meta
 
 
-def design_models(space: Space) -> list:
+def design_models(space: Space, meta: D.Meta) -> list:
     """[(candidate, model)] for the `search.first_trials` designs, completed as the run completes them (parameters
     a design leaves out are sampled) and filled to the budget like every candidate."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=space.search.seed))
-    meta, out = DATASETS[space.data.dataset], []
+    out = []
     for params in space.search.first_trials:
         study.enqueue_trial(params)
         try:
@@ -59,17 +63,20 @@ def design_models(space: Space) -> list:
     return out
 
 
-def run(space: Space, samples: int = 300, console: Console | None = None, trials: int | None = None,
-        workers: int = 1, device: str = "cpu", minutes: float | None = None) -> int:
-    """The table, the median candidate's timing and the whole run's cost. Timed with the thread count the caller
-    set (a worker's) on `device`, as the run will train."""
-    console = console or Console()
-    meta = DATASETS[space.data.dataset]
-    rows, invalid = sample_costs(space, samples, space.search.seed)
-    if not rows:
-        raise UserError(f"{space.file}: model: none of {samples} sampled candidates builds (every one was {invalid} invalid)")
-    fits = [r for r in rows if all(v <= 0 for v in r[3].values())]
-    n, source = sizes(space)
+def time_across_macs(space: Space, meta: D.Meta, fits: list, n: dict, device) -> list:
+    """[(candidate, seconds per step, seconds of one retrain seed)] for TIMED fitting candidates spread evenly over
+    the MACs range (`fits` sorted by MACs)."""
+    timed = []
+    picks = [fits[round(i * (len(fits) - 1) / max(1, TIMED - 1))] for i in range(min(TIMED, len(fits)))]
+    for cand, model, _, _ in picks:
+        sps = B.seconds_per_step(model, cand["train"], meta, device)
+        timed.append((cand, sps, B.estimate_train_seconds(sps, cand["train"]["batch_size"], n["retrain"], 0,
+                                                          space.retrain.epochs)))
+    return timed
+
+
+def budget_table(space: Space, rows: list, fits: list, timed: list, invalid: int) -> Table:
+    """Per budget: the limit, the share of sampled candidates within it, the quantiles of their values."""
     table = Table(title=f"{space.file}: {len(rows)} random candidates ({invalid} invalid skipped)")
     for col in ("budget", "limit", "fits", "min", "5%", "median", "95%", "max"):
         table.add_column(col, justify="right" if col != "budget" else "left")
@@ -78,37 +85,38 @@ def run(space: Space, samples: int = 300, console: Console | None = None, trials
         limit = getattr(space.budget, key)
         share = f"{sum(v <= limit for v in vals) / len(vals):.0%}" if limit else "-"
         table.add_row(key, f"{limit:,}" if limit else "none", share, *(f"{_q(vals, q):,}" for q in (0, 0.05, 0.5, 0.95, 1)))
-
-    median = None
-    timed = []
-    if fits:
-        fits.sort(key=lambda r: r[2].macs)
-        median = fits[len(fits) // 2]
-        picks = [fits[round(i * (len(fits) - 1) / max(1, TIMED - 1))] for i in range(min(TIMED, len(fits)))]
-        for cand, model, cost, _ in picks:
-            sps = B.seconds_per_step(model, cand["train"], meta, device)
-            full = B.estimate_train_seconds(sps, cand["train"]["batch_size"], n["retrain"], 0, space.retrain.epochs)
-            timed.append((cand, sps, full))
-        if space.budget.train_seconds is not None:
-            limit = space.budget.train_seconds
-            secs = [t[2] for t in timed]
-            table.add_row(
-                "train_seconds", f"{limit:,.0f}", f"{sum(s <= limit for s in secs) / len(secs):.0%} of {len(secs)} timed",
-                f"{min(secs):,.0f}", "", f"{_q(secs, 0.5):,.0f}", "", f"{max(secs):,.0f}",
-            )
+    limit = space.budget.train_seconds
+    if limit is not None and timed:
+        secs = [t[2] for t in timed]
+        table.add_row("train_seconds", f"{limit:,.0f}", f"{sum(s <= limit for s in secs) / len(secs):.0%} of {len(secs)} timed",
+                      f"{min(secs):,.0f}", "", f"{_q(secs, 0.5):,.0f}", "", f"{max(secs):,.0f}")
     table.add_row("params+macs", "", f"{len(fits) / len(rows):.0%}", "", "", "", "", "", style="bold")
-    console.print(table)
+    return table
+
+
+def run(space: Space, samples: int = 300, console: Console | None = None, trials: int | None = None,
+        workers: int = 1, device: str = "cpu", minutes: float | None = None) -> int:
+    """The table, the median candidate's timing and the whole run's cost. Timed with the thread count the caller
+    set (a worker's) on `device`, as the run will train."""
+    console = console or Console()
+    n, source, meta = sizes(space)
+    rows, invalid = sample_costs(space, meta, samples, space.search.seed)
+    if not rows:
+        raise UserError(f"{space.file}: model: none of {samples} sampled candidates builds (every one was {invalid} invalid)")
+    fits = sorted((r for r in rows if all(v <= 0 for v in r[3].values())), key=lambda r: r[2].macs)
+    timed = time_across_macs(space, meta, fits, n, device)
+    console.print(budget_table(space, rows, fits, timed, invalid))
     small, large = min(rows, key=lambda r: r[2].params), max(rows, key=lambda r: r[2].params)
     console.print(f"smallest: {small[2].params:,} params, {small[2].macs:,} MACs  {describe(small[0])}")
     console.print(f"largest:  {large[2].params:,} params, {large[2].macs:,} MACs  {describe(large[0])}")
     if not fits:
         raise no_fit_error(space, rows)
-    cand, model, cost, _ = median
+    cand, model, cost, _ = fits[len(fits) // 2]  # the median fitting candidate by MACs
     bs = cand["train"]["batch_size"]
     sps = B.seconds_per_step(model, cand["train"], meta, device)
     # a trial's price: the mean per image of the candidates timed across the MACs range, at the median's batch
     typical = statistics.fmean(t_sps / t_cand["train"]["batch_size"] for t_cand, t_sps, _ in timed) * bs
-    designs = [(B.seconds_per_step(m, c["train"], meta, device), c["train"]["batch_size"]) for c, m in design_models(space)]
+    designs = [(B.seconds_per_step(m, c["train"], meta, device), c["train"]["batch_size"]) for c, m in design_models(space, meta)]
     trials = trials or space.search.trials
     c = run_cost(space, typical, bs, n, trials, workers, cpu=device.type == "cpu", designs=designs)
     s = space.search
@@ -135,6 +143,6 @@ def run(space: Space, samples: int = 300, console: Console | None = None, trials
     if device.type == "cuda" and workers > 1:
         console.print(
             f"[yellow]{workers} workers share the GPU: the figures above count them {workers}x as fast as the one timed "
-            f"alone; on one H100 16 workers under MPS ran 13x (8k params) and 8x (114k params) as fast as one, "
-            f"time-sliced 7x and 5x (tests/benchmarks/gpu_workers.py): expect up to ~3x longer[/]", highlight=False)
+            f"alone; on one H100 16 workers under MPS ran 8-13x as fast as one, time-sliced 5-7x "
+            f"(tests/benchmarks/RESULTS.md, \"On a GPU\"): expect up to ~3x longer[/]", highlight=False)
     return 0

@@ -1,4 +1,4 @@
-"""Command line: `nas-run SPACE [--check] [--trials N] ...` and `nas-export STUDY ...`.
+"""Command line: `nas-run SPACE [--check] [--trials N] ...`, `nas-export`, `nas-report`, `nas-init`, `nas-predict`.
 
 User-input trouble is one line on stderr and exit status 2, before anything is written.
 """
@@ -120,6 +120,39 @@ def export_main(argv: list[str] | None = None) -> int:
                             storage=args.storage, studies=args.studies, formats=formats, out=args.out)
     except OneLineError as e:
         sys.stderr.write(f"nas-export: {e}\n")
+        return e.status
+
+
+def init_main(argv: list[str] | None = None) -> int:
+    p = _Parser(prog="nas-init", description="Look at an image folder or .npz and write a search space for it.")
+    p.add_argument("data", help="a folder of class sub-folders (or train/ and test/ holding them), or an .npz file")
+    p.add_argument("--params", type=_positive, default=8000, help="parameter budget (default 8000)")
+    p.add_argument("--macs", type=_positive, help="MACs per image (default: mnist_8k's MACs per param and pixel)")
+    p.add_argument("--minutes", type=_minutes, help="the wall-clock budget you will give nas-run (printed in the next command)")
+    p.add_argument("--out", help="the space file to write (default: NAME.yaml here; never overwritten)")
+    args = p.parse_args(argv)
+    try:
+        from search.init import init
+
+        return init(args.data, args.params, args.macs, args.minutes, args.out, make_console())
+    except OneLineError as e:
+        sys.stderr.write(f"nas-init: {e}\n")
+        return e.status
+
+
+def predict_main(argv: list[str] | None = None) -> int:
+    p = _Parser(prog="nas-predict", description="Run an exported model on image files or folders; CSV out.")
+    p.add_argument("model_dir", help="an export folder, e.g. studies/NAME/best")
+    p.add_argument("paths", nargs="+", help="image files or folders (recursive)")
+    p.add_argument("--csv", help="write the CSV here (default: stdout)")
+    p.add_argument("--top", type=_positive, default=1, help="labels per image, most probable first (default 1)")
+    args = p.parse_args(argv)
+    try:
+        from search.predict import predict
+
+        return predict(args.model_dir, args.paths, args.csv, args.top)
+    except OneLineError as e:
+        sys.stderr.write(f"nas-predict: {e}\n")
         return e.status
 
 

@@ -67,8 +67,8 @@ def expected_epochs(search: SearchConfig, trials: int) -> float:
     promotion rule (halving_epochs): for 38 trials at rungs 2 and 6 of 15 that is ~4.8 epochs, not the 4.3 of
     an endless study, because early trials pass rungs on few competitors. Hyperband splits the trials between
     its brackets as Optuna does (bracket s gets ceil(n * eta^s / (s + 1)) shares) and halves within each; the
-    median pruner's share is measured, not derived. A sampler that keeps improving gets more trials through
-    than any of this: measured 5.8 and 7.2 on the 8k Fashion-MNIST task (tests/benchmarks/vs_hand.py)."""
+    median pruner's share is measured, not derived. A sampler that keeps improving gets more trials through than
+    this (RESULTS.md, "--check")."""
     E, eta, low, kind = search.epochs, search.reduction_factor, search.min_epochs, search.pruner
     if kind == "successive_halving":
         return halving_epochs(trials, rungs(min(low, E), eta, E), eta)

@@ -1,9 +1,11 @@
 """Datasets as uint8 tensors on the training device, a fixed seeded validation split, per-channel stats.
 
-Load once (torchvision's files, or a folder of gzipped/plain IDX files), cache the decoded tensors under
-~/.cache/nas-run (NAS_RUN_CACHE overrides) so the next run loads in well under a second, carve a
-stratified validation split from the training data with the study seed, compute normalization on the
-training split only, and move everything to the device once. Batches are later sliced from these tensors.
+Load once (torchvision's files, a folder of gzipped/plain IDX files, an image folder or an .npz: images.py),
+convert to `data.channels` and resize to `data.image_size` when asked, cache the decoded tensors under
+~/.cache/nas-run (NAS_RUN_CACHE overrides) so the next run loads in about a second, carve a stratified
+validation split from the training data with the study seed, compute normalization on the training split only,
+and move everything to the device once. Batches are later sliced from these tensors. Class names travel with
+the data (Meta) into the report, the checkpoint and the exported model.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import gzip
 import hashlib
 import os
 import socket
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,6 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from search import images as I
 from search.errors import UserError
 
 if TYPE_CHECKING:
@@ -26,27 +30,40 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Meta:
+    """What a model needs to know of its input: channels, height, width, the classes by name."""
+
     channels: int
-    size: int
-    classes: int
-    train_size: int  # images in the official training split (before the validation split)
-    torchvision: str  # class name in torchvision.datasets
+    height: int
+    width: int
+    class_names: tuple[str, ...]
+    train_size: int = 0  # built-in datasets: images in the official training split (before the validation split)
+    torchvision: str = ""  # built-in datasets: the class name in torchvision.datasets
+
+    @property
+    def classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def image_size(self) -> int | list[int]:
+        """As a model config takes it: an int when square, else [height, width]."""
+        return self.height if self.height == self.width else [self.height, self.width]
 
 
-DATASETS = {
-    "mnist": Meta(1, 28, 10, 60_000, "MNIST"),
-    "fashion_mnist": Meta(1, 28, 10, 60_000, "FashionMNIST"),
-    "cifar10": Meta(3, 32, 10, 50_000, "CIFAR10"),
-    "cifar100": Meta(3, 32, 100, 50_000, "CIFAR100"),
-    "svhn": Meta(3, 32, 10, 73_257, "SVHN"),
+def _numbered(n: int) -> tuple[str, ...]:
+    return tuple(str(i) for i in range(n))
+
+
+DATASETS = {  # the built-in datasets; `folder` and `arrays` are the user's own (images.py)
+    "mnist": Meta(1, 28, 28, _numbered(10), 60_000, "MNIST"),
+    "fashion_mnist": Meta(1, 28, 28, ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                                      "Sneaker", "Bag", "Ankle boot"), 60_000, "FashionMNIST"),
+    "cifar10": Meta(3, 32, 32, ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+                                "truck"), 50_000, "CIFAR10"),
+    "cifar100": Meta(3, 32, 32, _numbered(100), 50_000, "CIFAR100"),
+    "svhn": Meta(3, 32, 32, _numbered(10), 73_257, "SVHN"),
 }
-CLASS_NAMES = {  # for the study report; CIFAR-100's 100 classes are shown by number
-    "mnist": [str(i) for i in range(10)],
-    "svhn": [str(i) for i in range(10)],
-    "fashion_mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-                      "Ankle boot"],
-    "cifar10": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
-}
+OWN_DATA = ("folder", "arrays")
+TEST_SPLIT_SEED = 0  # the held-out test split of a folder without test/: the same on every run and machine
 SVHN_EXTRA = 531_131
 IDX_FILES = {
     "train_x": "train-images-idx3-ubyte",
@@ -77,10 +94,18 @@ class Data:
     mean: torch.Tensor  # float (C,) over the training split, in [0, 1] pixel units
     std: torch.Tensor
     meta: Meta
+    test_split: dict | None = None  # folder without test/: the held-out test split's size and digest
+    skipped: int = 0  # files in an image folder that are hidden or not images
 
 
-def class_names(dataset: str) -> list[str]:
-    return CLASS_NAMES.get(dataset) or [str(i) for i in range(DATASETS[dataset].classes)]
+def builtin_meta(cfg: DataConfig) -> Meta | None:
+    """A built-in dataset's Meta as the space converts it (channels, image_size), without its files; None for
+    the user's own data, whose shape is known only from the files."""
+    meta = DATASETS.get(cfg.dataset)
+    if meta is None:
+        return None
+    h, w = cfg.image_size or (meta.height, meta.width)
+    return Meta(cfg.channels or meta.channels, h, w, meta.class_names, meta.train_size, meta.torchvision)
 
 
 def train_size(data_cfg: DataConfig) -> int:
@@ -90,8 +115,11 @@ def train_size(data_cfg: DataConfig) -> int:
 
 def load(data_cfg: DataConfig, device: str | torch.device = "cpu", seed: int = 0) -> Data:
     """The dataset named by the space's `data` section, split and on `device`."""
-    name, meta = data_cfg.dataset, DATASETS[data_cfg.dataset]
-    raw = _cached_raw(name, Path(data_cfg.root), data_cfg.extra)
+    raw = _cached_raw(data_cfg)
+    _, channels, height, width = raw["train_x"].shape
+    meta = Meta(channels, height, width, tuple(raw["classes"]), *(
+        (DATASETS[data_cfg.dataset].train_size, DATASETS[data_cfg.dataset].torchvision)
+        if data_cfg.dataset in DATASETS else ()))
     train_idx, val_idx = stratified_split(raw["train_y"], data_cfg.val_fraction, seed)
     x = raw["train_x"][train_idx]
     pixels = x.transpose(0, 1).reshape(meta.channels, -1)
@@ -106,6 +134,8 @@ def load(data_cfg: DataConfig, device: str | torch.device = "cpu", seed: int = 0
         mean=to(mean.float()),
         std=to(std.float()),
         meta=meta,
+        test_split=raw.get("test_split"),
+        skipped=int(raw.get("skipped", 0)),
     )
 
 
@@ -148,20 +178,44 @@ def _cache_dir() -> Path:
     return Path(os.environ.get("NAS_RUN_CACHE", Path.home() / ".cache" / "nas-run"))
 
 
-def _cached_raw(name: str, root: Path, extra: bool) -> dict[str, torch.Tensor]:
+def _cached_raw(cfg: DataConfig) -> dict:
+    """{train_x, train_y, test_x, test_y: uint8 (N, C, H, W) / int64 (N,), classes: names, ...}, converted to
+    `cfg.channels` and `cfg.image_size`, from the cache when the files are unchanged."""
+    if cfg.dataset in OWN_DATA:
+        return _own_raw(cfg)
+    name, root = cfg.dataset, Path(cfg.root)
     idx = _find_idx(root, DATASETS[name]) if name in ("mnist", "fashion_mnist") else None
-    signature = [name, str(root.resolve()), extra]
+    signature = [name, str(root.resolve()), cfg.extra]
     if idx:  # local IDX files: a changed file means a new cache entry
         signature += [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in idx.values()]
     key = hashlib.sha256(repr(signature).encode()).hexdigest()[:16]
     cache = _cache_dir() / f"{name}-{key}.pt"
     if cache.exists():
-        return torch.load(cache, weights_only=True)
-    raw = {k: _read_idx(p) for k, p in idx.items()} if idx else _torchvision(name, root, extra)
+        raw = torch.load(cache, weights_only=True)
+    else:
+        raw = {k: _read_idx(p) for k, p in idx.items()} if idx else _torchvision(name, root, cfg.extra)
+        for k in ("train_x", "test_x"):
+            if raw[k].dim() == 3:
+                raw[k] = raw[k].unsqueeze(1)
+        raw = {k: v.contiguous() for k, v in raw.items()}
+        _save(cache, raw)
+    raw["classes"] = DATASETS[name].class_names
+    return conform(raw, cfg.channels, cfg.image_size)
+
+
+def conform(raw: dict, channels: int | None, size: tuple[int, int] | None) -> dict:
+    """The images converted to `channels` and resized to `size` (None: as they are)."""
     for k in ("train_x", "test_x"):
-        if raw[k].dim() == 3:
-            raw[k] = raw[k].unsqueeze(1)
-    raw = {k: v.contiguous() for k, v in raw.items()}
+        x = raw[k]
+        if channels:
+            x = I.to_channels(x, channels)
+        if size:
+            x = torch.cat([I.resize(x[i:i + 4096], size) for i in range(0, len(x), 4096)]) if len(x) else x
+        raw[k] = x
+    return raw
+
+
+def _save(cache: Path, raw: dict) -> None:
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_suffix(f".tmp{os.getpid()}")
@@ -169,7 +223,79 @@ def _cached_raw(name: str, root: Path, extra: bool) -> dict[str, torch.Tensor]:
         tmp.replace(cache)  # atomic: parallel workers never read a half-written cache
     except OSError:
         pass  # a read-only home only costs the next run a decode
+
+
+def _own_raw(cfg: DataConfig) -> dict:
+    """An image folder or an .npz, decoded once and cached by the files' names, sizes and times."""
+    root = Path(cfg.root)
+    if cfg.dataset == "arrays":
+        parts = [str(root.resolve()), root.stat().st_mtime_ns if root.is_file() else 0, cfg.channels, cfg.image_size]
+    else:
+        listing = I.scan_folder(root)
+        files = [f for f, _ in listing.train + (listing.test or [])]
+        parts = [str(root.resolve()), I.signature(files), cfg.channels, cfg.image_size,
+                 None if listing.test else cfg.test_fraction]
+    cache = _cache_dir() / f"{cfg.dataset}-{hashlib.sha256(repr(parts).encode()).hexdigest()[:16]}.pt"
+    if cache.exists():
+        return torch.load(cache, weights_only=True)
+    if cfg.dataset == "arrays":
+        raw = I.read_npz(root)
+        channels = cfg.channels or raw["train_x"].shape[1]
+        raw = conform(raw, channels, cfg.image_size)
+    else:
+        raw = _decode_folder(listing, cfg)
+    _save(cache, raw)
     return raw
+
+
+def _decode_folder(listing: I.Listing, cfg: DataConfig) -> dict:
+    """Decode the folder's images at one size and channel count; hold out a stratified test split when the folder
+    has no test/ (TEST_SPLIT_SEED: the same images on every run and machine)."""
+    train = listing.train
+    if listing.test is None:
+        labels = torch.tensor([c for _, c in train])
+        rest, part = stratified_split(labels, cfg.test_fraction, TEST_SPLIT_SEED)
+        test, train = [train[i] for i in part.tolist()], [train[i] for i in rest.tolist()]
+        names = "\n".join(str(f.relative_to(listing.root)) for f, _ in test)
+        test_split = {"images": len(test), "sha256": hashlib.sha256(names.encode()).hexdigest()}
+    else:
+        test, test_split = listing.test, None
+    files = [f for f, _ in train + test]
+    size, channels = cfg.image_size, cfg.channels
+    if size is None or channels is None:
+        headers = [I.header(f) for f in files]
+        if size is None:
+            sizes = {(h, w) for h, w, _ in headers}
+            if len(sizes) > 1:
+                (a, b), (c, d) = sorted(sizes)[:2]
+                raise UserError(f"{listing.root}: images of {len(sizes)} sizes ({a}x{b}, {c}x{d}, ...): set data.image_size "
+                                f"(an int, or [height, width]) to resize them all to one")
+            size = sizes.pop()
+        channels = channels or (1 if all(grey for _, _, grey in headers) else 3)
+    I.check_memory(str(listing.root), len(files), channels, size)
+    x = I.decode_all(files, channels, size, progress=_progress(len(files)))
+    n = len(train)
+    return {"train_x": x[:n], "train_y": torch.tensor([c for _, c in train], dtype=torch.long),
+            "test_x": x[n:], "test_y": torch.tensor([c for _, c in test], dtype=torch.long),
+            "classes": listing.classes, "test_split": test_split, "skipped": listing.skipped}
+
+
+def _progress(total: int):
+    """A progress bar on stderr for decodes long enough to wait for (a few thousand images and up), else None."""
+    if total < 5000 or not sys.stderr.isatty():
+        return None
+    from rich.progress import Progress
+
+    bar = Progress(transient=True)
+    task = bar.add_task(f"decoding {total:,} images", total=total)
+    bar.start()
+
+    def advance(n: int) -> None:
+        bar.advance(task, n)
+        if bar.finished:
+            bar.stop()
+
+    return advance
 
 
 def _find_idx(root: Path, meta: Meta) -> dict[str, Path] | None:

@@ -37,7 +37,8 @@ class Normalized(nn.Module):
         return self.model((x - self.mean) / self.std)
 
 
-def checkpoint(model: nn.Module, mean, std, cand: dict, metrics: dict, space_text: str) -> dict:
+def checkpoint(model: nn.Module, mean, std, cand: dict, metrics: dict, space_text: str,
+               class_names: tuple[str, ...] = ()) -> dict:
     return {
         "family": model.family,
         "config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(model.config).items()},
@@ -47,6 +48,7 @@ def checkpoint(model: nn.Module, mean, std, cand: dict, metrics: dict, space_tex
         "candidate": json.dumps(cand),
         "metrics": json.dumps(metrics),
         "space": space_text,
+        "class_names": list(class_names),
     }
 
 
@@ -83,7 +85,8 @@ def export(model: nn.Module, ckpt: dict, test: Split, out: Path, formats=FORMATS
     card = {
         "family": ckpt["family"], "config": ckpt["config"], "params": count_params(model),
         "macs": count_macs(model, meta), "metrics": json.loads(ckpt["metrics"]),
-        "recipe": json.loads(ckpt["candidate"])["train"], "input": f"float32 pixels in [0, 1], shape (N, {meta.channels}, {meta.size}, {meta.size})",
+        "recipe": json.loads(ckpt["candidate"])["train"], "input": f"float32 pixels in [0, 1], shape (N, {meta.channels}, {meta.height}, {meta.width})",
+        "class_names": list(meta.class_names),
         "mean": ckpt["mean"], "std": ckpt["std"], "files": files,
     }
     if "onnx" in formats:
@@ -91,6 +94,7 @@ def export(model: nn.Module, ckpt: dict, test: Split, out: Path, formats=FORMATS
             torch.onnx.export(wrapped, (x[:2],), str(out / "model.onnx"), input_names=["pixels"],
                               output_names=["logits"], dynamic_shapes={"x": {0: batch}}, dynamo=True,
                               external_data=False)
+        _label_onnx(out / "model.onnx", meta)
         files["onnx"] = "model.onnx"
         card["onnx_check"] = onnx_parity(out / "model.onnx", wrapped, x)
     if "pt2" in formats:
@@ -103,10 +107,23 @@ def export(model: nn.Module, ckpt: dict, test: Split, out: Path, formats=FORMATS
     return card
 
 
+def _label_onnx(path: Path, meta: Meta) -> None:
+    """The class names and the input shape in the ONNX file's metadata, so the file alone is enough to deploy."""
+    import onnx
+
+    model = onnx.load(str(path))
+    onnx.helper.set_model_props(model, {"class_names": json.dumps(list(meta.class_names)),
+                                        "input": json.dumps({"channels": meta.channels, "height": meta.height,
+                                                             "width": meta.width, "pixels": "float32 in [0, 1]"})})
+    onnx.save(model, str(path))
+
+
 def input_meta(ckpt: dict) -> Meta:
     """Input shape and class count of a checkpoint, from its config."""
     c = ckpt["config"]
-    return Meta(c["in_channels"], c["image_size"], c["num_classes"], train_size=0, torchvision="")
+    h, w = models.hw(c["image_size"])
+    names = tuple(ckpt.get("class_names") or (str(i) for i in range(c["num_classes"])))  # older checkpoints: numbers
+    return Meta(c["in_channels"], h, w, names)
 
 
 def onnx_parity(path: Path, wrapped: nn.Module, x: torch.Tensor) -> dict:

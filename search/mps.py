@@ -1,12 +1,11 @@
 """CUDA MPS (Multi-Process Service) for worker processes that share a GPU.
 
 Without MPS a GPU time-slices between processes: one process's kernels never run beside another's. A small net
-launches thousands of tiny kernels per second, so K processes on one H100 stop gaining at ~105k images/s (8k-param
-hand net, K = 8 and 16 alike); under MPS their kernels share the SMs: 258k images/s at K = 16
-(tests/benchmarks/gpu_workers.py). So when a run puts more than one worker on a GPU, nas-run uses the MPS server
+launches thousands of tiny kernels per second, so time-sliced processes stop gaining at ~8; under MPS their kernels
+share the SMs (RESULTS.md, "On a GPU"). So when a run puts more than one worker on a GPU, nas-run uses the MPS server
 this user already runs (CUDA_MPS_PIPE_DIRECTORY set, or the default pipe) or starts a private one for the run
 (its own pipe and log folders, quit when the run ends). Where none can start (no nvidia-cuda-mps-control, a GPU in
-exclusive mode, another user's server) the workers time-slice the GPU, as before, and the run says so.
+exclusive mode, another user's server) the workers time-slice the GPU and the run says so.
 """
 from __future__ import annotations
 

@@ -220,6 +220,22 @@ def replace_space(study, text: str) -> None:
     study.set_user_attr("space", text)
 
 
+def check_test_split(study, split: dict | None, file: str) -> None:
+    """A test split held out of an image folder is recorded on the study's first run; a rerun whose folder gives
+    another one (images added, removed or renamed) would measure the winner on other images: one line, exit 2."""
+    from search.errors import UserError
+
+    if split is None:
+        return
+    stored = study.user_attrs.get("test_split")
+    if stored is None:
+        study.set_user_attr("test_split", split)
+    elif stored != split:
+        raise UserError(f"{file}: data.root: the held-out test split differs from the one study {study.study_name!r} "
+                        f"was searched with ({stored['images']} images then, {split['images']} now, other files): "
+                        f"restore the folder, or give the space a new name (a new study)")
+
+
 def race_standings(study) -> list[dict]:
     return study.user_attrs.get("race") or []
 

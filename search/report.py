@@ -239,11 +239,12 @@ def write(study: optuna.Study, space, out: Path, data: D.Data | None = None, dat
     page = Page(f"nas-run study {study.study_name}")
     page.p(f"Written {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z} from the study storage"
            + ("" if retrain else "; the winner is not retrained yet, so its sections are not here") + ".", "what")
-    _summary(page, space, trials, retrain)
+    _summary(page, space, trials, retrain, data.meta if data is not None else D.builtin_meta(space.data))
     _search(page, figures, space, trials, rec.race_standings(study))
     _what_mattered(page, figures, trials)
     _curves(page, figures, trials, retrain)
-    names, classes = D.class_names(space.data.dataset), D.DATASETS[space.data.dataset].classes
+    meta = data.meta if data is not None else D.builtin_meta(space.data)
+    names, classes = (list(meta.class_names), meta.classes) if meta else ([], 0)
     if data is not None:
         _data(page, figures, data, names, classes)
     elif data_problem:
@@ -261,11 +262,11 @@ def write(study: optuna.Study, space, out: Path, data: D.Data | None = None, dat
     return path
 
 
-def _summary(page: Page, space, trials, retrain: dict | None) -> None:
+def _summary(page: Page, space, trials, retrain: dict | None, meta: D.Meta | None) -> None:
     page.h2("Summary")
-    c, meta = counts(trials), D.DATASETS[space.data.dataset]
-    rows = [["task", f"{space.data.dataset} ({meta.channels}×{meta.size}×{meta.size}, {meta.classes} classes), "
-                     f"val split {space.data.val_fraction:.0%} of the training images"]]
+    c = counts(trials)
+    shape = f" ({meta.channels}×{meta.height}×{meta.width}, {meta.classes} classes)" if meta else ""
+    rows = [["task", f"{space.data.dataset}{shape}, val split {space.data.val_fraction:.0%} of the training images"]]
     for key, unit in UNITS.items():
         if getattr(space.budget, key) is not None:
             rows.append([f"budget: {key}", f"≤ {getattr(space.budget, key):,} {unit}"])

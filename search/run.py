@@ -77,12 +77,10 @@ def run(space: Space, console, opts: RunOptions = RunOptions()) -> int:
     writable(Path(opts.studies))
     k, threads = plan_workers(opts.workers, opts.device)
     dev = pick_device(opts.device)
-    B.preflight(space)  # a budget nothing meets fails here, before anything is written
-    try:  # missing files fail here, before anything is written; with K processes the parent keeps a CPU copy
-        data = D.load(space.data, dev if k == 1 else "cpu", space.search.seed)
-    except UserError as e:
-        raise UserError(f"{space.file}: data.root: {e}") from None
+    data = load_data(space, dev if k == 1 else "cpu", console)  # with K processes the parent keeps a CPU copy
+    B.preflight(space, data.meta)  # a budget nothing meets fails here, before anything is written
     study = open_study(space, make_storage(url, opts.heartbeat))
+    rec.check_test_split(study, data.test_split, space.file)
     clock = None
     if opts.minutes:
         n = phase_sizes(space, len(data.train), len(data.val))
@@ -115,10 +113,20 @@ def run(space: Space, console, opts: RunOptions = RunOptions()) -> int:
             rec.store_race_standings(study, standings)
             print_standings(standings, space, console)
         if opts.retrain_winner and c["completed"]:
-            publish_winner(study, space, R.winner(all_trials, space.search), data, out, console,
-                           workers=k, threads=threads, device=opts.device)
+            publish_winner(study, space, R.winner(all_trials, space.search), data, out, console, ctx=ctx)
         write_report(study, space, out, data, console)
         return 0
+
+
+def load_data(space: Space, device, console=None) -> D.Data:
+    """The space's data; missing or bad files are one line naming the space's data.root (exit 2)."""
+    try:
+        data = D.load(space.data, device, space.search.seed)
+    except UserError as e:
+        raise UserError(f"{space.file}: data.root: {e}") from None
+    if data.skipped and console is not None:
+        console.print(f"data: {data.skipped} file(s) in {space.data.root} skipped (hidden, or not images)", highlight=False)
+    return data
 
 
 def phase(ctx: RunContext, data: D.Data, race_phase: bool, runs: int = 0) -> tuple[set[int], Objective | None]:
@@ -203,9 +211,10 @@ def _raise_terminated(*_):
 
 
 def publish_winner(study, space: Space, trial, data: D.Data, out: Path, console, formats=E.FORMATS,
-                   folder: Path | None = None, workers: int = 1, threads: int = 1, device: str = "cpu") -> dict:
+                   folder: Path | None = None, ctx: RunContext | None = None) -> dict:
     """Retrain `trial`'s candidate on retrain.seeds seeds, measure the test split once, export. The study's winner
-    goes to out/best and is uploaded as study artifacts; another trial (nas-export --trial N) to `folder`."""
+    goes to out/best and is uploaded as study artifacts; another trial (nas-export --trial N) to `folder`. The
+    seeds run on `ctx`'s workers (one CPU process without it)."""
     prev = rec.retrain_results(study)
     best_dir = out / "best"
     is_winner = folder is None
@@ -219,8 +228,9 @@ def publish_winner(study, space: Space, trial, data: D.Data, out: Path, console,
                   f"{r.seeds} seeds x {r.epochs} epochs on {r.train_on}")
     results, model = retrain(trial, space, data, rec.trial_seed(space.search.seed, trial.number),
                              log=lambda line: console.print("  " + line, highlight=False),
-                             workers=workers, threads=threads, device=device)
-    ckpt = E.checkpoint(model, data.mean, data.std, rec.candidate(trial), results, space.text)
+                             workers=ctx.workers if ctx else 1, threads=ctx.threads if ctx else 1,
+                             device=ctx.device if ctx else "cpu")
+    ckpt = E.checkpoint(model, data.mean, data.std, rec.candidate(trial), results, space.text, data.meta.class_names)
     card = E.export(model, ckpt, data.test, folder, formats)
     if is_winner:
         rec.store_retrain_results(study, results)
@@ -255,7 +265,7 @@ def export_study(name: str, console, trial: int | None = None, storage: str | No
     t = trials.get(number)
     if t is None or not rec.is_trained(t) or rec.is_race(t):
         raise UserError(f"--trial: expected the number of a trained search trial of {name}, got {number}")
-    data = D.load(space.data, "cpu", space.search.seed)
+    data = load_data(space, "cpu")
     best = Path(studies) / space.name / "best" / "checkpoint.pt"
     if prev and prev["trial"] == number and best.exists():  # the retrained winner: export its checkpoint again
         model, ckpt = E.load_checkpoint(best)

@@ -18,7 +18,7 @@ import optuna.distributions
 import yaml
 
 import models
-from search.data import DATASETS
+from search.data import DATASETS, OWN_DATA, Meta
 from search.errors import SpaceError
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -27,6 +27,7 @@ SAMPLERS = ("tpe", "random", "qmc", "gp", "cmaes")
 PRUNERS = ("successive_halving", "hyperband", "median", "none")
 TRAIN_ON = ("train", "train+val")
 SET_BY_DATASET = ("in_channels", "num_classes", "image_size")
+MIN_SIZE, MAX_SIZE = 8, 512  # data.image_size, pixels
 
 
 REQUIRED = object()  # a Spec default: the key must be given
@@ -63,10 +64,16 @@ NONNEG = ("a number >= 0", _num(0))
 FRACTION = ("a number in [0, 1)", _num(0, 1, hi_open=True))
 
 DATA = {
-    "dataset": _s(tuple(DATASETS), None),
-    "root": Spec(str, "data", "a directory path"),
+    "dataset": _s((*DATASETS, *OWN_DATA), REQUIRED),
+    "root": Spec(str, "data", "a path (a folder; for arrays the .npz file)"),
     "val_fraction": Spec(float, 0.1, "a number in (0, 0.5]", _num(0, 0.5, lo_open=True)),
     "extra": Spec(bool, False, "true or false (svhn only: add the 531k-image extra split)"),
+    # unset: the images' own size (folder: when they all share one)
+    "image_size": Spec(int, None, f"an integer in [{MIN_SIZE}, {MAX_SIZE}] or [height, width] of them (pixels)",
+                       _num(MIN_SIZE, MAX_SIZE)),
+    "channels": Spec(int, None, "1 or 3 (unset: 1 when every image is grey, else 3)", lambda v: v in (1, 3)),
+    "test_fraction": Spec(float, 0.2, "a number in (0, 0.5] (folder without test/: the held-out test share)",
+                          _num(0, 0.5, lo_open=True)),
 }
 BUDGET = {
     "params": Spec(int, None, "an integer > 0 (trainable parameters)", _num(1)),
@@ -141,6 +148,9 @@ class DataConfig:
     root: str
     val_fraction: float
     extra: bool
+    image_size: tuple[int, int] | None  # (height, width); None: the images' own
+    channels: int | None  # None: 1 when every image is grey, else 3 (built-in datasets: their own)
+    test_fraction: float
 
 
 @dataclass(frozen=True)
@@ -187,7 +197,24 @@ class RetrainConfig:
 
 def data_config(**values) -> DataConfig:
     """A data section from keyword values, checked and completed with the defaults as a space file's is."""
-    return DataConfig(**_fixed_section({"data": values}, "data", DATA, "<data>"))
+    return _data_section({"data": values}, "<data>")
+
+
+def _data_section(raw: dict, file: str) -> DataConfig:
+    """The data section; `image_size` may be one int or [height, width], the one list a fixed section takes."""
+    values = dict(_mapping(raw.get("data", {}) or {}, file, "data"))
+    size = values.pop("image_size", None)
+    data = _fixed_section({"data": values}, "data", DATA, file)
+    if size is not None:
+        spec = DATA["image_size"]
+        if isinstance(size, list) and len(size) == 2:
+            size = tuple(_value(v, spec, file, "data.image_size") for v in size)
+        elif isinstance(size, list):
+            raise SpaceError(file, "data.image_size", spec.expected, size)
+        else:
+            size = (_value(size, spec, file, "data.image_size"),) * 2
+    data["image_size"] = size
+    return DataConfig(**data)
 
 
 for _cls, _specs in ((DataConfig, DATA), (BudgetConfig, BUDGET), (SearchConfig, SEARCH), (RetrainConfig, RETRAIN)):
@@ -287,10 +314,9 @@ class Space:
         """Every key by its Optuna name (fixed ones included)."""
         return _by_name(self.model, self.stages, self.train, self.augment)
 
-    def sample(self, trial) -> dict:
-        """Suggest every searchable value on `trial`; return the JSON-able candidate."""
-        meta = DATASETS[self.data.dataset]
-        cfg = {"in_channels": meta.channels, "num_classes": meta.classes, "image_size": meta.size}
+    def sample(self, trial, meta: Meta) -> dict:
+        """Suggest every searchable value on `trial`; return the JSON-able candidate for data of shape `meta`."""
+        cfg = {"in_channels": meta.channels, "num_classes": meta.classes, "image_size": meta.image_size}
         for key, p in self.model.items():
             cfg[key] = p.sample(trial)
         for i, stage in enumerate(self.stages):
@@ -325,7 +351,7 @@ def parse(raw: Any, file: str = "<space>", text: str = "") -> Space:
     for section in ("data", "model", "retrain"):
         if section not in raw:
             raise SpaceError(file, section, "a section (required)", None, show_got=False)
-    data = DataConfig(**_fixed_section(raw, "data", DATA, file))
+    data = _data_section(raw, file)
     budget = BudgetConfig(**_fixed_section(raw, "budget", BUDGET, file))
     if budget.fill and budget.params is None and budget.macs is None:
         raise SpaceError(file, "budget.fill", "a params or macs limit to fill (or fill: false)", True)

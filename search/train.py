@@ -2,7 +2,7 @@
 
 Batches are `randperm` slices of uint8 tensors already on the device; augmentation and normalization run
 batched there. Per-epoch validation accuracy goes to `on_epoch(epoch, val_acc)`, which may return a reason
-string to stop (the study returns "pruned:median" there). A NaN/inf loss ends training with "diverged";
+string to stop (the objective returns "pruned" or "out_of_time" there). A NaN/inf loss ends training with "diverged";
 a deadline ends it with "time" as soon as the next epoch would overrun it. KeyboardInterrupt propagates.
 No DataLoader, no PIL, no .item() per step: the loss is summed on the device and read every 32 steps.
 """
@@ -76,10 +76,8 @@ def bf16(device: torch.device) -> bool:
 
 
 def channels_last(device: torch.device) -> bool:
-    """NHWC activations: on GPUs, and on CPU workers with one thread (oneDNN's NHWC kernels; one training step of
-    an 8k-param net at batch 64/128: plain 0.94-1.07x, the hand net 1.14-1.40x, depthwise-separable 1.26-1.59x as
-    fast). CPU processes with more threads keep NCHW: there a plain net's step took ~1.28x as long in NHWC.
-    Measured by tests/benchmarks/layouts.py."""
+    """NHWC activations on GPUs and on single-thread CPU workers, where oneDNN's NHWC kernels are faster; CPU
+    processes with more threads keep NCHW, where NHWC was slower (RESULTS.md, "Layouts and the data path on CPU")."""
     return device.type == "cuda" or torch.get_num_threads() == 1
 
 

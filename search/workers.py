@@ -46,10 +46,9 @@ def pick_device(name: str, worker: int = 0) -> torch.device:
         raise UserError(f"--device: expected cpu, cuda, cuda:N or auto, got {name!r}") from None
 
 
-# Worker processes per GPU under `--workers auto`. A small net leaves a GPU idle between kernel launches, so K
-# processes share it, under MPS (search/mps.py). One H100, the 8k-param hand net, summed images/s: 16k (K=1),
-# time-sliced 103k (K=8) and 105k (K=16), under MPS 143k (K=8) and 258k (K=16); tests/benchmarks/gpu_workers.py.
-# Each needs a core to launch kernels and a CUDA context (~0.5 GiB), so fewer where cores or memory are short.
+# Worker processes per GPU under `--workers auto`: a small net leaves a GPU idle between kernel launches, so K
+# processes share it under MPS; throughput grows up to K=16 (RESULTS.md, "On a GPU"). Each needs a core to launch
+# kernels and a CUDA context (~0.5 GiB), so fewer where cores or memory are short.
 WORKERS_PER_GPU = 16
 
 
@@ -73,13 +72,10 @@ def plan_workers(workers, device: str) -> tuple[int, int]:
     return workers, max(1, cores // workers)
 
 
-# Independent full-length runs on CPU (the race, the retrain's seeds) whose count is not a multiple of the workers
-# get one process each, so a last wave smaller than the workers leaves no core idle: N single-thread processes on
-# fewer cores share them at nearly the throughput of one per core (2 cores, one training step of the 8k hand net /
-# its separable twin: 2 processes 22.7 / 12.0 steps/s in all, 3 processes 22.2 / 12.4; a lone process with 2
-# threads 13.3 / 6.1). Whole waves keep one process per worker: 6 race runs as 6 processes on 2 cores took 12%
-# longer than their core time / 2 (cache contention), which is what 3 waves of 2 take. Capped: each process holds
-# its own copy of the data and of torch.
+# Independent full-length runs on CPU (race runs, retrain seeds) that do not fill whole waves of the workers get a
+# process each, so a small last wave leaves no core idle; whole waves keep one process per worker (more processes
+# than cores contend for cache). Capped: each process holds its own data and torch (RESULTS.md, "Workers and
+# processes on CPU").
 RUNS_PER_CPU_WORKER = 4
 
 

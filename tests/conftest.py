@@ -43,6 +43,16 @@ def _cache_dir(tmp_path_factory):
     os.environ["NAS_RUN_CACHE"] = str(tmp_path_factory.mktemp("cache"))
 
 
+@pytest.fixture
+def torch_threads():
+    """Set this process's torch thread count for one test (numerics depend on it), restored after."""
+    import torch
+
+    before = torch.get_num_threads()
+    yield torch.set_num_threads
+    torch.set_num_threads(before)
+
+
 def tiny_space(**over) -> dict:
     """A small real-data space on the Fashion-MNIST slice; `over` replaces whole sections or keys."""
     space = {
@@ -124,3 +134,36 @@ def finished(tmp_path_factory):
     assert result.returncode == 0, result.stderr
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp}/studies/tiny.db")
     return tmp, space, result, study
+
+
+WORDS = ("tshirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot")
+
+
+def write_image_folder(root: Path, ext: str = "png", channels: int = 1, size: int | None = None, test: bool = True,
+                       cut: int | None = None, per_class: int | None = None) -> Path:
+    """The real Fashion-MNIST slice (tests/data) written out as an image folder: root/train/<word>/i.ext (and
+    root/test/<word>/..., or, with test=False, the class folders straight under root), in `channels` channels,
+    resized to `size`; class `cut` keeps a tenth of its training images; `per_class` caps every class."""
+    import torch
+    from torchvision.io import encode_jpeg, encode_png
+
+    from search import data as D
+    from search import images as I
+    from search.space import data_config
+
+    raw = D._cached_raw(data_config(dataset="fashion_mnist", root=str(FM_SLICE)))
+    for split, x, y in (("train", raw["train_x"], raw["train_y"]), ("test", raw["test_x"], raw["test_y"])):
+        if split == "test" and not test:
+            continue
+        x = I.to_channels(x, channels)
+        if size:
+            x = I.resize(x, (size, size))
+        for c in range(10):
+            idx = (y == c).nonzero().squeeze(1)
+            keep = len(idx) // 10 if (split == "train" and c == cut) else per_class or len(idx)
+            folder = (root / split if test else root) / WORDS[c]
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in idx[:keep].tolist():
+                data = encode_png(x[i]) if ext == "png" else encode_jpeg(x[i], quality=95)
+                (folder / f"{i:05d}.{ext}").write_bytes(bytes(data.numpy().tobytes()))
+    return root

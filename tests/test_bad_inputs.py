@@ -32,9 +32,57 @@ def _apply(space: dict, changes: dict, tmp: Path) -> dict:
     return space
 
 
-def _prepare(case: dict, tmp: Path) -> list[str]:
+def _png(path: Path, size=(28, 28), channels: int = 1) -> None:
+    from torchvision.io import encode_png
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(bytes(encode_png(torch.randint(0, 256, (channels, *size), dtype=torch.uint8)).numpy()))
+
+
+def _make(kind: str, data: Path) -> None:
+    """Bad own data under `data` (a folder, or data/x.npz)."""
+    import numpy as np
+
+    good = {"x_train": np.zeros((4, 8, 8), np.uint8), "y_train": np.array([0, 1, 0, 1]),
+            "x_test": np.zeros((2, 8, 8), np.uint8), "y_test": np.array([0, 1])}
+    if kind.startswith("npz_"):
+        data.mkdir()
+        arrays = dict(good)
+        if kind == "npz_missing_key":
+            arrays.pop("y_test")
+        elif kind == "npz_lengths":
+            arrays["y_train"] = np.array([0, 1, 0])
+        elif kind == "npz_label_range":
+            arrays["y_test"] = np.array([0, 7])
+            arrays["class_names"] = np.array(["a", "b"])
+        elif kind == "npz_label_float":
+            arrays["y_train"] = np.array([0.5, 1, 0, 1])
+        np.savez(data / "x.npz", **arrays)
+        return
+    files = {"one_class": ["train/a/1.png"], "empty_class": ["a/1.png", "b/notes.txt"],
+             "corrupt": ["a/1.png", "b/2.png"], "truncated": ["a/1.png", "b/2.png"], "mixed_sizes": ["a/1.png", "b/2.png"],
+             "test_class": ["train/a/1.png", "train/b/2.png", "test/c/3.png"], "fine": ["a/1.png", "b/2.png"]}[kind]
+    for name in files:
+        _png(data / name, (20, 20) if kind == "mixed_sizes" and name.startswith("b") else (28, 28))
+    (data / "b" / "notes.txt").write_text("x") if kind == "empty_class" else None
+    if kind == "empty_class":
+        (data / "b" / "2.png").unlink(missing_ok=True)
+    if kind == "corrupt":
+        (data / "b" / "2.png").write_bytes(b"\x89PNG but nothing else")
+    if kind == "truncated":
+        whole = (data / "b" / "2.png").read_bytes()
+        (data / "b" / "2.png").write_bytes(whole[: len(whole) // 2])
+
+
+def _prepare(case: dict, tmp: Path, monkeypatch=None) -> list[str]:
     (tmp / "empty").mkdir()
     (tmp / "a_file").write_text("not a directory")
+    if "make" in case:
+        _make(case["make"], tmp / "data")
+    if "memory" in case and monkeypatch is not None:
+        from search import images
+
+        monkeypatch.setattr(images, "available_memory", lambda: case["memory"])
     if "file" in case:
         space_path = BAD / case["file"]
     else:
@@ -44,7 +92,7 @@ def _prepare(case: dict, tmp: Path) -> list[str]:
 
 
 def _written(tmp: Path) -> list[Path]:
-    return [p for p in tmp.rglob("*") if p.suffix == ".db" or "studies" in p.parts]
+    return [p for p in tmp.rglob("*") if p.suffix in (".db", ".pt") or "studies" in p.parts]
 
 
 def test_there_are_at_least_30_cases():
@@ -53,10 +101,10 @@ def test_there_are_at_least_30_cases():
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c["id"] for c in CASES])
-def test_bad_input(case, tmp_path, capsys):
+def test_bad_input(case, tmp_path, capsys, monkeypatch):
     if case.get("needs_no_cuda") and torch.cuda.is_available():
         pytest.skip("this machine has CUDA, so --device cuda is valid here")
-    argv = _prepare(case, tmp_path)
+    argv = _prepare(case, tmp_path, monkeypatch)
     try:
         status = cli.main(argv)
     except SystemExit as e:  # argparse

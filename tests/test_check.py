@@ -9,6 +9,7 @@ import pytest
 
 from conftest import nas_run, tiny_space, write_space
 from search import check, cost
+from search import data as D
 from search import space as S
 from search.workers import plan_workers
 
@@ -69,7 +70,7 @@ def test_first_trial_designs_are_priced_at_full_length_and_their_own_speed():
 
 def test_design_models_are_the_first_trials_completed_as_the_run_completes_them():
     space = S.parse(tiny_space(search={"first_trials": [{"train.lr": 0.01}]}))
-    [(cand, model)] = check.design_models(space)
+    [(cand, model)] = check.design_models(space, D.DATASETS["fashion_mnist"])
     assert cand["train"]["lr"] == 0.01 and cand["family"] == "convnet"
     assert sum(p.numel() for p in model.parameters()) > 0  # built: what --check times
 
@@ -95,7 +96,7 @@ def test_race_is_priced_on_its_rounds_images():
     def space(**search):
         return S.parse(tiny_space(retrain={"epochs": 15}, search={"race_top": 2, "race_seeds": 2, **search}))
     same, wide = space(), space(race_val_fraction=0.4)  # tiny_space: data.val_fraction 0.2
-    (n_same, _), (n_wide, _) = check.sizes(same), check.sizes(wide)
+    (n_same, _, _), (n_wide, _, _) = check.sizes(same), check.sizes(wide)
     assert (n_same["race"], n_same["race_val"]) == (n_same["search"], n_same["val"]) == (2400, 600)
     assert (n_wide["race"], n_wide["race_val"]) == (1800, 1200)
     a, b = cost.run_cost(same, 0.01, 64, n_same, trials=10, workers=1), cost.run_cost(wide, 0.01, 64, n_wide, trials=10, workers=1)

@@ -54,7 +54,7 @@ def _popen(*args, **kw):
 
 def test_sigkilled_worker_trial_goes_stale_is_failed_and_its_candidate_retried(tmp_path):
     space = write_space(tmp_path / "kill.yaml", slow_space("kill"))
-    args = [space, "--trials", 3, "--no-retrain", "--heartbeat", 1, "--studies", tmp_path / "studies"]
+    args = [space, "--trials", 3, "--no-retrain", "--heartbeat", 1, "--studies", tmp_path / "studies", "--workers", 1]
     proc = _popen(*args, cwd=tmp_path, start_new_session=True)
     victim = _wait_mid_trial(tmp_path, "kill", proc)
     os.killpg(proc.pid, signal.SIGKILL)
@@ -78,7 +78,7 @@ def test_sigkilled_worker_trial_goes_stale_is_failed_and_its_candidate_retried(t
 def test_interrupt_ends_the_running_trial_and_the_same_command_resumes(tmp_path, sig, status):
     name = f"stop{status}"
     space = write_space(tmp_path / "stop.yaml", slow_space(name))
-    args = [space, "--trials", 2, "--no-retrain", "--studies", tmp_path / "studies"]
+    args = [space, "--trials", 2, "--no-retrain", "--studies", tmp_path / "studies", "--workers", 1]
     # Started with SIGINT ignored, as a background job of a shell is: nas-run must still stop on Ctrl-C.
     proc = _popen(*args, cwd=tmp_path, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     victim = _wait_mid_trial(tmp_path, name, proc)
@@ -285,7 +285,7 @@ def test_a_failure_that_repeats_stops_the_run_with_one_line(tmp_path, monkeypatc
     raw = slow_space("broken", epochs=1)
     raw["search"]["max_failures"] = 3
     space = write_space(tmp_path / "broken.yaml", raw)
-    status = cli.main([str(space), "--trials", "5", "--no-retrain", "--studies", str(tmp_path / "studies")])
+    status = cli.main([str(space), "--trials", "5", "--no-retrain", "--studies", str(tmp_path / "studies"), "--workers", "1"])
     err = capsys.readouterr().err
     assert status == 1
     lines = err.strip().splitlines()
@@ -298,7 +298,7 @@ def test_a_failure_that_repeats_stops_the_run_with_one_line(tmp_path, monkeypatc
 def test_an_edited_space_on_resume_is_one_line_and_writes_nothing(tmp_path):
     raw = tiny_space(name="edit", search={"epochs": 1, "seed": 0, "race_top": 0})
     space = write_space(tmp_path / "edit.yaml", raw)
-    args = ["--trials", 1, "--no-retrain", "--studies", tmp_path / "studies"]
+    args = ["--trials", 1, "--no-retrain", "--studies", tmp_path / "studies", "--workers", 1]
     assert nas_run(space, *args, cwd=tmp_path).returncode == 0
     db = tmp_path / "studies" / "edit.db"
     before = (db.stat().st_mtime_ns, len(_study(tmp_path, "edit").trials))
@@ -313,7 +313,7 @@ def test_an_edited_space_on_resume_is_one_line_and_writes_nothing(tmp_path):
     raw["model"]["stages"][0]["width"] = [4, 8, 24]
     raw["train"]["lr"] = {"low": 0.002, "high": 0.03, "log": True}
     write_space(space, raw)
-    r = nas_run(space, "--trials", 2, "--no-retrain", "--studies", tmp_path / "studies", cwd=tmp_path)
+    r = nas_run(space, "--trials", 2, "--no-retrain", "--studies", tmp_path / "studies", "--workers", 1, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     study = _study(tmp_path, "edit")
     assert "0.002" in study.user_attrs["space"] and len(study.user_attrs["space_history"]) == 1
@@ -372,7 +372,7 @@ def test_ctrl_c_in_the_race_resumes_the_race(tmp_path):
     raw = slow_space("race", epochs=2)
     raw["search"].update(race_top=2, race_seeds=2)
     space = write_space(tmp_path / "race.yaml", raw)
-    args = [space, "--trials", 2, "--studies", tmp_path / "studies"]
+    args = [space, "--trials", 2, "--studies", tmp_path / "studies", "--workers", 1]
     proc = _popen(*args, cwd=tmp_path)
     deadline = time.monotonic() + 300
     victim = None

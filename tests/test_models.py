@@ -10,7 +10,7 @@ import torch
 
 import models
 from search.budget import count_macs, count_params
-from search.data import DATASETS
+from search.data import DATASETS, Meta
 
 
 def conv(cin, cout, k, bias=False, bn=True, separable=False):
@@ -20,30 +20,31 @@ def conv(cin, cout, k, bias=False, bn=True, separable=False):
 
 def expected_convnet(c) -> int:
     """Written from the architecture, not from the module: sizes are tracked by hand."""
-    total, cin, size, k = 0, c["in_channels"], c["image_size"], c["kernel_size"]
+    total, cin, k = 0, c["in_channels"], c["kernel_size"]
+    h, w = c["image_size"] if isinstance(c["image_size"], (list, tuple)) else (c["image_size"],) * 2
     pools = c.get("pools") or [i > 0 for i in range(len(c["widths"]))]
-    for i, (w, d, pool) in enumerate(zip(c["widths"], c["depths"], pools)):
+    for i, (width, d, pool) in enumerate(zip(c["widths"], c["depths"], pools)):
         if d == 0:
             continue
         strided = pool and c["transition"] == "stride"
         if pool and not strided:
-            size //= 2
+            h, w = h // 2, w // 2
             if c["transition"] == "pool_1x1":
                 sq = max(1, round(c["squeeze"] * cin))
                 total += conv(cin, sq, 1, c["bias"], c["bn"])
                 cin = sq
         for j in range(d):
-            total += conv(cin, w, k, c["bias"], c["bn"], c["separable"] and not (i == 0 and j == 0))
+            total += conv(cin, width, k, c["bias"], c["bn"], c["separable"] and not (i == 0 and j == 0))
             if strided and j == 0:
-                size = (size + 1) // 2
-            elif c.get("padding") == "valid" and size >= k + 2:
-                size -= k - 1
-            cin = w
+                h, w = (h + 1) // 2, (w + 1) // 2
+            elif c.get("padding") == "valid" and min(h, w) >= k + 2:  # unpadded where both sides allow it
+                h, w = h - (k - 1), w - (k - 1)
+            cin = width
     if c["final_pool"]:
-        size //= 2
+        h, w = h // 2, w // 2
     b = 1 if c["bias"] else 0
     if c["head"] == "flatten_fc":
-        cin *= size * size
+        cin *= h * w
     if c["head"] != "gap" and c["fc_width"]:
         total += cin * c["fc_width"] + b * c["fc_width"]
         cin = c["fc_width"]
@@ -74,10 +75,12 @@ def expected_mobilenet(c) -> int:
 EXPECTED = {"convnet": expected_convnet, "resnet": expected_resnet, "mobilenet": expected_mobilenet}
 
 
-def sample_config(family: str, rng: random.Random) -> dict:
+def sample_config(family: str, rng: random.Random, shape: tuple | None = None) -> dict:
+    """A random config; `shape` (channels, image_size, classes), else a built-in dataset's."""
     ds = rng.choice(list(DATASETS.values()))
+    channels, size, classes = shape or (ds.channels, ds.height, ds.classes)
     n = rng.randint(1, 3)
-    c = {"in_channels": ds.channels, "num_classes": ds.classes, "image_size": ds.size,
+    c = {"in_channels": channels, "num_classes": classes, "image_size": size,
          "widths": [rng.randint(2, 24) for _ in range(n)], "depths": [rng.randint(1, 3) for _ in range(n)]}
     if family == "convnet":
         c["depths"] = [c["depths"][0]] + [rng.randint(0, 3) for _ in range(n - 1)]
@@ -105,18 +108,40 @@ def test_every_family_has_an_independent_count():
 def test_family(family, seed):
     cfg = sample_config(family, random.Random(seed))
     model = models.build(family, **cfg)
-    x = torch.rand(3, cfg["in_channels"], cfg["image_size"], cfg["image_size"])
+    x = torch.rand(3, cfg["in_channels"], *models.hw(cfg["image_size"]))
     out = model(x)
     assert out.shape == (3, cfg["num_classes"])
     assert torch.isfinite(out).all()
     assert count_params(model) == EXPECTED[family](cfg)
-    meta = DATASETS[next(k for k, m in DATASETS.items() if (m.channels, m.size, m.classes) ==
-                         (cfg["in_channels"], cfg["image_size"], cfg["num_classes"]))]
+    meta = Meta(cfg["in_channels"], *models.hw(cfg["image_size"]), tuple(map(str, range(cfg["num_classes"]))))
     macs = count_macs(model, meta)
     wider = models.build(family, **{**cfg, "widths": [2 * w for w in cfg["widths"]]})
     assert 0 < macs < count_macs(wider, meta)
     rebuilt = models.build(family, **{k: list(v) if isinstance(v, tuple) else v for k, v in vars(model.config).items()})
     assert count_params(rebuilt) == count_params(model)
+
+
+SHAPES = [(ch, size, classes) for ch in (1, 3) for size in (16, 28, 32, 64, 96, [40, 24]) for classes in (2, 10, 100)]
+
+
+@pytest.mark.parametrize("family", sorted(EXPECTED))
+def test_every_family_builds_at_every_input_shape(family):
+    """1 and 3 channels, 16-96 px and a non-square 40x24, 2-100 classes: a forward pass of the right shape and the
+    parameter count of the independent formulas, for random configs (those that fit the map: a convnet whose
+    transitions shrink a 16-px input below a pixel is refused with a ValueError, as the search expects)."""
+    rng, built = random.Random(7), 0
+    for shape in SHAPES:
+        for _ in range(3):
+            cfg = sample_config(family, rng, shape)
+            try:
+                model = models.build(family, **cfg)
+            except ValueError as e:
+                assert "below 1 pixel" in str(e)
+                continue
+            out = model(torch.rand(2, shape[0], *models.hw(shape[1])))
+            assert out.shape == (2, shape[2]) and count_params(model) == EXPECTED[family](cfg), (shape, cfg)
+            built += 1
+    assert built >= 2 * len(SHAPES)
 
 
 def test_macs_of_a_known_layer():
@@ -148,7 +173,7 @@ def test_seed_designs_are_expressible():
              "model.transition": "pool_1x1", "model.squeeze": 0.5, "model.head": "gap", "model.fc_width": 0,
              "model.dropout": 0.05}
     rest = {n: p.choices[0] if p.choices else p.low for n, p in space.params().items() if p.value is None}
-    cand = space.sample(optuna.trial.FixedTrial(rest | point))
+    cand = space.sample(optuna.trial.FixedTrial(rest | point), DATASETS["mnist"])
     assert count_params(models.build(cand["family"], **cand["model"])) == 8034
     cifar100 = models.build("convnet", in_channels=3, num_classes=100, image_size=32, widths=[32, 64, 128],
                             depths=[1, 1, 1], final_pool=True, head="flatten_fc", fc_width=420, fc_dropout=0.2, bias=True)

@@ -94,11 +94,11 @@ def test_rerun_resumes_and_tops_up(finished, tmp_path):
 
     src, space, _, _ = finished
     shutil.copytree(src / "studies", tmp_path / "studies")  # a copy: the shared study stays as the other tests expect
-    again = nas_run(space, "--trials", 3, "--studies", tmp_path / "studies", cwd=tmp_path)
+    again = nas_run(space, "--trials", 3, "--studies", tmp_path / "studies", "--workers", 1, cwd=tmp_path)
     assert again.returncode == 0 and "already retrained" in again.stdout
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path}/studies/tiny.db")
     assert len(search_trials(study)) == 3
-    more = nas_run(space, "--trials", 4, "--studies", tmp_path / "studies", "--no-retrain", cwd=tmp_path)
+    more = nas_run(space, "--trials", 4, "--studies", tmp_path / "studies", "--no-retrain", "--workers", 1, cwd=tmp_path)
     assert more.returncode == 0, more.stderr
     assert len(search_trials(study)) == 4
 
@@ -226,9 +226,11 @@ def test_first_trials_are_trained_first_once_and_the_rest_is_sampled(tmp_path):
     assert third.user_attrs["first_trial"] == 1 and {k: third.params[k] for k in added} == added
 
 
-def test_a_first_trial_design_trains_the_full_length_where_the_pruner_would_stop_it(tmp_path):
+def test_a_first_trial_design_trains_the_full_length_where_the_pruner_would_stop_it(tmp_path, torch_threads):
     """A design named in search.first_trials is the reference the search must beat: it is measured at full length.
-    Here it joins a study whose rung (epoch 1, 1 in 8 goes on) it does not top, and trains all 3 epochs anyway."""
+    Here it joins a study whose rung (epoch 1, 1 in 8 goes on) it does not top, and trains all 3 epochs anyway.
+    (Two torch threads whatever ran before: the rung's order depends on the numerics.)"""
+    torch_threads(2)
     search = {"epochs": 3, "seed": 0, "race_top": 0, "pruner": "successive_halving", "min_epochs": 1,
               "reduction_factor": 8, "startup_trials": 2}
     space = S.parse(tiny_space(search=search, budget={"params": 100_000}))  # every candidate trains

@@ -48,7 +48,7 @@ def finalists() -> dict[str, dict]:
     """spaces/mnist_8k.yaml's two first trials as nas-run trains them: sampled from the space, then filled."""
     space = S.load(ROOT / "spaces" / "mnist_8k.yaml")
     meta = D.DATASETS["fashion_mnist"]
-    cands = [B.fill(space.sample(optuna.trial.FixedTrial(ft)), space.budget, meta) for ft in space.search.first_trials]
+    cands = [B.fill(space.sample(optuna.trial.FixedTrial(ft), meta), space.budget, meta) for ft in space.search.first_trials]
     return {"hand net filled": cands[0], "separable hand net filled": cands[1]}
 
 

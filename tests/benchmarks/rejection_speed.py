@@ -37,7 +37,7 @@ def main():
     for i in range(args.n + 5):
         t0 = time.perf_counter()
         trial = study.ask()
-        cand = space.sample(trial)
+        cand = space.sample(trial, meta)
         model = models.build(cand["family"], **cand["model"])
         cost, over = B.check(model, cand["train"], budget, meta, n_train=60000, n_eval=0, epochs=15)
         for k, v in over.items():

@@ -1,0 +1,282 @@
+"""Your own images as uint8 tensors: an image folder (a sub-folder per class) or a Keras-style .npz, decoded,
+converted to 1 or 3 channels and resized the same way for training (data.py) and for prediction (nas-predict).
+
+Decoding is torchvision.io's (libjpeg-turbo, libpng, libwebp, gif), a process per core; BMP and TIFF, which it
+does not read, go through PIL. Resizing is bilinear with antialiasing, on float pixels rounded back to uint8.
+Bad input is one line naming the file or key (UserError, exit 2).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from search.errors import UserError
+
+EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+DECODED_BY_TORCHVISION = (".png", ".jpg", ".jpeg", ".gif", ".webp")
+GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")  # PIL modes without colour
+MEMORY_SHARE = 0.5  # decoded images may take at most this share of the machine's memory
+
+
+@dataclass(frozen=True)
+class Listing:
+    """An image folder, scanned: class names (sorted folder names), (file, class index) per split."""
+
+    root: Path
+    classes: tuple[str, ...]
+    train: list[tuple[Path, int]]
+    test: list[tuple[Path, int]] | None  # None: no test/ folder, a test split is held out (data.py)
+    skipped: int  # hidden files and files that are not images
+
+
+def is_image(path: Path) -> bool:
+    return path.suffix.lower() in EXTENSIONS and not path.name.startswith(".")
+
+
+def _class_folders(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _files(class_dir: Path) -> tuple[list[Path], int]:
+    """Images under one class folder (recursive, sorted) and how many other files were skipped."""
+    found, skipped = [], 0
+    for dirpath, dirnames, filenames in os.walk(class_dir):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in filenames:
+            p = Path(dirpath) / name
+            if is_image(p):
+                found.append(p)
+            else:
+                skipped += 1
+    return sorted(found), skipped
+
+
+def scan_folder(root: Path) -> Listing:
+    """`root/train/<class>/...` (+ optional `root/test/<class>/...`), or `root/<class>/...` directly."""
+    if not root.is_dir():
+        raise UserError(f"{root}: not a folder (expected a folder of class sub-folders, or train/ and test/ in it)")
+    train_dir = root / "train" if (root / "train").is_dir() else root
+    test_dir = root / "test" if train_dir != root and (root / "test").is_dir() else None
+    folders = _class_folders(train_dir)
+    if not folders:
+        raise UserError(f"{train_dir}: no class folders (expected one sub-folder of images per class)")
+    if len(folders) < 2:
+        raise UserError(f"{train_dir}: only one class folder ({folders[0].name}); a classifier needs at least 2")
+    classes = tuple(p.name for p in folders)
+    train, skipped = [], 0
+    for i, folder in enumerate(folders):
+        files, n = _files(folder)
+        if not files:
+            raise UserError(f"{folder}: no images (expected files ending in {', '.join(EXTENSIONS)})")
+        train += [(f, i) for f in files]
+        skipped += n
+    test = None
+    if test_dir is not None:
+        test = []
+        for folder in _class_folders(test_dir):
+            if folder.name not in classes:
+                raise UserError(f"{folder}: class {folder.name!r} is not among the training classes ({', '.join(classes)})")
+            files, n = _files(folder)
+            test += [(f, classes.index(folder.name)) for f in files]
+            skipped += n
+        if not test:
+            raise UserError(f"{test_dir}: no test images (remove the folder to hold a test split out of train/)")
+    return Listing(root, classes, train, test, skipped)
+
+
+def signature(files: list[Path]) -> str:
+    """Changes when a file is added, removed or rewritten: the cache key's part from the files."""
+    h = hashlib.sha256()
+    for f in files:
+        st = f.stat()
+        h.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def header(path: Path) -> tuple[int, int, bool]:
+    """(height, width, grey) from the file's header, without decoding the pixels."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return im.height, im.width, im.mode in GREY_MODES
+    except Exception as e:  # PIL raises many types for a bad file; each is the same one line to the user
+        raise UserError(f"{path}: not a readable image ({_reason(e)})") from None
+
+
+def decode(path: Path, channels: int, size: tuple[int, int] | None = None) -> torch.Tensor:
+    """One image file -> uint8 (channels, H, W), resized to `size` (H, W) when given. UserError names the file."""
+    import torchvision.io  # noqa: F401  (registers torch.ops.image)
+
+    try:
+        if path.suffix.lower() in DECODED_BY_TORCHVISION:
+            data = torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8)
+            # the op itself: torchvision.io.decode_image's wrapper costs more than decoding a small PNG; GIF and WebP
+            # decode in colour whatever mode is asked, so they are asked for RGB and converted below
+            grey = channels == 1 and path.suffix.lower() not in (".gif", ".webp")
+            x = torch.ops.image.decode_image(data, 1 if grey else 3, False)
+        else:
+            from PIL import Image
+
+            with Image.open(path) as im:
+                x = torch.from_numpy(np.array(im.convert("L" if channels == 1 else "RGB"), dtype=np.uint8))
+            x = x.unsqueeze(0) if x.dim() == 2 else x.permute(2, 0, 1)
+    except (RuntimeError, OSError, ValueError) as e:
+        raise UserError(f"{path}: not a readable image ({_reason(e)})") from None
+    if x.dim() == 4:  # an animated GIF: its first frame
+        x = x[0]
+    x = to_channels(x.unsqueeze(0), channels)
+    if size is not None:
+        x = resize(x, size)
+    return x[0].contiguous()
+
+
+def _reason(e: Exception) -> str:
+    """The decoder's own words, without the C++ source location torchvision's errors start with."""
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    text = re.sub(r"^.*?\.cpp:\d+,\s*", "", text)
+    return text[:160]
+
+
+def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> uint8 (N, C, *size): bilinear, antialiased when shrinking."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    out = F.interpolate(x.float(), size=tuple(size), mode="bilinear", antialias=True, align_corners=False)
+    return out.round_().clamp_(0, 255).to(torch.uint8)
+
+
+def to_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
+    """uint8 (N, C, H, W) with C in 1, 3 (4: alpha dropped) -> `channels` channels. Colour to grey with ITU-R 601
+    luma weights (PIL's "L"), grey to colour by repeating."""
+    if x.shape[1] == 4:
+        x = x[:, :3]
+    if x.shape[1] == channels:
+        return x
+    if channels == 3:
+        return x.expand(-1, 3, -1, -1).contiguous()
+    w = torch.tensor([299, 587, 114], dtype=torch.int32).view(1, 3, 1, 1)
+    return ((x.int() * w).sum(1, keepdim=True) + 500).div(1000, rounding_mode="floor").to(torch.uint8)
+
+
+def _decode_chunk(args) -> tuple[int, np.ndarray]:
+    start, files, channels, size = args
+    torch.set_num_threads(1)
+    return start, torch.stack([decode(f, channels, size) for f in files]).numpy()
+
+
+def decode_all(files: list[Path], channels: int, size: tuple[int, int], progress=None) -> torch.Tensor:
+    """Every file -> one uint8 (N, channels, *size) tensor, decoded by a process per core (decoding holds the GIL
+    for most of a small image's time, so threads barely help). `progress(n)` is called as chunks finish. The
+    first unreadable file raises UserError naming it."""
+    import multiprocessing as mp
+
+    import torchvision.io  # noqa: F401  (once, before forking: each child would import it again)
+
+    out = torch.empty((len(files), channels, *size), dtype=torch.uint8)
+    chunk = 512
+    jobs = [(i, files[i:i + chunk], channels, tuple(size)) for i in range(0, len(files), chunk)]
+    procs = min(os.cpu_count() or 1, len(jobs))
+    if procs <= 1:
+        results = map(_decode_chunk, jobs)
+        pool = None
+    else:  # fork: the children need nothing but the file names; spawning would re-import torch in each
+        pool = mp.get_context("fork").Pool(procs)
+        results = pool.imap_unordered(_decode_chunk, jobs)
+    try:
+        for start, block in results:
+            out[start:start + len(block)] = torch.from_numpy(block)
+            if progress:
+                progress(len(block))
+    finally:
+        if pool is not None:
+            pool.terminate()
+    return out
+
+
+def available_memory() -> int:
+    """Bytes of memory this machine has (MemAvailable on Linux, else the physical total)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_memory(where: str, n: int, channels: int, size: tuple[int, int]) -> None:
+    """Refuse, before decoding, a data set whose decoded tensors would not fit in a safe share of memory."""
+    need, have = n * channels * size[0] * size[1], int(available_memory() * MEMORY_SHARE)
+    if need > have:
+        side = int((have / (n * channels)) ** 0.5)
+        raise UserError(f"{where}: {n:,} images at {channels}x{size[0]}x{size[1]} decode to {need / 2**30:.1f} GiB, more than "
+                        f"{MEMORY_SHARE:.0%} of this machine's available memory ({have / 2**30:.1f} GiB): set data.image_size "
+                        f"to {max(8, side)} or less")
+
+
+# --- arrays: one .npz in Keras' convention ---
+
+NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+
+
+def read_npz(path: Path) -> dict:
+    """x_train, y_train, x_test, y_test (+ class_names) -> uint8 (N, C, H, W) images, int64 labels, class names."""
+    if not path.is_file():
+        raise UserError(f"{path}: no such file (expected an .npz with {', '.join(NPZ_KEYS)})")
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path}: not a readable .npz file ({str(e).splitlines()[0][:120]})") from None
+    with npz:
+        missing = [k for k in NPZ_KEYS if k not in npz.files]
+        if missing:
+            raise UserError(f"{path}: key {missing[0]}: missing (expected {', '.join(NPZ_KEYS)}, and optionally class_names)")
+        arrays = {k: npz[k] for k in NPZ_KEYS}
+        names = [str(n) for n in npz["class_names"]] if "class_names" in npz.files else None
+    out = {}
+    for split in ("train", "test"):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if len(x) != len(y):
+            raise UserError(f"{path}: x_{split} holds {len(x)} images but y_{split} {len(y)} labels (expected as many)")
+        out[f"{split}_x"] = _npz_images(path, f"x_{split}", x)
+        out[f"{split}_y"] = _npz_labels(path, f"y_{split}", y)
+    classes = len(names) if names else int(max(out["train_y"].max(), out["test_y"].max())) + 1
+    for split in ("train", "test"):
+        bad = (out[f"{split}_y"] < 0) | (out[f"{split}_y"] >= classes)
+        if bad.any():
+            raise UserError(f"{path}: y_{split}: labels out of range (expected 0 to {classes - 1}"
+                            f"{' for the ' + str(classes) + ' class_names' if names else ''}, got {int(out[f'{split}_y'][bad][0])})")
+    if out["train_x"].shape[1:] != out["test_x"].shape[1:]:
+        raise UserError(f"{path}: x_test: images of shape {tuple(out['test_x'].shape[1:])}, x_train {tuple(out['train_x'].shape[1:])} (expected the same)")
+    out["classes"] = tuple(names) if names else tuple(str(i) for i in range(classes))
+    return out
+
+
+def _npz_images(path: Path, key: str, x: np.ndarray) -> torch.Tensor:
+    if x.ndim == 3:
+        x = x[:, None]
+    elif x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
+        x = x.transpose(0, 3, 1, 2)
+    elif not (x.ndim == 4 and x.shape[1] in (1, 3)):
+        raise UserError(f"{path}: {key}: shape {x.shape} (expected (N, H, W), (N, H, W, C) or (N, C, H, W) with C 1 or 3)")
+    if x.dtype == np.uint8:
+        return torch.from_numpy(np.ascontiguousarray(x))
+    if np.issubdtype(x.dtype, np.floating) and x.size and 0 <= x.min() and x.max() <= 1:
+        return torch.from_numpy(np.ascontiguousarray(np.rint(x * 255).astype(np.uint8)))
+    raise UserError(f"{path}: {key}: dtype {x.dtype} (expected uint8 pixels, or floats in [0, 1])")
+
+
+def _npz_labels(path: Path, key: str, y: np.ndarray) -> torch.Tensor:
+    y = y.reshape(len(y), -1)[:, 0] if y.ndim == 2 and y.shape[1] == 1 else y
+    if y.ndim != 1 or not (np.issubdtype(y.dtype, np.integer) or (np.issubdtype(y.dtype, np.floating)
+                                                                   and np.all(np.mod(y, 1) == 0))):
+        raise UserError(f"{path}: {key}: expected integer class labels, one per image (got dtype {y.dtype}, shape {y.shape})")
+    return torch.from_numpy(y.astype(np.int64))

@@ -1,0 +1,129 @@
+"""Your own images: image folders and .npz files written from the real Fashion-MNIST slice, loaded as the search
+loads them; nas-init -> nas-run -> nas-predict end to end on a 32-px colour JPEG folder."""
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from conftest import FM_SLICE, WORDS, console_script, nas_run, write_image_folder
+from search import data as D
+from search import images as I
+from search.space import data_config
+
+
+def _idx_raw():
+    return D._cached_raw(data_config(dataset="fashion_mnist", root=str(FM_SLICE)))
+
+
+def _first_per_class(raw: dict, split: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The IDX images a folder written with per_class=n holds, in its order: class by class, by index."""
+    y = raw[f"{split}_y"]
+    idx = torch.cat([(y == c).nonzero().squeeze(1)[:n] for c in range(10)])
+    return raw[f"{split}_x"][idx], y[idx]
+
+
+def test_the_same_pixels_through_idx_a_png_folder_and_an_npz(tmp_path):
+    idx = _idx_raw()
+    folder = write_image_folder(tmp_path / "png", "png", per_class=20)
+    got = D._cached_raw(data_config(dataset="folder", root=str(folder)))
+    for split in ("train", "test"):
+        x, _ = _first_per_class(idx, split, 20)
+        blocks = [x[20 * WORDS.index(name):20 * WORDS.index(name) + 20] for name in got["classes"]]  # sorted folders
+        assert torch.equal(got[f"{split}_x"], torch.cat(blocks))
+        assert [got["classes"][c] for c in got[f"{split}_y"].tolist()] == [n for n in got["classes"] for _ in range(20)]
+    npz = tmp_path / "fm.npz"
+    np.savez(npz, x_train=idx["train_x"][:, 0].numpy(), y_train=idx["train_y"].numpy(),  # (N, H, W), Keras' layout
+             x_test=idx["test_x"].permute(0, 2, 3, 1).numpy(), y_test=idx["test_y"].numpy(),  # (N, H, W, C)
+             class_names=np.array(WORDS))
+    arrays = D._cached_raw(data_config(dataset="arrays", root=str(npz)))
+    for k in ("train_x", "train_y", "test_x", "test_y"):
+        assert torch.equal(arrays[k], idx[k])
+    assert arrays["classes"] == WORDS
+    floats = tmp_path / "float.npz"  # floats in [0, 1] are pixels / 255
+    np.savez(floats, x_train=idx["train_x"].numpy() / 255.0, y_train=idx["train_y"].numpy(),
+             x_test=idx["test_x"].numpy() / 255.0, y_test=idx["test_y"].numpy())
+    assert torch.equal(D._cached_raw(data_config(dataset="arrays", root=str(floats)))["train_x"], idx["train_x"])
+
+
+def test_a_jpeg_colour_folder_at_its_own_size_with_a_held_out_test_split(tmp_path, monkeypatch):
+    """40-px RGB JPEGs, class folders straight under the root (no test/), one class cut to a tenth: 3 channels,
+    class names from the folders, a stratified 20% test split that is the same on every load, the cache used."""
+    root = write_image_folder(tmp_path / "jpg", "jpg", channels=3, size=40, test=False, cut=3, per_class=50)
+    (root / "bag" / ".DS_Store").write_text("x")
+    (root / "bag" / "notes.txt").write_text("x")
+    cfg = data_config(dataset="folder", root=str(root), val_fraction=0.2)
+    d = D.load(cfg, "cpu", 0)
+    assert d.meta.channels == 3 and (d.meta.height, d.meta.width) == (40, 40)
+    assert d.meta.class_names == tuple(sorted(WORDS)) and d.skipped == 2
+    per_class = torch.bincount(torch.cat([d.train.y, d.val.y, d.test.y]), minlength=10)
+    cut = d.meta.class_names.index(WORDS[3])
+    assert per_class[cut] == 30 and all(per_class[c] == 50 for c in range(10) if c != cut)  # a tenth of 300 is 30
+    assert torch.bincount(d.test.y, minlength=10)[cut] == 6 and len(d.test) == 9 * 10 + 6
+    assert d.test_split["images"] == len(d.test)
+    monkeypatch.setattr(I, "decode_all", lambda *a, **k: pytest.fail("decoded again: the cache was not used"))
+    again = D.load(cfg, "cpu", 1)  # another study seed: another validation split, the same test split
+    assert again.test_split == d.test_split and torch.equal(again.test.x, d.test.x)
+
+
+def test_grey_and_colour_mixed_are_converted_and_image_size_resizes(tmp_path):
+    root = write_image_folder(tmp_path / "mixed", "png", channels=1, per_class=5)
+    colour = write_image_folder(tmp_path / "colour", "png", channels=3, per_class=5)
+    for f in (colour / "train" / "bag").iterdir():  # one class in colour, the rest grey
+        (root / "train" / "bag" / f.name).write_bytes(f.read_bytes())
+    d = D.load(data_config(dataset="folder", root=str(root), image_size=[24, 32], val_fraction=0.2), "cpu", 0)
+    assert d.train.x.shape[1:] == (3, 24, 32) and d.meta.image_size == [24, 32]
+    grey = D.load(data_config(dataset="folder", root=str(root), channels=1, val_fraction=0.2), "cpu", 0)
+    assert grey.train.x.shape[1:] == (1, 28, 28)
+
+
+def _tiny(space_file, name):
+    """The nas-init space cut to a minute of training: 1 epoch, 1 retrain seed, no race."""
+    raw = yaml.safe_load(space_file.read_text())
+    raw["name"] = name
+    raw["search"].update(trials=2, min_epochs=1, race_top=0)
+    raw["retrain"].update(epochs=1, seeds=1)
+    raw["search"]["first_trials"] = raw["search"]["first_trials"][:1]
+    out = space_file.with_name(name + ".yaml")
+    out.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return out
+
+
+def test_nas_init_then_nas_run_then_nas_predict_on_a_jpeg_folder(tmp_path):
+    from search.export import load_checkpoint
+
+    images = write_image_folder(tmp_path / "clothes", "jpg", channels=3, size=32, per_class=40)
+    r = console_script("nas-init", images, "--params", 8000, "--minutes", 30, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "3 channel(s)" in r.stdout and "32x32" in r.stdout and "10 (bag, boot" in r.stdout
+    space_file = tmp_path / "clothes_8k.yaml"
+    assert f"next: nas-run {space_file.name} --trials 40 --minutes 30" in r.stdout
+    again = console_script("nas-init", images, cwd=tmp_path)
+    assert again.returncode == 2 and "does not overwrite" in again.stderr
+    quick = _tiny(space_file, "clothes_quick")
+    r = nas_run(quick, "--studies", tmp_path / "studies", "--workers", 1, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    best = tmp_path / "studies" / "clothes_quick" / "best"
+    card = yaml.safe_load((best / "model_card.json").read_text())
+    assert card["class_names"] == sorted(WORDS) and "(N, 3, 32, 32)" in card["input"]
+    test_dir = images / "test"
+    r = console_script("nas-predict", best, test_dir, "--top", 2, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    rows = list(csv.DictReader(io.StringIO(r.stdout)))
+    assert len(rows) == 400 and set(rows[0]) == {"file", "label", "probability", "label_2", "probability_2"}
+    model, ckpt = load_checkpoint(best / "checkpoint.pt")
+    x = torch.stack([I.decode(Path(row["file"]), 3, (32, 32)) for row in rows]).float() / 255
+    mean, std = (torch.tensor(ckpt[k]).view(1, -1, 1, 1) for k in ("mean", "std"))
+    with torch.no_grad():
+        want = model((x - mean) / std).argmax(1)
+    assert [row["label"] for row in rows] == [ckpt["class_names"][i] for i in want.tolist()]
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    r = console_script("nas-predict", best, tmp_path / "broken.jpg", next(test_dir.rglob("*.jpg")),
+                       "--csv", tmp_path / "out.csv", cwd=tmp_path)
+    assert r.returncode == 0 and "broken.jpg: not a readable image" in r.stderr and "1 unreadable" in r.stderr
+    assert len((tmp_path / "out.csv").read_text().splitlines()) == 2  # header + the readable image
