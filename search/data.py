@@ -232,8 +232,7 @@ def _own_raw(cfg: DataConfig) -> dict:
         parts = [str(root.resolve()), root.stat().st_mtime_ns if root.is_file() else 0, cfg.channels, cfg.image_size]
     else:
         listing = I.scan_folder(root)
-        files = [f for f, _ in listing.train + (listing.test or [])]
-        parts = [str(root.resolve()), I.signature(files), cfg.channels, cfg.image_size,
+        parts = [str(root.resolve()), listing.signature, cfg.channels, cfg.image_size,
                  None if listing.test else cfg.test_fraction]
     cache = _cache_dir() / f"{cfg.dataset}-{hashlib.sha256(repr(parts).encode()).hexdigest()[:16]}.pt"
     if cache.exists():
@@ -256,24 +255,14 @@ def _decode_folder(listing: I.Listing, cfg: DataConfig) -> dict:
         labels = torch.tensor([c for _, c in train])
         rest, part = stratified_split(labels, cfg.test_fraction, TEST_SPLIT_SEED)
         test, train = [train[i] for i in part.tolist()], [train[i] for i in rest.tolist()]
-        names = "\n".join(str(f.relative_to(listing.root)) for f, _ in test)
+        names = "\n".join(os.path.relpath(f, listing.root) for f, _ in test)
         test_split = {"images": len(test), "sha256": hashlib.sha256(names.encode()).hexdigest()}
     else:
         test, test_split = listing.test, None
     files = [f for f, _ in train + test]
-    size, channels = cfg.image_size, cfg.channels
-    if size is None or channels is None:
-        headers = [I.header(f) for f in files]
-        if size is None:
-            sizes = {(h, w) for h, w, _ in headers}
-            if len(sizes) > 1:
-                (a, b), (c, d) = sorted(sizes)[:2]
-                raise UserError(f"{listing.root}: images of {len(sizes)} sizes ({a}x{b}, {c}x{d}, ...): set data.image_size "
-                                f"(an int, or [height, width]) to resize them all to one")
-            size = sizes.pop()
-        channels = channels or (1 if all(grey for _, _, grey in headers) else 3)
-    I.check_memory(str(listing.root), len(files), channels, size)
-    x = I.decode_all(files, channels, size, progress=_progress(len(files)))
+    first = I.header(Path(files[0]))
+    I.check_memory(str(listing.root), len(files), cfg.channels or 3, cfg.image_size or first[:2])  # before decoding
+    x, _, _ = I.decode_all(files, cfg.channels, cfg.image_size, progress=_progress(len(files)))
     n = len(train)
     return {"train_x": x[:n], "train_y": torch.tensor([c for _, c in train], dtype=torch.long),
             "test_x": x[n:], "test_y": torch.tensor([c for _, c in test], dtype=torch.long),

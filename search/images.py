@@ -27,34 +27,44 @@ MEMORY_SHARE = 0.5  # decoded images may take at most this share of the machine'
 
 @dataclass(frozen=True)
 class Listing:
-    """An image folder, scanned: class names (sorted folder names), (file, class index) per split."""
+    """An image folder, scanned: class names (sorted folder names), (file, class index) per split, and a signature
+    of every file's name, size and time (the cache key's part from the files)."""
 
     root: Path
     classes: tuple[str, ...]
-    train: list[tuple[Path, int]]
-    test: list[tuple[Path, int]] | None  # None: no test/ folder, a test split is held out (data.py)
+    train: list[tuple[str, int]]
+    test: list[tuple[str, int]] | None  # None: no test/ folder, a test split is held out (data.py)
     skipped: int  # hidden files and files that are not images
+    signature: str
 
 
-def is_image(path: Path) -> bool:
-    return path.suffix.lower() in EXTENSIONS and not path.name.startswith(".")
+def is_image(path: Path | str) -> bool:
+    name = os.path.basename(str(path))
+    return name.lower().endswith(EXTENSIONS) and not name.startswith(".")
 
 
 def _class_folders(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def _files(class_dir: Path) -> tuple[list[Path], int]:
-    """Images under one class folder (recursive, sorted) and how many other files were skipped."""
-    found, skipped = [], 0
-    for dirpath, dirnames, filenames in os.walk(class_dir):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in filenames:
-            p = Path(dirpath) / name
-            if is_image(p):
-                found.append(p)
-            else:
-                skipped += 1
+def _files(class_dir: Path, stats: list) -> tuple[list[str], int]:
+    """Images under one class folder (recursive, sorted, as path strings) and how many other files were skipped;
+    appends (path, size, mtime) of each image to `stats`. One os.scandir pass, no Path objects: 60,000 files in
+    a fraction of a second."""
+    found, skipped, todo = [], 0, [str(class_dir)]
+    while todo:
+        with os.scandir(todo.pop()) as entries:
+            for e in entries:
+                if e.name.startswith("."):
+                    skipped += e.is_file()
+                elif e.is_dir():
+                    todo.append(e.path)
+                elif e.name.lower().endswith(EXTENSIONS):
+                    st = e.stat()
+                    found.append(e.path)
+                    stats.append((e.path, st.st_size, st.st_mtime_ns))
+                else:
+                    skipped += 1
     return sorted(found), skipped
 
 
@@ -70,9 +80,9 @@ def scan_folder(root: Path) -> Listing:
     if len(folders) < 2:
         raise UserError(f"{train_dir}: only one class folder ({folders[0].name}); a classifier needs at least 2")
     classes = tuple(p.name for p in folders)
-    train, skipped = [], 0
+    train, skipped, stats = [], 0, []
     for i, folder in enumerate(folders):
-        files, n = _files(folder)
+        files, n = _files(folder, stats)
         if not files:
             raise UserError(f"{folder}: no images (expected files ending in {', '.join(EXTENSIONS)})")
         train += [(f, i) for f in files]
@@ -83,21 +93,13 @@ def scan_folder(root: Path) -> Listing:
         for folder in _class_folders(test_dir):
             if folder.name not in classes:
                 raise UserError(f"{folder}: class {folder.name!r} is not among the training classes ({', '.join(classes)})")
-            files, n = _files(folder)
+            files, n = _files(folder, stats)
             test += [(f, classes.index(folder.name)) for f in files]
             skipped += n
         if not test:
             raise UserError(f"{test_dir}: no test images (remove the folder to hold a test split out of train/)")
-    return Listing(root, classes, train, test, skipped)
-
-
-def signature(files: list[Path]) -> str:
-    """Changes when a file is added, removed or rewritten: the cache key's part from the files."""
-    h = hashlib.sha256()
-    for f in files:
-        st = f.stat()
-        h.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()[:16]
+    digest = hashlib.sha256("\n".join(f"{p}\0{n}\0{t}" for p, n, t in sorted(stats)).encode()).hexdigest()[:16]
+    return Listing(root, classes, train, test, skipped, digest)
 
 
 def header(path: Path) -> tuple[int, int, bool]:
@@ -154,10 +156,10 @@ def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def to_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
-    """uint8 (N, C, H, W) with C in 1, 3 (4: alpha dropped) -> `channels` channels. Colour to grey with ITU-R 601
+    """uint8 (N, C, H, W) with C in 1-4 (alpha dropped) -> `channels` channels. Colour to grey with ITU-R 601
     luma weights (PIL's "L"), grey to colour by repeating."""
-    if x.shape[1] == 4:
-        x = x[:, :3]
+    if x.shape[1] in (2, 4):
+        x = x[:, :x.shape[1] - 1]
     if x.shape[1] == channels:
         return x
     if channels == 3:
@@ -166,39 +168,75 @@ def to_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
     return ((x.int() * w).sum(1, keepdim=True) + 500).div(1000, rounding_mode="floor").to(torch.uint8)
 
 
-def _decode_chunk(args) -> tuple[int, np.ndarray]:
-    start, files, channels, size = args
+def _decode_chunk(args) -> tuple[int, object]:
+    """Decode files[start:...] in a worker process -> (start, one uint8 array (n, C, H, W) when the images agree in
+    shape, else a list of (C, H, W) arrays). `channels` None keeps each image's own (1 or 3); `size` None keeps
+    its own size, but every image must have `expect`'s (the first image's) or a UserError names the two."""
+    start, files, channels, size, expect = args
     torch.set_num_threads(1)
-    return start, torch.stack([decode(f, channels, size) for f in files]).numpy()
+    op, mode = torch.ops.image.decode_image, {None: 0, 1: 1, 3: 3}[channels]
+    out = []
+    for f in files:
+        ext = f[f.rfind("."):].lower()
+        if ext in (".png", ".jpg", ".jpeg") or (channels != 1 and ext in DECODED_BY_TORCHVISION):
+            with open(f, "rb") as fh:  # the common case, without decode()'s per-image overhead
+                data = bytearray(fh.read())
+            try:
+                x = op(torch.frombuffer(data, dtype=torch.uint8), mode, False)
+            except RuntimeError as e:
+                raise UserError(f"{f}: not a readable image ({_reason(e)})") from None
+            if x.dim() == 4:  # an animated GIF: its first frame
+                x = x[0]
+        else:
+            x = decode(Path(f), channels or 3)
+        if x.shape[0] not in (1, 3) or (channels and x.shape[0] != channels):
+            x = to_channels(x.unsqueeze(0), channels or (1 if x.shape[0] == 2 else 3))[0]
+        if size is not None and tuple(x.shape[1:]) != size:
+            x = resize(x.unsqueeze(0), size)[0]
+        elif size is None and tuple(x.shape[1:]) != expect:
+            raise UserError(f"images of different sizes ({expect[0]}x{expect[1]}, and {x.shape[1]}x{x.shape[2]} in {f}): "
+                            f"set data.image_size (an int, or [height, width]) to resize them all to one")
+        out.append(x)
+    if len({tuple(x.shape) for x in out}) == 1:
+        return start, torch.stack(out).numpy()
+    return start, [x.numpy() for x in out]
 
 
-def decode_all(files: list[Path], channels: int, size: tuple[int, int], progress=None) -> torch.Tensor:
-    """Every file -> one uint8 (N, channels, *size) tensor, decoded by a process per core (decoding holds the GIL
-    for most of a small image's time, so threads barely help). `progress(n)` is called as chunks finish. The
-    first unreadable file raises UserError naming it."""
+def decode_all(files: list[str], channels: int | None, size: tuple[int, int] | None,
+               progress=None) -> tuple[torch.Tensor, int, tuple[int, int]]:
+    """Every file -> (uint8 (N, C, H, W), C, (H, W)), decoded by a process per core (decoding a small image holds
+    the GIL most of the time, so threads barely help). `channels` None: 1 when every image is grey, else 3;
+    `size` None: the images' own, which must agree. The first unreadable file raises UserError naming it."""
     import multiprocessing as mp
 
-    import torchvision.io  # noqa: F401  (once, before forking: each child would import it again)
+    import torchvision.io  # noqa: F401  (registers torch.ops.image, once, before forking)
 
-    out = torch.empty((len(files), channels, *size), dtype=torch.uint8)
+    expect = None
+    if size is None:
+        h, w, _ = header(Path(files[0]))
+        expect = (h, w)
     chunk = 512
-    jobs = [(i, files[i:i + chunk], channels, tuple(size)) for i in range(0, len(files), chunk)]
+    jobs = [(i, files[i:i + chunk], channels, size, expect) for i in range(0, len(files), chunk)]
     procs = min(os.cpu_count() or 1, len(jobs))
-    if procs <= 1:
-        results = map(_decode_chunk, jobs)
-        pool = None
-    else:  # fork: the children need nothing but the file names; spawning would re-import torch in each
-        pool = mp.get_context("fork").Pool(procs)
-        results = pool.imap_unordered(_decode_chunk, jobs)
+    pool = mp.get_context("fork").Pool(procs) if procs > 1 else None  # fork: the children need only file names
+    blocks = []
     try:
-        for start, block in results:
-            out[start:start + len(block)] = torch.from_numpy(block)
+        for start, block in (pool.imap_unordered(_decode_chunk, jobs) if pool else map(_decode_chunk, jobs)):
+            blocks.append((start, block))
             if progress:
                 progress(len(block))
     finally:
         if pool is not None:
             pool.terminate()
-    return out
+    images = [(start + j, a[None]) for start, block in blocks for j, a in enumerate(block)] if any(
+        isinstance(b, list) for _, b in blocks) else blocks
+    channels = channels or (3 if any(a.shape[1] == 3 for _, a in images) else 1)
+    size = size or expect
+    out = torch.empty((len(files), channels, *size), dtype=torch.uint8)
+    for start, block in images:
+        x = torch.from_numpy(block)
+        out[start:start + len(x)] = to_channels(x, channels)
+    return out, channels, size
 
 
 def available_memory() -> int:

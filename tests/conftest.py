@@ -144,7 +144,6 @@ def write_image_folder(root: Path, ext: str = "png", channels: int = 1, size: in
     """The real Fashion-MNIST slice (tests/data) written out as an image folder: root/train/<word>/i.ext (and
     root/test/<word>/..., or, with test=False, the class folders straight under root), in `channels` channels,
     resized to `size`; class `cut` keeps a tenth of its training images; `per_class` caps every class."""
-    import torch
     from torchvision.io import encode_jpeg, encode_png
 
     from search import data as D
