@@ -102,6 +102,15 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def _one_line(prog: str, command) -> int:
+    """Run `command()`; user or infrastructure trouble is one line on stderr and its exit status."""
+    try:
+        return command()
+    except OneLineError as e:
+        sys.stderr.write(f"{prog}: {e}\n")
+        return e.status
+
+
 def export_main(argv: list[str] | None = None) -> int:
     p = _Parser(prog="nas-export", description="Export a trial of a finished study.")
     p.add_argument("study", help="study name (its storage is sqlite:///STUDIES/NAME.db)")
@@ -111,16 +120,16 @@ def export_main(argv: list[str] | None = None) -> int:
     p.add_argument("--studies", default="studies")
     p.add_argument("--out", help="output directory (default: STUDIES/NAME/best, with --trial N STUDIES/NAME/trial-N)")
     args = p.parse_args(argv)
-    try:
+
+    def command():
         from search import export
         from search.run import export_study
 
         formats = export.FORMATS if args.format == "all" else (args.format,)
         return export_study(args.study, make_console(), trial=args.trial,
                             storage=args.storage, studies=args.studies, formats=formats, out=args.out)
-    except OneLineError as e:
-        sys.stderr.write(f"nas-export: {e}\n")
-        return e.status
+
+    return _one_line("nas-export", command)
 
 
 def init_main(argv: list[str] | None = None) -> int:
@@ -131,13 +140,13 @@ def init_main(argv: list[str] | None = None) -> int:
     p.add_argument("--minutes", type=_minutes, help="the wall-clock budget you will give nas-run (printed in the next command)")
     p.add_argument("--out", help="the space file to write (default: NAME.yaml here; never overwritten)")
     args = p.parse_args(argv)
-    try:
+
+    def command():
         from search.init import init
 
         return init(args.data, args.params, args.macs, args.minutes, args.out, make_console())
-    except OneLineError as e:
-        sys.stderr.write(f"nas-init: {e}\n")
-        return e.status
+
+    return _one_line("nas-init", command)
 
 
 def predict_main(argv: list[str] | None = None) -> int:
@@ -147,13 +156,13 @@ def predict_main(argv: list[str] | None = None) -> int:
     p.add_argument("--csv", help="write the CSV here (default: stdout)")
     p.add_argument("--top", type=_positive, default=1, help="labels per image, most probable first (default 1)")
     args = p.parse_args(argv)
-    try:
+
+    def command():
         from search.predict import predict
 
         return predict(args.model_dir, args.paths, args.csv, args.top)
-    except OneLineError as e:
-        sys.stderr.write(f"nas-predict: {e}\n")
-        return e.status
+
+    return _one_line("nas-predict", command)
 
 
 def report_main(argv: list[str] | None = None) -> int:
@@ -162,14 +171,13 @@ def report_main(argv: list[str] | None = None) -> int:
     p.add_argument("--storage", help="Optuna storage URL")
     p.add_argument("--studies", default="studies")
     args = p.parse_args(argv)
-    try:
+
+    def command():
         from search.run import report_study
 
-        return report_study(args.study, make_console(),
-                            storage=args.storage, studies=args.studies)
-    except OneLineError as e:
-        sys.stderr.write(f"nas-report: {e}\n")
-        return e.status
+        return report_study(args.study, make_console(), storage=args.storage, studies=args.studies)
+
+    return _one_line("nas-report", command)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ import gzip
 import hashlib
 import os
 import socket
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -262,29 +261,11 @@ def _decode_folder(listing: I.Listing, cfg: DataConfig) -> dict:
     files = [f for f, _ in train + test]
     first = I.header(Path(files[0]))
     I.check_memory(str(listing.root), len(files), cfg.channels or 3, cfg.image_size or first[:2])  # before decoding
-    x, _, _ = I.decode_all(files, cfg.channels, cfg.image_size, progress=_progress(len(files)))
+    x, _, _ = I.decode_all(files, cfg.channels, cfg.image_size, progress=I.progress_bar(len(files), "decoding", at_least=5000))
     n = len(train)
     return {"train_x": x[:n], "train_y": torch.tensor([c for _, c in train], dtype=torch.long),
             "test_x": x[n:], "test_y": torch.tensor([c for _, c in test], dtype=torch.long),
             "classes": listing.classes, "test_split": test_split, "skipped": listing.skipped}
-
-
-def _progress(total: int):
-    """A progress bar on stderr for decodes long enough to wait for (a few thousand images and up), else None."""
-    if total < 5000 or not sys.stderr.isatty():
-        return None
-    from rich.progress import Progress
-
-    bar = Progress(transient=True)
-    task = bar.add_task(f"decoding {total:,} images", total=total)
-    bar.start()
-
-    def advance(n: int) -> None:
-        bar.advance(task, n)
-        if bar.finished:
-            bar.stop()
-
-    return advance
 
 
 def _find_idx(root: Path, meta: Meta) -> dict[str, Path] | None:

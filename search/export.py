@@ -158,6 +158,8 @@ def model_card_md(card: dict) -> str:
 - parameters (trainable): {card['params']:,}
 - MACs per image (fvcore, one multiply-add = 1): {card['macs']:,}
 {acc}{parity}- input: {card['input']} (normalization is built into model.onnx and model.pt2; mean {card['mean']}, std {card['std']})
+- classes (output index order): {', '.join(card.get('class_names', []))}
+- new images: `nas-predict THIS_FOLDER IMAGES... --csv out.csv` (decodes and resizes them as the training data was)
 
 ## Config
 ```json

@@ -239,6 +239,28 @@ def decode_all(files: list[str], channels: int | None, size: tuple[int, int] | N
     return out, channels, size
 
 
+def progress_bar(total: int, what: str, at_least: int = 2000):
+    """advance(n) for a transient rich progress bar on stderr, for `total` images when that many are worth
+    waiting for (a terminal and at least `at_least` images); else None."""
+    import sys
+
+    if total < at_least or not sys.stderr.isatty():
+        return None
+    from rich.console import Console
+    from rich.progress import Progress
+
+    bar = Progress(console=Console(stderr=True), transient=True)
+    task = bar.add_task(f"{what} {total:,} images", total=total)
+    bar.start()
+
+    def advance(n: int) -> None:
+        bar.advance(task, n)
+        if bar.finished:
+            bar.stop()
+
+    return advance
+
+
 def available_memory() -> int:
     """Bytes of memory this machine has (MemAvailable on Linux, else the physical total)."""
     try:

@@ -57,41 +57,21 @@ def describe(data: D.Data, kind: str) -> list[str]:
     return lines
 
 
-def space_text(name: str, file: str, root: str, kind: str, size: tuple[int, int] | None, channels: int | None, meta: D.Meta,
-               n_train: int, params: int, macs: int, minutes: float | None) -> str:
-    """The space file, commented for the reader who will edit it."""
-    side = max(meta.height, meta.width)
-    early = max(0, math.ceil(math.log2(side / 32))) if side > 32 else 0  # pools that bring the map to <= 32 px
-    val = 0.25 if n_train <= 20_000 else 0.1
-    crop = max(1, round(side / 14))
-    stages = ["    - {width: {low: 4, high: 16}, depth: [1, 2]}                 # the stem, at full resolution"]
-    stages += ["    - {width: {low: 4, high: 16}, depth: 1, pool: true}          # an early pool: halves the map"] * early
-    stages += ["    - {width: {low: 4, high: 24}, depth: [0, 1, 2], pool: false}  # wider, same resolution (0: no stage)",
-               "    - {width: {low: 4, high: 32}, depth: [0, 1], pool: false}     # wider again",
-               "    - {width: {low: 8, high: 32}, depth: [1, 2, 3], pool: true}   # after a pool",
-               "    - {width: {low: 8, high: 32}, depth: [0, 1, 2], pool: [true, false]}  # a second pool, or more here"]
-    n = 1 + early  # index of the first mnist_8k slot after the stem and the early pools
-    design = {f"model.stage{i}.width": 8 for i in range(n)} | {f"model.stage{i}.depth": 1 for i in range(n)}
-    design |= {f"model.stage{n}.width": 12, f"model.stage{n}.depth": 1, f"model.stage{n + 1}.width": 16,
-               f"model.stage{n + 1}.depth": 1, f"model.stage{n + 2}.width": 12, f"model.stage{n + 2}.depth": 1,
-               f"model.stage{n + 3}.width": 16, f"model.stage{n + 3}.depth": 2, f"model.stage{n + 3}.pool": False}
-    hand = ", ".join(f"{k}: {str(v).lower() if isinstance(v, bool) else v}" for k, v in design.items())
-    size_line = f"  image_size: {list(size) if size[0] != size[1] else size[0]}   # resized once at load (antialiased)\n" if size else ""
-    channel_line = f"  channels: {channels}\n" if channels else ""
-    return f"""# Written by nas-init for {root}: {meta.classes} classes, {meta.height}x{meta.width} px, {meta.channels} channel(s).
+# The space nas-init writes: spaces/mnist_8k.yaml's design; {fields} are filled by space_text.
+TEMPLATE = """# Written by nas-init for {root}: {classes} classes, {height}x{width} px, {channels} channel(s).
 # The design of spaces/mnist_8k.yaml (read it for the why of each key), scaled to these images and this budget.
-# Run: nas-run {file} --trials 40{f' --minutes {minutes:g}' if minutes else ''}    Price it first: nas-run {file} --check
+# Run: nas-run {file} --trials 40{minutes}    Price it first: nas-run {file} --check
 name: {name}
 
 data:
   dataset: {kind}
-  root: {json.dumps(root)}
+  root: {root_yaml}
 {size_line}{channel_line}  val_fraction: {val}      # held out of training for selection and pruning (stratified, seeded)
 
 model:
   family: convnet
   stages:                 # a stage = `depth` 3x3 convs of `width` channels; pool: true starts it with a transition
-{chr(10).join(stages)}
+{stages}
   padding: [same, valid]
   separable: [false, true]      # depthwise 3x3 + pointwise 1x1 after the stem: more channels in the same params
   transition: [pool, pool_1x1]
@@ -141,6 +121,34 @@ retrain:
   epochs: 15
   seeds: 3
 """
+
+
+def space_text(name: str, file: str, root: str, kind: str, size: tuple[int, int] | None, channels: int | None, meta: D.Meta,
+               n_train: int, params: int, macs: int, minutes: float | None) -> str:
+    """The space file, commented for the reader who will edit it."""
+    side = max(meta.height, meta.width)
+    early = max(0, math.ceil(math.log2(side / 32))) if side > 32 else 0  # pools that bring the map to <= 32 px
+    val = 0.25 if n_train <= 20_000 else 0.1
+    crop = max(1, round(side / 14))
+    stages = ["    - {width: {low: 4, high: 16}, depth: [1, 2]}                 # the stem, at full resolution"]
+    stages += ["    - {width: {low: 4, high: 16}, depth: 1, pool: true}          # an early pool: halves the map"] * early
+    stages += ["    - {width: {low: 4, high: 24}, depth: [0, 1, 2], pool: false}  # wider, same resolution (0: no stage)",
+               "    - {width: {low: 4, high: 32}, depth: [0, 1], pool: false}     # wider again",
+               "    - {width: {low: 8, high: 32}, depth: [1, 2, 3], pool: true}   # after a pool",
+               "    - {width: {low: 8, high: 32}, depth: [0, 1, 2], pool: [true, false]}  # a second pool, or more here"]
+    n = 1 + early  # index of the first mnist_8k slot after the stem and the early pools
+    design = {f"model.stage{i}.width": 8 for i in range(n)} | {f"model.stage{i}.depth": 1 for i in range(n)}
+    design |= {f"model.stage{n}.width": 12, f"model.stage{n}.depth": 1, f"model.stage{n + 1}.width": 16,
+               f"model.stage{n + 1}.depth": 1, f"model.stage{n + 2}.width": 12, f"model.stage{n + 2}.depth": 1,
+               f"model.stage{n + 3}.width": 16, f"model.stage{n + 3}.depth": 2, f"model.stage{n + 3}.pool": False}
+    hand = ", ".join(f"{k}: {str(v).lower() if isinstance(v, bool) else v}" for k, v in design.items())
+    size_line = f"  image_size: {list(size) if size[0] != size[1] else size[0]}   # resized once at load (antialiased)\n" if size else ""
+    channel_line = f"  channels: {channels}\n" if channels else ""
+    return TEMPLATE.format(
+        root=root, root_yaml=json.dumps(root), classes=meta.classes, height=meta.height, width=meta.width,
+        channels=meta.channels, file=file, minutes=f" --minutes {minutes:g}" if minutes else "", name=name, kind=kind,
+        size_line=size_line, channel_line=channel_line, val=val, stages="\n".join(stages), crop=crop, params=params,
+        macs=macs, hand=hand)
 
 
 def init(data_path: str, params: int = 8000, macs: int | None = None, minutes: float | None = None,

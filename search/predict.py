@@ -69,7 +69,7 @@ def predict(model_dir: str, paths: list[str], csv_path: str | None = None, top: 
     writer = csv.writer(out)
     writer.writerow(["file", "label", "probability"] + [f"{k}_{i}" for i in range(2, top + 1) for k in ("label", "probability")])
     unreadable = 0
-    advance = _progress(len(files))
+    advance = I.progress_bar(len(files), "predicting")
     try:
         for start in range(0, len(files), BATCH):
             batch, kept = [], []
@@ -103,20 +103,3 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)
 
-
-def _progress(total: int):
-    if total < 2000 or not sys.stderr.isatty():
-        return None
-    from rich.console import Console
-    from rich.progress import Progress
-
-    bar = Progress(console=Console(stderr=True), transient=True)
-    task = bar.add_task(f"predicting {total:,} images", total=total)
-    bar.start()
-
-    def advance(n: int) -> None:
-        bar.advance(task, n)
-        if bar.finished:
-            bar.stop()
-
-    return advance

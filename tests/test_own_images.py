@@ -82,6 +82,18 @@ def test_grey_and_colour_mixed_are_converted_and_image_size_resizes(tmp_path):
     assert grey.train.x.shape[1:] == (1, 28, 28)
 
 
+def test_nas_init_pools_large_images_early_so_the_macs_budget_holds(tmp_path):
+    """96-px colour images and an 8k-param budget: the space starts with two early pools (96 -> 48 -> 24) and a
+    candidate within params and MACs exists (nas-init checks it as nas-run's preflight does)."""
+    images = write_image_folder(tmp_path / "big", "png", channels=3, size=96, per_class=3)
+    r = console_script("nas-init", images, "--out", tmp_path / "big.yaml", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "2 early pool(s) for 96x96 px" in r.stdout
+    raw = yaml.safe_load((tmp_path / "big.yaml").read_text())
+    assert [st.get("pool") for st in raw["model"]["stages"][:3]] == [None, True, True]
+    assert raw["budget"]["macs"] < 25_000_000 and raw["data"]["channels"] == 3
+
+
 def _tiny(space_file, name):
     """The nas-init space cut to a minute of training: 1 epoch, 1 retrain seed, no race."""
     raw = yaml.safe_load(space_file.read_text())
