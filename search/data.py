@@ -125,6 +125,11 @@ def load(data_cfg: DataConfig, device: str | torch.device = "cpu", seed: int = 0
     mean = torch.stack([c.double().mean() for c in pixels]) / 255  # one channel at a time: bounded memory
     std = torch.stack([c.double().std() for c in pixels]) / 255
     dev = torch.device(device)
+    if dev.type == "cuda":  # the images live on the GPU: refuse, in one line, what would not fit there
+        need, free = raw["train_x"].nbytes + raw["test_x"].nbytes, torch.cuda.mem_get_info(dev)[0]
+        if need > I.MEMORY_SHARE * free:
+            raise UserError(f"{data_cfg.root}: the images take {need / 2**30:.1f} GiB, more than {I.MEMORY_SHARE:.0%} of "
+                            f"{dev}'s free memory ({free / 2**30:.1f} GiB): set data.image_size smaller")
     to = lambda t: t.to(dev, non_blocking=True)  # noqa: E731
     return Data(
         train=Split(to(x), to(raw["train_y"][train_idx])),
