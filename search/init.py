@@ -137,7 +137,7 @@ def space_text(name: str, file: str, root: str, kind: str, size: tuple[int, int]
                "    - {width: {low: 8, high: 32}, depth: [1, 2, 3], pool: true}   # after a pool",
                "    - {width: {low: 8, high: 32}, depth: [0, 1, 2], pool: [true, false]}  # a second pool, or more here"]
     n = 1 + early  # index of the first mnist_8k slot after the stem and the early pools
-    design = {f"model.stage{i}.width": 8 for i in range(n)} | {f"model.stage{i}.depth": 1 for i in range(n)}
+    design = {f"model.stage{i}.width": 8 for i in range(n)} | {"model.stage0.depth": 1}  # early stages: depth fixed
     design |= {f"model.stage{n}.width": 12, f"model.stage{n}.depth": 1, f"model.stage{n + 1}.width": 16,
                f"model.stage{n + 1}.depth": 1, f"model.stage{n + 2}.width": 12, f"model.stage{n + 2}.depth": 1,
                f"model.stage{n + 3}.width": 16, f"model.stage{n + 3}.depth": 2, f"model.stage{n + 3}.pool": False}
