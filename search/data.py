@@ -116,9 +116,9 @@ def load(data_cfg: DataConfig, device: str | torch.device = "cpu", seed: int = 0
     """The dataset named by the space's `data` section, split and on `device`."""
     raw = _cached_raw(data_cfg)
     _, channels, height, width = raw["train_x"].shape
-    meta = Meta(channels, height, width, tuple(raw["classes"]), *(
-        (DATASETS[data_cfg.dataset].train_size, DATASETS[data_cfg.dataset].torchvision)
-        if data_cfg.dataset in DATASETS else ()))
+    builtin = DATASETS.get(data_cfg.dataset)
+    meta = Meta(channels, height, width, tuple(raw["classes"]), builtin.train_size if builtin else 0,
+                builtin.torchvision if builtin else "")
     train_idx, val_idx = stratified_split(raw["train_y"], data_cfg.val_fraction, seed)
     x = raw["train_x"][train_idx]
     pixels = x.transpose(0, 1).reshape(meta.channels, -1)

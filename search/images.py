@@ -113,31 +113,42 @@ def header(path: Path) -> tuple[int, int, bool]:
         raise UserError(f"{path}: not a readable image ({_reason(e)})") from None
 
 
-def decode(path: Path, channels: int, size: tuple[int, int] | None = None) -> torch.Tensor:
-    """One image file -> uint8 (channels, H, W), resized to `size` (H, W) when given. UserError names the file."""
-    import torchvision.io  # noqa: F401  (registers torch.ops.image)
-
+def read_image(path: str, channels: int | None) -> torch.Tensor:
+    """One image file -> uint8 (C, H, W) at its own size: C = `channels`, or (None) its own, 1 or 3 (alpha
+    dropped). The one decoding path, for training data and nas-predict alike; UserError names the file."""
+    ext = path[path.rfind("."):].lower()
     try:
-        if path.suffix.lower() in DECODED_BY_TORCHVISION:
-            data = torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8)
-            # the op itself: torchvision.io.decode_image's wrapper costs more than decoding a small PNG; GIF and WebP
-            # decode in colour whatever mode is asked, so they are asked for RGB and converted below
-            grey = channels == 1 and path.suffix.lower() not in (".gif", ".webp")
-            x = torch.ops.image.decode_image(data, 1 if grey else 3, False)
+        if ext in DECODED_BY_TORCHVISION:
+            import torchvision.io  # noqa: F401  (registers torch.ops.image)
+
+            with open(path, "rb") as fh:
+                data = torch.frombuffer(bytearray(fh.read()), dtype=torch.uint8)
+            # the op itself: torchvision.io.decode_image's wrapper costs more than decoding a small PNG; GIF and
+            # WebP decode in colour whatever mode is asked, so they are asked for RGB and converted below
+            mode = 0 if channels is None else 1 if channels == 1 and ext not in (".gif", ".webp") else 3
+            x = torch.ops.image.decode_image(data, mode, False)
         else:
             from PIL import Image
 
             with Image.open(path) as im:
-                x = torch.from_numpy(np.array(im.convert("L" if channels == 1 else "RGB"), dtype=np.uint8))
+                grey = channels == 1 or (channels is None and im.mode in GREY_MODES)
+                x = torch.from_numpy(np.array(im.convert("L" if grey else "RGB"), dtype=np.uint8))
             x = x.unsqueeze(0) if x.dim() == 2 else x.permute(2, 0, 1)
     except (RuntimeError, OSError, ValueError) as e:
         raise UserError(f"{path}: not a readable image ({_reason(e)})") from None
     if x.dim() == 4:  # an animated GIF: its first frame
         x = x[0]
-    x = to_channels(x.unsqueeze(0), channels)
+    if x.shape[0] not in (1, 3) or (channels and x.shape[0] != channels):
+        x = to_channels(x.unsqueeze(0), channels or (1 if x.shape[0] == 2 else 3))[0]
+    return x
+
+
+def decode(path: Path, channels: int, size: tuple[int, int] | None = None) -> torch.Tensor:
+    """One image file -> uint8 (channels, H, W), resized to `size` (H, W) when given. UserError names the file."""
+    x = read_image(str(path), channels)
     if size is not None:
-        x = resize(x, size)
-    return x[0].contiguous()
+        x = resize(x.unsqueeze(0), size)[0]
+    return x.contiguous()
 
 
 def _reason(e: Exception) -> str:
@@ -174,23 +185,9 @@ def _decode_chunk(args) -> tuple[int, object]:
     its own size, but every image must have `expect`'s (the first image's) or a UserError names the two."""
     start, files, channels, size, expect = args
     torch.set_num_threads(1)
-    op, mode = torch.ops.image.decode_image, {None: 0, 1: 1, 3: 3}[channels]
     out = []
     for f in files:
-        ext = f[f.rfind("."):].lower()
-        if ext in (".png", ".jpg", ".jpeg") or (channels != 1 and ext in DECODED_BY_TORCHVISION):
-            with open(f, "rb") as fh:  # the common case, without decode()'s per-image overhead
-                data = bytearray(fh.read())
-            try:
-                x = op(torch.frombuffer(data, dtype=torch.uint8), mode, False)
-            except RuntimeError as e:
-                raise UserError(f"{f}: not a readable image ({_reason(e)})") from None
-            if x.dim() == 4:  # an animated GIF: its first frame
-                x = x[0]
-        else:
-            x = decode(Path(f), channels or 3)
-        if x.shape[0] not in (1, 3) or (channels and x.shape[0] != channels):
-            x = to_channels(x.unsqueeze(0), channels or (1 if x.shape[0] == 2 else 3))[0]
+        x = read_image(f, channels)
         if size is not None and tuple(x.shape[1:]) != size:
             x = resize(x.unsqueeze(0), size)[0]
         elif size is None and tuple(x.shape[1:]) != expect:
