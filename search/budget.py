@@ -1,8 +1,10 @@
 """Budget accounting: exact parameters, MACs (fvcore), and an estimate of the full retrain's wall-clock.
 
 Units: `params` = trainable parameters; `macs` = multiply-accumulates for one inference image as fvcore
-counts them (fvcore calls them "flops" but counts one multiply-add as 1); `train_seconds` = estimated
-wall-clock of one full retrain on this machine, from a few timed training steps after warm-up.
+counts them (fvcore calls them "flops" but counts one multiply-add as 1); `peak_memory_kb` = activations live at
+once at batch 1, fp32 (deploy.py); `latency_ms` = one image through the exported ONNX in onnxruntime, 1 thread
+(deploy.py); `train_seconds` = estimated wall-clock of one full retrain on this machine, from a few timed training
+steps after warm-up.
 A violation is the normalized overshoot value / limit - 1: > 0 breaks the budget, <= 0 fits, exactly
 what `Trial.set_constraint` wants. Params and MACs cost milliseconds; the timing (a few real training
 steps) only runs when they fit.
@@ -35,7 +37,9 @@ warnings.filterwarnings("ignore", message=r".*torch\.jit\.(script|trace).*deprec
 class Cost:
     params: int
     macs: int | None  # None: not measured (params already over budget)
-    train_seconds: float | None = None  # None: not measured (params or MACs already over budget)
+    train_seconds: float | None = None  # None: not measured (a cheaper measure is already over budget)
+    peak_memory_kb: float | None = None  # measured only when budgeted
+    latency_ms: float | None = None
 
 
 def count_params(model: nn.Module) -> int:
@@ -89,14 +93,32 @@ def violations(cost: Cost, budget: BudgetConfig) -> dict[str, float]:
             if getattr(cost, key) is not None}
 
 
+def deployed_latency_ms(model: nn.Module, meta: Meta) -> float:
+    """One image through the model as exported (ONNX in onnxruntime, 1 thread): deploy.latency_ms."""
+    from search import deploy
+    from search.export import Normalized
+
+    wrapped = Normalized(copy.deepcopy(model).cpu().eval(), [0.5] * meta.channels, [0.25] * meta.channels).eval()
+    return deploy.latency_ms(deploy.onnx_bytes(wrapped, meta), meta, 1)["ms"]
+
+
 def check(model, recipe, budget: BudgetConfig, meta: Meta, *, n_train: int, n_eval: int, epochs: int, device="cpu"):
     """-> (Cost, violations), cheapest first: params (exact, instant); MACs (an fvcore trace) when a MACs budget
-    is set or params fit; the time estimate (real training steps) only when both fit and a time budget is set.
+    is set or params fit; then, each only when its budget is set and everything before fits: peak memory (an fx
+    trace, ms), latency (an ONNX export and timed runs, ~3 s), the time estimate (real training steps).
     Cost.macs is None when params alone already rejected the candidate."""
+    from search import deploy
+
     cost = Cost(count_params(model), None)
     over = violations(cost, budget)
     if budget.macs is not None or all(v <= 0 for v in over.values()):
         cost.macs = count_macs(model, meta)
+        over = violations(cost, budget)
+    if budget.peak_memory_kb is not None and all(v <= 0 for v in over.values()):
+        cost.peak_memory_kb = deploy.peak_memory(model, meta)["fp32"] / 1000
+        over = violations(cost, budget)
+    if budget.latency_ms is not None and all(v <= 0 for v in over.values()):
+        cost.latency_ms = deployed_latency_ms(model, meta)
         over = violations(cost, budget)
     if budget.train_seconds is not None and all(v <= 0 for v in over.values()):
         sps = seconds_per_step(model, recipe, meta, device)
@@ -143,18 +165,22 @@ def fill(cand: dict, budget: BudgetConfig, meta: Meta, steps: int = 12) -> dict:
     return scaled(cand, lo)
 
 
-def candidate_model(space, trial, meta: Meta) -> tuple[dict, nn.Module]:
-    """The candidate a trial samples, filled when the space fills the budget, and its model; ValueError when it
-    does not build."""
+def candidate_model(space, trial, meta: Meta, tier: str | None = None) -> tuple[dict, nn.Module]:
+    """The candidate a trial samples, filled to the budget (its ladder tier's) when the space fills it, and its
+    model; ValueError when it does not build. A ladder's candidate names its tier."""
     cand = space.sample(trial, meta)
-    if space.budget.fill:
-        cand = fill(cand, space.budget, meta)
+    budget = space.budget.tier(tier)
+    if budget.fill:
+        cand = fill(cand, budget, meta)
+    if tier is not None:
+        cand["tier"] = tier
     return cand, models.build(cand["family"], **cand["model"])
 
 
-def sample_costs(space, meta: Meta, n: int, seed: int, stop_at_fit: bool = False):
+def sample_costs(space, meta: Meta, n: int, seed: int, stop_at_fit: bool = False, tier: str | None = None):
     """[(candidate, model, Cost, violations)] for n random candidates that build (filled when the space fills
-    the budget); and the invalid count."""
+    the budget; a ladder's at `tier`); and the invalid count. Params and MACs only: the costly measures are the
+    run's."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -162,32 +188,35 @@ def sample_costs(space, meta: Meta, n: int, seed: int, stop_at_fit: bool = False
     rows, invalid = [], 0
     for _ in range(n):
         try:
-            cand, model = candidate_model(space, study.ask(), meta)
+            cand, model = candidate_model(space, study.ask(), meta, tier)
         except ValueError:
             invalid += 1
             continue
         cost = Cost(count_params(model), count_macs(model, meta))
-        rows.append((cand, model, cost, violations(cost, space.budget)))
+        rows.append((cand, model, cost, violations(cost, space.budget.tier(tier))))
         if stop_at_fit and all(v <= 0 for v in rows[-1][3].values()):
             break
     return rows, invalid
 
 
-def no_fit_error(space, rows) -> UserError:
+def no_fit_error(space, rows, tier: str | None = None) -> UserError:
     """The one line for a space whose sampled candidates all break the budget: how close the nearest came."""
     nearest = min(rows, key=lambda r: max(r[3].values()))
     worst = max(nearest[3], key=nearest[3].get)
-    value, limit = getattr(nearest[2], worst), getattr(space.budget, worst)
+    value, limit = getattr(nearest[2], worst), getattr(space.budget.tier(tier), worst)
+    where = f" tier {tier}" if tier else ""
     return UserError(
-        f"{space.file}: budget: no sampled candidate fits; the nearest has {worst}={value:,} "
+        f"{space.file}: budget{where}: no sampled candidate fits; the nearest has {worst}={value:,} "
         f"({nearest[3][worst]:.0%} over the {limit:,} budget): widen the space toward smaller models or raise the budget"
     )
 
 
 def preflight(space, meta: Meta, n: int = 200) -> None:
-    """Before a run writes anything: stop at the first random candidate that fits, or fail with no_fit_error."""
-    rows, _ = sample_costs(space, meta, n, space.search.seed, stop_at_fit=True)
-    if not rows:
-        raise UserError(f"{space.file}: model: none of {n} sampled candidates builds")
-    if not any(all(v <= 0 for v in r[3].values()) for r in rows):
-        raise no_fit_error(space, rows)
+    """Before a run writes anything: in every tier, stop at the first random candidate whose params and MACs fit,
+    or fail with no_fit_error."""
+    for tier in space.budget.tiers() or (None,):
+        rows, _ = sample_costs(space, meta, n, space.search.seed, stop_at_fit=True, tier=tier)
+        if not rows:
+            raise UserError(f"{space.file}: model: none of {n} sampled candidates builds")
+        if not any(all(v <= 0 for v in r[3].values()) for r in rows):
+            raise no_fit_error(space, rows, tier)

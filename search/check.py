@@ -46,7 +46,7 @@ def sizes(space: Space) -> tuple[dict, str, D.Meta]:
     return phase_sizes(space, n_train, n_val), source, meta
 
 
-def design_models(space: Space, meta: D.Meta) -> list:
+def design_models(space: Space, meta: D.Meta, tier: str | None = None) -> list:
     """[(candidate, model)] for the `search.first_trials` designs, completed as the run completes them (parameters
     a design leaves out are sampled) and filled to the budget like every candidate."""
     import optuna
@@ -57,7 +57,7 @@ def design_models(space: Space, meta: D.Meta) -> list:
     for params in space.search.first_trials:
         study.enqueue_trial(params)
         try:
-            out.append(B.candidate_model(space, study.ask(), meta))
+            out.append(B.candidate_model(space, study.ask(), meta, tier))
         except ValueError:
             continue  # a design that does not build is reported when the run reaches it
     return out
@@ -75,17 +75,19 @@ def time_across_macs(space: Space, meta: D.Meta, fits: list, n: dict, device) ->
     return timed
 
 
-def budget_table(space: Space, rows: list, fits: list, timed: list, invalid: int) -> Table:
+def budget_table(space: Space, rows: list, fits: list, timed: list, invalid: int, tier: str | None = None) -> Table:
     """Per budget: the limit, the share of sampled candidates within it, the quantiles of their values."""
-    table = Table(title=f"{space.file}: {len(rows)} random candidates ({invalid} invalid skipped)")
+    budget = space.budget.tier(tier)
+    where = f" (tier {tier})" if tier else ""
+    table = Table(title=f"{space.file}{where}: {len(rows)} random candidates ({invalid} invalid skipped)")
     for col in ("budget", "limit", "fits", "min", "5%", "median", "95%", "max"):
         table.add_column(col, justify="right" if col != "budget" else "left")
     for key in ("params", "macs"):
         vals = [getattr(r[2], key) for r in rows]
-        limit = getattr(space.budget, key)
+        limit = getattr(budget, key)
         share = f"{sum(v <= limit for v in vals) / len(vals):.0%}" if limit else "-"
         table.add_row(key, f"{limit:,}" if limit else "none", share, *(f"{_q(vals, q):,}" for q in (0, 0.05, 0.5, 0.95, 1)))
-    limit = space.budget.train_seconds
+    limit = budget.train_seconds
     if limit is not None and timed:
         secs = [t[2] for t in timed]
         table.add_row("train_seconds", f"{limit:,.0f}", f"{sum(s <= limit for s in secs) / len(secs):.0%} of {len(secs)} timed",
@@ -94,45 +96,60 @@ def budget_table(space: Space, rows: list, fits: list, timed: list, invalid: int
     return table
 
 
-def run(space: Space, samples: int = 300, console: Console | None = None, trials: int | None = None,
-        workers: int = 1, device: str = "cpu", minutes: float | None = None) -> int:
-    """The table, the median candidate's timing and the whole run's cost. Timed with the thread count the caller
-    set (a worker's) on `device`, as the run will train."""
-    console = console or Console()
-    n, source, meta = sizes(space)
-    rows, invalid = sample_costs(space, meta, samples, space.search.seed)
+def price_tier(space: Space, meta: D.Meta, n: dict, source: str, samples: int, trials: int, workers: int, device,
+               console: Console, tier: str | None = None) -> dict:
+    """The budget table and the cost of `trials` trials of one ladder tier (of the study: tier None), printed."""
+    rows, invalid = sample_costs(space, meta, samples, space.search.seed, tier=tier)
     if not rows:
         raise UserError(f"{space.file}: model: none of {samples} sampled candidates builds (every one was {invalid} invalid)")
     fits = sorted((r for r in rows if all(v <= 0 for v in r[3].values())), key=lambda r: r[2].macs)
     timed = time_across_macs(space, meta, fits, n, device)
-    console.print(budget_table(space, rows, fits, timed, invalid))
+    console.print(budget_table(space, rows, fits, timed, invalid, tier))
     small, large = min(rows, key=lambda r: r[2].params), max(rows, key=lambda r: r[2].params)
     console.print(f"smallest: {small[2].params:,} params, {small[2].macs:,} MACs  {describe(small[0])}")
     console.print(f"largest:  {large[2].params:,} params, {large[2].macs:,} MACs  {describe(large[0])}")
     if not fits:
-        raise no_fit_error(space, rows)
+        raise no_fit_error(space, rows, tier)
     cand, model, cost, _ = fits[len(fits) // 2]  # the median fitting candidate by MACs
     bs = cand["train"]["batch_size"]
     sps = B.seconds_per_step(model, cand["train"], meta, device)
     # a trial's price: the mean per image of the candidates timed across the MACs range, at the median's batch
     typical = statistics.fmean(t_sps / t_cand["train"]["batch_size"] for t_cand, t_sps, _ in timed) * bs
-    designs = [(B.seconds_per_step(m, c["train"], meta, device), c["train"]["batch_size"]) for c, m in design_models(space, meta)]
-    trials = trials or space.search.trials
+    designs = [(B.seconds_per_step(m, c["train"], meta, device), c["train"]["batch_size"])
+               for c, m in design_models(space, meta, tier)]
     c = run_cost(space, typical, bs, n, trials, workers, cpu=device.type == "cpu", designs=designs)
-    s = space.search
     console.print(
         f"median fitting candidate: {cost.params:,} params, {cost.macs:,} MACs, batch {bs}: "
         f"{sps * 1000:.0f} ms/step on {device} with {torch.get_num_threads()} thread(s) per worker; the {len(timed)} "
         f"timed across the MACs range average ~{c['per_epoch']:,.1f} s per epoch on {n['search']:,} images; one "
         f"retrain seed ~{c['retrain_one']:,.0f} s ({space.retrain.epochs} epochs on {n['retrain']:,} images; sizes "
         f"from {source})")
-    first = f", {len(designs)} first_trials designs timed at full length" if designs else ""
+    return c | {"designs": len(designs)}
+
+
+def run(space: Space, samples: int = 300, console: Console | None = None, trials: int | None = None,
+        workers: int = 1, device: str = "cpu", minutes: float | None = None) -> int:
+    """The table, the median candidate's timing and the whole run's cost (a ladder: per tier, then summed; the
+    trials shared evenly). Timed with the thread count the caller set (a worker's) on `device`, as the run trains."""
+    console = console or Console()
+    n, source, meta = sizes(space)
+    trials = trials or space.search.trials
+    tiers = space.budget.tiers() or (None,)
+    shares = [trials // len(tiers) + (i < trials % len(tiers)) for i in range(len(tiers))]
+    costs = [price_tier(space, meta, n, source, samples, share, workers, device, console, tier)
+             for tier, share in zip(tiers, shares)]
+    c = {key: sum(x[key] for x in costs) for key in ("search", "race", "retrain", "race_runs", "designs")}
+    epochs = sum(x["epochs_per_trial"] * share for x, share in zip(costs, shares)) / max(1, trials)
+    s = space.search
+    first = f", {c['designs']} first_trials designs timed at full length" if c["designs"] else ""
+    ladder = f" in {len(tiers)} tiers (a race and a retrain each)" if len(tiers) > 1 else ""
     console.print(
-        f"whole run, --trials {trials} on {workers} worker(s): search ~{c['search'] / 60:,.1f} min "
-        f"({s.pruner} pruner: ~{c['epochs_per_trial']:.1f} of {s.epochs} epochs per trained trial{first}; more "
+        f"whole run, --trials {trials}{ladder} on {workers} worker(s): search ~{c['search'] / 60:,.1f} min "
+        f"({s.pruner} pruner: ~{epochs:.1f} of {s.epochs} epochs per trained trial{first}; more "
         f"while the sampler keeps finding better candidates), race "
         f"~{c['race'] / 60:,.1f} min ({c['race_runs']} full-length runs), retrain ~{c['retrain'] / 60:,.1f} min "
-        f"({space.retrain.seeds} seeds): total ~{(c['search'] + c['race'] + c['retrain']) / 60:,.1f} min", highlight=False)
+        f"({space.retrain.seeds} seeds{' per tier' if ladder else ''}): total "
+        f"~{(c['search'] + c['race'] + c['retrain']) / 60:,.1f} min", highlight=False)
     if minutes:
         tail = c["race"] + c["retrain"]
         per_trial = c["search"] / max(1, trials)

@@ -38,7 +38,8 @@ class Clock:
     def tail(self, trials) -> float:
         from search import race as R
 
-        return tail_seconds(R.finalists(trials, self.space.search), self.space, self.n, self.workers, self.cpu)
+        return sum(tail_seconds(R.finalists(rec.of_tier(trials, tier), self.space.search), self.space, self.n,
+                                self.workers, self.cpu) for tier in self.space.budget.tiers() or (None,))
 
     def left(self, trials, now: float | None = None) -> float:
         """Seconds the search has left: until the deadline, less the tail."""

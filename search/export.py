@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 import models
+from search import deploy
 from search.budget import count_macs, count_params
 from search.data import Meta, Split
 
@@ -70,8 +71,18 @@ def _quiet():
     return stack
 
 
-def export(model: nn.Module, ckpt: dict, test: Split, out: Path, formats=FORMATS) -> dict:
-    """Write the requested formats and the model card into `out`; returns the card (with parity figures)."""
+def onnx_program(wrapped: nn.Module, x: torch.Tensor):
+    """torch.onnx's program for `wrapped` (pixels in, logits out, any batch size), not yet saved."""
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    with _quiet():
+        return torch.onnx.export(wrapped, (x,), None, input_names=["pixels"], output_names=["logits"],
+                                 dynamic_shapes={"x": {0: batch}}, dynamo=True)
+
+
+def export(model: nn.Module, ckpt: dict, test: Split, out: Path, formats=FORMATS,
+           calibration: torch.Tensor | None = None) -> dict:
+    """Write the requested formats and the model card into `out`; returns the card (with parity figures and, with
+    ONNX, the deployment figures: latency, peak memory, and an int8 model calibrated on `calibration` images)."""
     out.mkdir(parents=True, exist_ok=True)
     model = model.cpu().eval()
     meta = input_meta(ckpt)
@@ -79,8 +90,7 @@ def export(model: nn.Module, ckpt: dict, test: Split, out: Path, formats=FORMATS
     x = test.x[:256].cpu().float() / 255
     files = {}
     if "checkpoint" in formats:
-        torch.save(ckpt, out / "checkpoint.pt")
-        files["checkpoint"] = "checkpoint.pt"
+        files["checkpoint"] = "checkpoint.pt"  # written last: it carries the deployment figures
     batch = torch.export.Dim("batch", min=1, max=65536)
     card = {
         "family": ckpt["family"], "config": ckpt["config"], "params": count_params(model),
@@ -90,13 +100,15 @@ def export(model: nn.Module, ckpt: dict, test: Split, out: Path, formats=FORMATS
         "mean": ckpt["mean"], "std": ckpt["std"], "files": files,
     }
     if "onnx" in formats:
-        with _quiet():
-            torch.onnx.export(wrapped, (x[:2],), str(out / "model.onnx"), input_names=["pixels"],
-                              output_names=["logits"], dynamic_shapes={"x": {0: batch}}, dynamo=True,
-                              external_data=False)
+        onnx_program(wrapped, x[:2]).save(str(out / "model.onnx"), external_data=False)
         _label_onnx(out / "model.onnx", meta)
         files["onnx"] = "model.onnx"
         card["onnx_check"] = onnx_parity(out / "model.onnx", wrapped, x)
+        card["deployment"] = deploy.figures(out / "model.onnx", model, meta, test, calibration)
+        if "int8" in card["deployment"]:
+            files["onnx_int8"] = card["deployment"]["int8"]["file"]
+    if "checkpoint" in formats:
+        torch.save(ckpt | {"deployment": json.dumps(card.get("deployment"))}, out / "checkpoint.pt")
     if "pt2" in formats:
         with _quiet():
             program = torch.export.export(wrapped, (x[:2],), dynamic_shapes={"x": {0: batch}})
@@ -141,6 +153,19 @@ def onnx_parity(path: Path, wrapped: nn.Module, x: torch.Tensor) -> dict:
     }
 
 
+def deployment_line(d: dict) -> str:
+    """The deployment figures in one line (model card, console)."""
+    lat = d["latency_ms"]
+    line = (f"onnxruntime, 1 CPU thread: {lat['batch_1']['ms']:.3f} ms per image, {lat['batch_64']['ms']:.2f} ms per "
+            f"batch of 64; peak activations {d['peak_memory_bytes']['fp32'] / 1000:,.1f} KB fp32 "
+            f"({d['peak_memory_bytes']['int8'] / 1000:,.1f} KB int8); model.onnx {d['onnx_bytes'] / 1000:,.1f} KB")
+    q = d.get("int8")
+    if q:
+        line += (f"; int8 ({q['file']}, {q['bytes'] / 1000:,.1f} KB): test accuracy {q['test_acc']:.4f} vs fp32 "
+                 f"{q['fp32_test_acc']:.4f}, {q['latency_ms']['batch_1']['ms']:.3f} ms per image")
+    return line
+
+
 def model_card_md(card: dict) -> str:
     m = card["metrics"]
     acc = ""
@@ -153,11 +178,12 @@ def model_card_md(card: dict) -> str:
     parity = ""
     if onnx:
         parity = f"- ONNX check (onnxruntime, {onnx['images']} real test images): max |diff| {onnx['max_abs_diff']:.2e}, identical predictions {onnx['same_predictions']}/{onnx['images']}\n"
+    deployed = f"- deployment (this machine): {deployment_line(card['deployment'])}\n" if card.get("deployment") else ""
     return f"""# Model card: {card['family']}
 
 - parameters (trainable): {card['params']:,}
 - MACs per image (fvcore, one multiply-add = 1): {card['macs']:,}
-{acc}{parity}- input: {card['input']} (normalization is built into model.onnx and model.pt2; mean {card['mean']}, std {card['std']})
+{acc}{parity}{deployed}- input: {card['input']} (normalization is built into model.onnx and model.pt2; mean {card['mean']}, std {card['std']})
 - classes (output index order): {', '.join(card.get('class_names', []))}
 - new images: `nas-predict THIS_FOLDER IMAGES... --csv out.csv` (decodes and resizes them as the training data was)
 

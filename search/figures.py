@@ -69,7 +69,9 @@ def fig_progress(trials) -> Figure:
     return fig
 
 
-def fig_size(trials, budget: dict, front: list) -> Figure:
+def fig_size(trials, budget: dict, front: list, winners: list = ()) -> Figure:
+    """`budget`: limit (or a ladder's limits) by key; `winners`: [(params, macs, test accuracy, label)] of the
+    retrained winners, drawn as stars (their accuracy is the test split's, the dots' the validation split's)."""
     fig, axes = _figure(11, 3.8, cols=2)
     done = full_length(trials)
     cut = rec.cut_short(trials)
@@ -83,8 +85,14 @@ def fig_size(trials, budget: dict, front: list) -> Figure:
             ax.scatter(*zip(*pts), s=18, color="C0", label="full length")
         if key == "params" and front:
             ax.plot([p[0] for p in front], [p[1] for p in front], "-o", color="C1", ms=5, label="Pareto front")
-        if key in budget:
-            ax.axvline(budget[key], color="C3", ls="--", label=f"budget {budget[key]:,}")
+        limits = budget.get(key)
+        for i, limit in enumerate(limits if isinstance(limits, tuple) else [limits] if limits is not None else []):
+            ax.axvline(limit, color="C3", ls="--", label="budget" if i == 0 else None)
+        for i, (params, macs, acc, label) in enumerate(winners):
+            ax.scatter([params if key == "params" else macs], [acc], marker="*", s=140, color="C2", zorder=5,
+                       label="retrained winner (test accuracy)" if i == 0 else None)
+            ax.annotate(label, (params if key == "params" else macs, acc), fontsize=7, xytext=(4, 4),
+                        textcoords="offset points")
         ax.set_xlabel(label)
         ax.set_ylabel("val accuracy")
         ax.legend(fontsize=7, loc="lower right")

@@ -58,6 +58,8 @@ class Objective:
         seed = rec.trial_seed(self.space.search.seed, trial.number)
         trial.set_user_attr("seed", seed)
         torch.manual_seed(seed)
+        if self.space.budget.tiers() and rec.tier(trial) is None:
+            rec.set_tier(trial, self.next_tier(trial.study.get_trials(deepcopy=False)))
         cand, model = self._prepare(trial)
         twin = None if race else self._twin(trial, cand)
         if twin is not None:
@@ -73,14 +75,14 @@ class Objective:
 
     def _prepare(self, trial):
         """(candidate, model) within budget; an invalid or over-budget candidate ends the trial untrained."""
-        space = self.space
+        space, tier = self.space, rec.tier(trial)
         try:
-            cand, model = B.candidate_model(space, trial, self.data.meta)
+            cand, model = B.candidate_model(space, trial, self.data.meta, tier)
         except ValueError as e:
             trial.set_constraint("valid", 1.0)
             self._untrained(trial, End.INVALID, e)
         trial.set_user_attr("candidate", cand)
-        cost, over = B.check(model, cand["train"], space.budget, self.data.meta, n_train=self.retrain_images(),
+        cost, over = B.check(model, cand["train"], space.budget.tier(tier), self.data.meta, n_train=self.retrain_images(),
                              n_eval=0, epochs=space.retrain.epochs, device=self.device)
         for key, value in over.items():
             trial.set_constraint(key, value)
@@ -127,6 +129,13 @@ class Objective:
         self.failed_in_a_row = 0
         rec.write_training(trial, hist)
         return hist
+
+    def next_tier(self, trials) -> str:
+        """A sampled trial's ladder tier: the one with the fewest search trials trained or training, the smaller
+        on a tie, so every tier gets its share of `--trials` whatever the workers do."""
+        tiers = self.space.budget.tiers()
+        taken = [rec.tier(t) for t in trials if not rec.is_race(t) and not rec.is_untrained(t)]
+        return min(tiers, key=lambda name: (taken.count(name), tiers.index(name)))
 
     def _twin(self, trial, cand):
         """An earlier search trial with the same candidate that trained or is training (another worker's)."""

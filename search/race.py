@@ -11,7 +11,8 @@ round measures a gap between two finalists about as noisily as the gaps it decid
 named design by more than that. Evidence: tests/benchmarks/RESULTS.md, "The race".
 
 Race runs are ordinary trials enqueued with the finalist's parameters (record.race_attrs): they are in storage
-and optuna-dashboard, resume like any trial, and are never pruned. The test split is not read here.
+and optuna-dashboard, resume like any trial, and are never pruned. The test split is not read here. With a budget
+ladder each tier races apart: the callers pass one tier's trials (record.of_tier).
 """
 from __future__ import annotations
 
@@ -47,15 +48,17 @@ def runs_of(trials, finalist) -> list:
     return [t for t in trials if rec.race_of(t) == finalist.number and (rec.is_trained(t) or t.state in alive)]
 
 
-def enqueue(study, search: SearchConfig) -> int:
-    """Enqueue the race trials still missing (none on a resumed race that has them); -> how many are pending."""
+def enqueue(study, search: SearchConfig, tiers: tuple = ()) -> int:
+    """Enqueue the race trials still missing (none on a resumed race that has them), a race per ladder tier;
+    -> how many are pending."""
     trials, seeds = study.get_trials(deepcopy=False), search.race_seeds
-    for f in finalists(trials, search):
-        runs = runs_of(trials, f)
-        have = {rec.race_fold(t) for t in runs}
-        missing = [r for r in range(1, seeds) if r not in have][: max(0, seeds - 1 - len(runs))]
-        for r in missing:
-            study.enqueue_trial(f.params, user_attrs=rec.race_attrs(f.number, r), skip_if_exists=False)
+    for tier in tiers or (None,):
+        for f in finalists(rec.of_tier(trials, tier), search):
+            runs = runs_of(trials, f)
+            have = {rec.race_fold(t) for t in runs}
+            missing = [r for r in range(1, seeds) if r not in have][: max(0, seeds - 1 - len(runs))]
+            for r in missing:
+                study.enqueue_trial(f.params, user_attrs=rec.race_attrs(f, r), skip_if_exists=False)
     return len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
 
 

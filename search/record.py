@@ -75,6 +75,9 @@ def write_cost(trial, cost) -> None:
         trial.set_user_attr("macs", cost.macs)
     if cost.train_seconds is not None:
         trial.set_user_attr("est_train_seconds", round(cost.train_seconds, 1))
+    for key in ("latency_ms", "peak_memory_kb"):
+        if getattr(cost, key) is not None:
+            trial.set_user_attr(key, round(getattr(cost, key), 4))
 
 
 def write_training(trial, hist) -> None:
@@ -88,23 +91,41 @@ def write_training(trial, hist) -> None:
     trial.set_user_attr("images", hist.images)
 
 
-def race_attrs(finalist_number: int, fold: int) -> dict:
-    """User attrs of an enqueued race run: finalist `finalist_number` again, on race round `fold`."""
-    return {"race_of": finalist_number, "race_fold": fold}
+def race_attrs(finalist, fold: int) -> dict:
+    """User attrs of an enqueued race run: the finalist trial again (in its ladder tier), on race round `fold`."""
+    return {"race_of": finalist.number, "race_fold": fold, **_tier_attr(tier(finalist))}
 
 
-def first_trial_attrs(index: int) -> dict:
-    """User attrs of an enqueued `search.first_trials` design."""
-    return {"first_trial": index}
+def first_trial_attrs(index: int, tier_name: str | None = None) -> dict:
+    """User attrs of an enqueued `search.first_trials` design (with a ladder: one per tier)."""
+    return {"first_trial": index, **_tier_attr(tier_name)}
 
 
 def retry_attrs(trial) -> dict:
     """User attrs of an interrupted trial enqueued again: what it was enqueued as, and which trial it retries."""
-    kept = {k: v for k, v in trial.user_attrs.items() if k in ("race_of", "race_fold", "first_trial")}
+    kept = {k: v for k, v in trial.user_attrs.items() if k in ("race_of", "race_fold", "first_trial", "tier")}
     return {"retry_of": trial.number, **kept}
 
 
+def _tier_attr(name: str | None) -> dict:
+    return {} if name is None else {"tier": name}
+
+
+def set_tier(trial, name: str) -> None:
+    trial.set_user_attr("tier", name)
+
+
 # --- reading ---
+
+def tier(t) -> str | None:
+    """The ladder tier a trial was searched in (None: a single budget)."""
+    return t.user_attrs.get("tier")
+
+
+def of_tier(trials, name: str | None) -> list:
+    """The trials of one ladder tier (all of them for a single budget: name None)."""
+    return list(trials) if name is None else [t for t in trials if tier(t) == name]
+
 
 def is_race(t) -> bool:
     return "race_of" in t.user_attrs
@@ -236,18 +257,23 @@ def check_test_split(study, split: dict | None, file: str) -> None:
                         f"restore the folder, or give the space a new name (a new study)")
 
 
-def race_standings(study) -> list[dict]:
-    return study.user_attrs.get("race") or []
+def _key(what: str, tier_name: str | None) -> str:
+    return what if tier_name is None else f"{what}:{tier_name}"
 
 
-def store_race_standings(study, rows: list[dict]) -> None:
-    study.set_user_attr("race", rows)
+def race_standings(study, tier_name: str | None = None) -> list[dict]:
+    return study.user_attrs.get(_key("race", tier_name)) or []
 
 
-def retrain_results(study) -> dict | None:
-    """The retrained winner: trial, test accuracy mean and std, runs (see retrain.py); None before the retrain."""
-    return study.user_attrs.get("retrain")
+def store_race_standings(study, rows: list[dict], tier_name: str | None = None) -> None:
+    study.set_user_attr(_key("race", tier_name), rows)
 
 
-def store_retrain_results(study, results: dict) -> None:
-    study.set_user_attr("retrain", results)
+def retrain_results(study, tier_name: str | None = None) -> dict | None:
+    """The retrained winner (of a ladder tier): trial, test accuracy mean and std, runs (see retrain.py); None
+    before the retrain."""
+    return study.user_attrs.get(_key("retrain", tier_name))
+
+
+def store_retrain_results(study, results: dict, tier_name: str | None = None) -> None:
+    study.set_user_attr(_key("retrain", tier_name), results)

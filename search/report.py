@@ -26,11 +26,13 @@ from optuna.trial import TrialState
 from search import data as D
 from search import figures as F
 from search import record as rec
+from search.export import deployment_line
 from search.progress import counts, describe
 from search.record import full_length, trained
 from search.train import predict
 
-UNITS = {"params": "trainable parameters", "macs": "multiply-adds per image", "train_seconds": "s per retrain seed"}
+UNITS = {"params": "trainable parameters", "macs": "multiply-adds per image", "train_seconds": "s per retrain seed",
+         "latency_ms": "ms per image (onnxruntime, 1 thread)", "peak_memory_kb": "KB of activations (batch 1, fp32)"}
 MISSED = 32  # misclassified test images shown
 SAMPLES = 8  # training images shown per class
 
@@ -234,13 +236,19 @@ def write(study: optuna.Study, space, out: Path, data: D.Data | None = None, dat
     """studies/NAME/report.html and studies/NAME/report/*.png from the study as it is now -> the page's path.
     `data` (the loaded dataset) adds the class counts, samples and, once retrained, the test-set sections."""
     trials = study.get_trials(deepcopy=False)
-    retrain = rec.retrain_results(study)
+    tiers = space.budget.tiers()
+    ladder = {tier: rec.retrain_results(study, tier) for tier in tiers}
+    top = tiers[-1] if tiers else None  # a ladder's sections on one winner show the largest tier's
+    retrain = rec.retrain_results(study, top)
     figures = F.Figures(out / "report")
     page = Page(f"nas-run study {study.study_name}")
     page.p(f"Written {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z} from the study storage"
            + ("" if retrain else "; the winner is not retrained yet, so its sections are not here") + ".", "what")
     _summary(page, space, trials, retrain, data.meta if data is not None else D.builtin_meta(space.data))
-    _search(page, figures, space, trials, rec.race_standings(study))
+    if tiers:
+        _ladder(page, trials, ladder)
+    _search(page, figures, space, trials, {tier: rec.race_standings(study, tier) for tier in tiers or (None,)},
+            [r for r in (ladder.values() if tiers else [retrain]) if r])
     _what_mattered(page, figures, trials)
     _curves(page, figures, trials, retrain)
     meta = data.meta if data is not None else D.builtin_meta(space.data)
@@ -249,7 +257,7 @@ def write(study: optuna.Study, space, out: Path, data: D.Data | None = None, dat
         _data(page, figures, data, names, classes)
     elif data_problem:
         page.p(f"Data sections left out: {data_problem}.", "what")
-    ckpt = out / "best" / "checkpoint.pt"
+    ckpt = out / "best" / (top or "") / "checkpoint.pt"
     if retrain and data is not None and not ckpt.exists():
         page.p(f"The winner's test-set sections need its checkpoint, not found at {ckpt}.", "what")
     if retrain and data is not None and ckpt.exists():
@@ -268,8 +276,11 @@ def _summary(page: Page, space, trials, retrain: dict | None, meta: D.Meta | Non
     shape = f" ({meta.channels}×{meta.height}×{meta.width}, {meta.classes} classes)" if meta else ""
     rows = [["task", f"{space.data.dataset}{shape}, val split {space.data.val_fraction:.0%} of the training images"]]
     for key, unit in UNITS.items():
-        if getattr(space.budget, key) is not None:
-            rows.append([f"budget: {key}", f"≤ {getattr(space.budget, key):,} {unit}"])
+        limit = getattr(space.budget, key)
+        if isinstance(limit, tuple):
+            rows.append([f"budget: {key}", f"ladder: ≤ {' / '.join(f'{v:,}' for v in limit)} {unit}, one tier each"])
+        elif limit is not None:
+            rows.append([f"budget: {key}", f"≤ {limit:,} {unit}"])
     rows.append(["search cost", f"{search_seconds(trials) / 60:.1f} min wall-clock (search and race); trained "
                                 f"{c['trained']} (full length {c['completed']}, pruned {c['pruned']}), race runs "
                                 f"{c['race']}, rejected before training {c['rejected']}, duplicates {c['duplicates']}, "
@@ -281,7 +292,8 @@ def _summary(page: Page, space, trials, retrain: dict | None, meta: D.Meta | Non
     winner = next((t for t in trials if retrain and t.number == retrain["trial"]), None)
     if winner is not None:
         cand = rec.candidate(winner)
-        rows += [["winner", f"trial {winner.number}: {describe(cand)}"],
+        tier = f" (the largest tier, {cand['tier']})" if cand.get("tier") else ""
+        rows += [["winner" + tier, f"trial {winner.number}: {describe(cand)}"],
                  ["recipe", _recipe(cand["train"])],
                  ["size", f"{rec.params(winner) or 0:,} params, {rec.macs(winner) or 0:,} MACs"]]
         target = f" (target {space.target:.4f})" if space.target else ""
@@ -289,16 +301,46 @@ def _summary(page: Page, space, trials, retrain: dict | None, meta: D.Meta | Non
         rows.append(["test accuracy", f"{retrain['test_acc_mean']:.4f} ± {retrain['test_acc_std']:.4f} over "
                                       f"{len(retrain['runs'])} seeds ({accs}){target}; trained {retrain['epochs']} "
                                       f"epochs on {retrain['train_on']}"])
+        if retrain.get("deployment"):
+            rows.append(["deployment", deployment_line(retrain["deployment"])])
     page.table([], rows, cls="kv")
     page.p("Selection (pruning, race, winner) uses the validation split only. The test split is read once per retrain "
            "seed for the accuracy above and, in the last section, for reporting; it selects nothing.", "what")
 
 
-def _search(page: Page, figures: F.Figures, space, trials, race: list[dict]) -> None:
+def _ladder(page: Page, trials, ladder: dict) -> None:
+    """The budget ladder: one retrained winner per tier, with what it costs where it ships."""
+    page.h2("The budget ladder")
+    by = {t.number: t for t in trials}
+    rows = []
+    for tier, r in ladder.items():
+        if not r:
+            rows.append([tier, "-", "-", "not retrained yet", "-", "-", "-", "-"])
+            continue
+        t, d = by.get(r["trial"]), r.get("deployment") or {}
+        lat, peak, q = d.get("latency_ms", {}), d.get("peak_memory_bytes", {}), d.get("int8", {})
+        rows.append([tier, f"{rec.params(t) or 0:,}", f"{rec.macs(t) or 0:,}",
+                     f"{r['test_acc_mean']:.4f} ± {r['test_acc_std']:.4f} ({len(r['runs'])} seeds)",
+                     f"{lat['batch_1']['ms']:.3f} / {lat['batch_64']['ms']:.2f}" if lat else "-",
+                     f"{peak['fp32'] / 1000:,.1f} / {peak['int8'] / 1000:,.1f}" if peak else "-",
+                     f"{q['test_acc']:.4f} (fp32 {q['fp32_test_acc']:.4f})" if q else "-", f"trial {r['trial']}"])
+    page.table(["tier", "params", "MACs", "test accuracy", "latency ms (1 / 64 images)", "peak KB (fp32 / int8)",
+                "int8 test accuracy", "winner"], rows,
+               "One study, one winner per tier: each raced and retrained apart, tested once, exported to best/TIER/. "
+               "Latency: onnxruntime on this machine's CPU, 1 thread; peak: activations live at once at batch 1.")
+
+
+def _search(page: Page, figures: F.Figures, space, trials, races: dict, winners: list) -> None:
     page.h2("Search progress")
     page.figure(figures, "progress", F.fig_progress(trials),
                 "Validation accuracy per trial: full-length trials, pruned ones at the epoch they stopped, race runs, the "
                 "best so far; candidates rejected before training (over budget, invalid) marked on the bottom axis.")
+    for tier, race in races.items():
+        _race(page, race, tier)
+    _size(page, figures, space, trials, winners)
+
+
+def _race(page: Page, race: list[dict], tier: str | None) -> None:
     if race:
         page.table(["trial", "search split val", "val acc per race round", "mean ± std (rounds)", "params"],
                    [[r["trial"] if r.get("first_trial") is None else
@@ -306,17 +348,25 @@ def _search(page: Page, figures: F.Figures, space, trials, race: list[dict]) -> 
                      f"{r['search_val']:.4f}" if "search_val" in r else "-",
                      ", ".join(f"{v:.4f}" for v in r["val_accs"]), f"{r['mean']:.4f} ± {r['std']:.4f}",
                      f"{r.get('params') or 0:,}"] for r in race],
+                   (f"tier {tier}: " if tier else "") +
                    "race: the finalists (the best search trials, and the first_trials designs) on more seeds, each round on a "
                    "fresh split; the winner first: best mean over the rounds (a design's search run counts too: it raced "
                    "because it was named, not for its rank; the others' search values picked them, so they only break "
                    "ties), unless it beat the best design by no more than search.race_margin")
+
+
+def _size(page: Page, figures: F.Figures, space, trials, winners: list) -> None:
     page.h2("Accuracy vs size")
     done = full_length(trials)
     front = pareto_front([(rec.params(t), t.value, t.number) for t in done if rec.params(t) is not None])
-    page.figure(figures, "accuracy_vs_size", F.fig_size(trials, space.budget.limits(), front),
+    by = {t.number: t for t in trials}
+    stars = [(rec.params(by[r["trial"]]), rec.macs(by[r["trial"]]), r["test_acc_mean"],
+              rec.candidate(by[r["trial"]]).get("tier", "winner")) for r in winners if r["trial"] in by]
+    limits = {k: v for k in ("params", "macs") if (v := getattr(space.budget, k)) is not None}
+    page.figure(figures, "accuracy_vs_size", F.fig_size(trials, limits, front, stars),
                 "Validation accuracy against parameters (left) and MACs (right) for every trained trial (pruned ones at "
-                "lower fidelity, hollow), the budget, and the Pareto front of the full-length trials: no smaller net "
-                "was more accurate.")
+                "lower fidelity, hollow), the budget (each tier's with a ladder), the Pareto front of the full-length "
+                "trials (no smaller net was more accurate), and the retrained winners at their test accuracy (stars).")
     if front:
         by = {t.number: t for t in done}
         page.table(["params", "MACs", "val acc", "trial", "candidate"],
@@ -415,6 +465,10 @@ def publish(study: optuna.Study, path: Path, artifacts: Path) -> str:
                                                        mimetype="text/html")
     r = rec.retrain_results(study)
     lines = [f"## {study.study_name}", ""]
+    for key, tier in sorted((k, k.split(":", 1)[1]) for k in study.user_attrs if k.startswith("retrain:")):
+        t = study.user_attrs[key]
+        lines.append(f"- tier {tier}: trial {t['trial']}, test accuracy **{t['test_acc_mean']:.4f} ± "
+                     f"{t['test_acc_std']:.4f}** (best/{tier}/)")
     if r:
         lines.append(f"Winner: trial {r['trial']}, test accuracy **{r['test_acc_mean']:.4f} ± {r['test_acc_std']:.4f}** "
                      f"over {len(r['runs'])} seeds (race standings and retrain results: study user attrs).")

@@ -108,14 +108,24 @@ def run(space: Space, console, opts: RunOptions = RunOptions()) -> int:
                       f"rejected before training {c['rejected']}, duplicates {c['duplicates']}, failed {c['failed']}")
         console.print(f"inspect: {dashboard_command(url, str(out / 'artifacts'))}", highlight=False)
         stop_if_failing(space, statuses, obj, all_trials, c, console)
-        standings = R.standings(all_trials, space.search)
-        if space.search.race_top and standings:
-            rec.store_race_standings(study, standings)
-            print_standings(standings, space, console)
-        if opts.retrain_winner and c["completed"]:
-            publish_winner(study, space, R.winner(all_trials, space.search), data, out, console, ctx=ctx)
+        for tier in space.budget.tiers() or (None,):  # a ladder: a race, a retrain and an export per tier
+            finish_tier(study, space, rec.of_tier(all_trials, tier), tier, data, out, console, ctx, opts.retrain_winner)
         write_report(study, space, out, data, console)
         return 0
+
+
+def finish_tier(study, space: Space, trials, tier: str | None, data: D.Data, out: Path, console, ctx: RunContext,
+                retrain_winner: bool) -> None:
+    """The race's standings and the retrained, exported winner of one ladder tier (of the study: tier None)."""
+    standings = R.standings(trials, space.search)
+    if tier is not None:
+        limits = ", ".join(f"{k} <= {v:,}" for k, v in space.budget.tier(tier).limits().items())
+        console.print(f"[bold]tier {tier}[/] ({limits})", highlight=False)
+    if space.search.race_top and standings:
+        rec.store_race_standings(study, standings, tier)
+        print_standings(standings, space, console)
+    if retrain_winner and any(t.state == optuna.trial.TrialState.COMPLETE for t in trials):
+        publish_winner(study, space, R.winner(trials, space.search), data, out, console, ctx=ctx, tier=tier)
 
 
 def load_data(space: Space, device, console=None) -> D.Data:
@@ -158,12 +168,15 @@ def search_and_race(ctx: RunContext, study, data: D.Data, console, started: floa
                       f"ends by ~{elapsed + tail_minutes:.1f} min); run the same command again to go "
                       f"on toward {ctx.trials}", highlight=False)
     s = ctx.space.search
-    race_needed = search_done and s.race_top and R.enqueue(study, s)
+    tiers = ctx.space.budget.tiers()
+    race_needed = search_done and s.race_top and R.enqueue(study, s, tiers)
     if race_needed:
-        finals = R.finalists(study.get_trials(deepcopy=False), s)
-        designs = len(finals) - min(len(finals), s.race_top)
-        console.print(f"race: top {s.race_top} candidates{f' and {designs} first_trials designs' if designs else ''} x "
-                      f"{s.race_seeds} seeds ({race_needed} race trials to train)")
+        now = study.get_trials(deepcopy=False)
+        finals = [len(R.finalists(rec.of_tier(now, tier), s)) for tier in tiers or (None,)]
+        designs = sum(finals) - sum(min(f, s.race_top) for f in finals)
+        per_tier = f" in each of {len(tiers)} tiers" if tiers else ""
+        console.print(f"race: top {s.race_top} candidates{f' and {designs} first_trials designs' if designs else ''}"
+                      f"{per_tier} x {s.race_seeds} seeds ({race_needed} race trials to train)")
         statuses |= phase(ctx, data, race_phase=True, runs=race_needed)[0]
     return statuses, obj
 
@@ -211,12 +224,12 @@ def _raise_terminated(*_):
 
 
 def publish_winner(study, space: Space, trial, data: D.Data, out: Path, console, formats=E.FORMATS,
-                   folder: Path | None = None, ctx: RunContext | None = None) -> dict:
+                   folder: Path | None = None, ctx: RunContext | None = None, tier: str | None = None) -> dict:
     """Retrain `trial`'s candidate on retrain.seeds seeds, measure the test split once, export. The study's winner
-    goes to out/best and is uploaded as study artifacts; another trial (nas-export --trial N) to `folder`. The
-    seeds run on `ctx`'s workers (one CPU process without it)."""
-    prev = rec.retrain_results(study)
-    best_dir = out / "best"
+    goes to out/best (a ladder tier's to out/best/TIER) and is uploaded as study artifacts; another trial
+    (nas-export --trial N) to `folder`. The seeds run on `ctx`'s workers (one CPU process without it)."""
+    prev = rec.retrain_results(study, tier)
+    best_dir = out / "best" if tier is None else out / "best" / tier
     is_winner = folder is None
     folder = best_dir if is_winner else folder
     if is_winner and prev and prev.get("trial") == trial.number and (best_dir / "checkpoint.pt").exists():
@@ -231,9 +244,10 @@ def publish_winner(study, space: Space, trial, data: D.Data, out: Path, console,
                              workers=ctx.workers if ctx else 1, threads=ctx.threads if ctx else 1,
                              device=ctx.device if ctx else "cpu")
     ckpt = E.checkpoint(model, data.mean, data.std, rec.candidate(trial), results, space.text, data.meta.class_names)
-    card = E.export(model, ckpt, data.test, folder, formats)
+    card = E.export(model, ckpt, data.test, folder, formats, calibration=data.train.x)
+    results["deployment"] = card.get("deployment")
     if is_winner:
-        rec.store_retrain_results(study, results)
+        rec.store_retrain_results(study, results, tier)
         store = optuna.artifacts.FileSystemArtifactStore(str(out / "artifacts"))
         (out / "artifacts").mkdir(parents=True, exist_ok=True)
         # Optuna refuses to change a finished trial (UpdateFinishedTrialError), and the winner is retrained after
@@ -248,34 +262,46 @@ def publish_winner(study, space: Space, trial, data: D.Data, out: Path, console,
     if onnx:
         console.print(f"exported to {folder}: ONNX max |diff| {onnx['max_abs_diff']:.1e}, "
                       f"{onnx['same_predictions']}/{onnx['images']} identical predictions", highlight=False)
+        console.print("  " + E.deployment_line(card["deployment"]), highlight=False)
     return results
 
 
 def export_study(name: str, console, trial: int | None = None, storage: str | None = None, studies: str = "studies",
                  formats=E.FORMATS, out: str | None = None) -> int:
-    """`nas-export STUDY [--trial N]`: re-export the retrained winner from its checkpoint, or retrain another trained
-    trial at full fidelity (retrain.seeds seeds) and export it to STUDIES/NAME/trial-N/."""
+    """`nas-export STUDY [--trial N]`: re-export the retrained winner (a ladder: every tier's) from its checkpoint,
+    or retrain another trained trial at full fidelity (retrain.seeds seeds) and export it to STUDIES/NAME/trial-N/."""
     study, space = load_stored(name, storage, studies)
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
-    prev = rec.retrain_results(study)
-    winner = R.winner(list(trials.values()), space.search)
-    number = trial if trial is not None else prev["trial"] if prev else winner.number if winner else None
-    if number is None:
-        raise UserError(f"{name}: no completed trial to export yet")
-    t = trials.get(number)
-    if t is None or not rec.is_trained(t) or rec.is_race(t):
-        raise UserError(f"--trial: expected the number of a trained search trial of {name}, got {number}")
     data = load_data(space, "cpu")
-    best = Path(studies) / space.name / "best" / "checkpoint.pt"
-    if prev and prev["trial"] == number and best.exists():  # the retrained winner: export its checkpoint again
+    if trial is None:
+        for tier in space.budget.tiers() or (None,):
+            prev = rec.retrain_results(study, tier)
+            winner = R.winner(rec.of_tier(trials.values(), tier), space.search)
+            number = prev["trial"] if prev else winner.number if winner else None
+            if number is None:
+                raise UserError(f"{name}: no completed trial to export yet")
+            _export_one(study, space, trials[number], prev, data, studies, console, formats, out, tier)
+        return 0
+    t = trials.get(trial)
+    if t is None or not rec.is_trained(t) or rec.is_race(t):
+        raise UserError(f"--trial: expected the number of a trained search trial of {name}, got {trial}")
+    prev = rec.retrain_results(study, rec.tier(t))
+    return _export_one(study, space, t, prev, data, studies, console, formats, out, rec.tier(t))
+
+
+def _export_one(study, space: Space, t, prev: dict | None, data: D.Data, studies: str, console, formats,
+                out: str | None, tier: str | None) -> int:
+    """Export trial `t`: the retrained winner again from its checkpoint, another trial retrained first."""
+    best = Path(studies) / space.name / "best" / (tier or "") / "checkpoint.pt"
+    if prev and prev["trial"] == t.number and best.exists():  # the retrained winner: export its checkpoint again
         model, ckpt = E.load_checkpoint(best)
-        folder = Path(out) if out else best.parent
-        card = E.export(model, ckpt, data.test, folder, formats)
+        folder = Path(out) / (tier or "") if out else best.parent
+        card = E.export(model, ckpt, data.test, folder, formats, calibration=data.train.x)
     else:
-        folder = Path(out) if out else Path(studies) / space.name / f"trial-{number}"
+        folder = Path(out) if out else Path(studies) / space.name / f"trial-{t.number}"
         publish_winner(study, space, t, data, Path(studies) / space.name, console, formats, folder)
         card = json.loads((folder / "model_card.json").read_text())
-    console.print(f"trial {number} exported to {folder}: {', '.join(card['files'].values())}", highlight=False)
+    console.print(f"trial {t.number} exported to {folder}: {', '.join(card['files'].values())}", highlight=False)
     if "onnx_check" in card:
         c = card["onnx_check"]
         console.print(f"ONNX check: max |diff| {c['max_abs_diff']:.1e}, {c['same_predictions']}/{c['images']} identical predictions")

@@ -75,12 +75,18 @@ DATA = {
     "test_fraction": Spec(float, 0.2, "a number in (0, 0.5] (folder without test/: the held-out test share)",
                           _num(0, 0.5, lo_open=True)),
 }
+LADDER = "; or a ladder: a list of them, increasing, one search tier each"
 BUDGET = {
-    "params": Spec(int, None, "an integer > 0 (trainable parameters)", _num(1)),
-    "macs": Spec(int, None, "an integer > 0 (multiply-accumulates per image)", _num(1)),
+    "params": Spec(int, None, "an integer > 0 (trainable parameters)" + LADDER, _num(1)),
+    "macs": Spec(int, None, "an integer > 0 (multiply-accumulates per image)" + LADDER, _num(1)),
     "train_seconds": Spec(float, None, "a number > 0 (seconds of one full retrain)", _num(0, lo_open=True)),
     "fill": Spec(bool, False, "true or false (scale every candidate's widths to just under the params/MACs limits)"),
+    "latency_ms": Spec(float, None, "a number > 0 (milliseconds for one image in onnxruntime, 1 CPU thread)",
+                       _num(0, lo_open=True)),
+    "peak_memory_kb": Spec(float, None, "a number > 0 (KB of activations live at once, batch 1, fp32)",
+                           _num(0, lo_open=True)),
 }
+LADDER_PRUNERS = ("successive_halving", "median", "none")  # Hyperband's bracket studies read the storage directly
 SEARCH = {
     "trials": Spec(int, 50, *POS_INT),
     "epochs": Spec(int, None, *POS_INT),  # unset: retrain.epochs (full fidelity)
@@ -155,14 +161,33 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class BudgetConfig:
-    params: int | None  # None: no limit
-    macs: int | None
+    """The budget; with a ladder (`params` or `macs` a list) the whole ladder, whose `tier(name)` is one rung."""
+
+    params: int | tuple[int, ...] | None  # None: no limit; a tuple: a ladder
+    macs: int | tuple[int, ...] | None
     train_seconds: float | None
     fill: bool
+    latency_ms: float | None
+    peak_memory_kb: float | None
 
     def limits(self) -> dict[str, float]:
-        """The limits that are set, by the `budget.Cost` field each bounds."""
-        return {k: v for k in ("params", "macs", "train_seconds") if (v := getattr(self, k)) is not None}
+        """The limits that are set, by the `budget.Cost` field each bounds (one tier's: not the ladder's)."""
+        assert not self.tiers(), "limits() of a ladder: take one tier's"
+        return {k: v for k in ("params", "macs", "train_seconds", "latency_ms", "peak_memory_kb")
+                if (v := getattr(self, k)) is not None}
+
+    def tiers(self) -> tuple[str, ...]:
+        """The ladder's tier names, smallest first (`params_2000` ...); () for a single budget."""
+        key = "params" if isinstance(self.params, tuple) else "macs" if isinstance(self.macs, tuple) else None
+        return tuple(f"{key}_{v}" for v in getattr(self, key)) if key else ()
+
+    def tier(self, name: str | None) -> BudgetConfig:
+        """One tier's budget, every limit a number (None: a single budget, itself)."""
+        if name is None:
+            return self
+        i = self.tiers().index(name)
+        pick = {k: v[i] for k in ("params", "macs") if isinstance(v := getattr(self, k), tuple)}
+        return dataclasses.replace(self, **pick)
 
 
 @dataclass(frozen=True)
@@ -352,9 +377,7 @@ def parse(raw: Any, file: str = "<space>", text: str = "") -> Space:
         if section not in raw:
             raise SpaceError(file, section, "a section (required)", None, show_got=False)
     data = _data_section(raw, file)
-    budget = BudgetConfig(**_fixed_section(raw, "budget", BUDGET, file))
-    if budget.fill and budget.params is None and budget.macs is None:
-        raise SpaceError(file, "budget.fill", "a params or macs limit to fill (or fill: false)", True)
+    budget = _budget_section(raw, file)
     retrain = RetrainConfig(**_fixed_section(raw, "retrain", RETRAIN, file))
     search_raw = dict(_mapping(raw.get("search", {}) or {}, file, "search"))
     first_trials_raw = search_raw.pop("first_trials", [])
@@ -389,6 +412,9 @@ def parse(raw: Any, file: str = "<space>", text: str = "") -> Space:
         raise SpaceError(file, "search.race_val_fraction", f"less than 1 - data.val_fraction "
                          f"({1 - data.val_fraction:g}: a race round must leave images to train on)",
                          search["race_val_fraction"])
+    if budget.tiers() and search["pruner"] not in LADDER_PRUNERS:
+        raise SpaceError(file, "search.pruner", "one of " + ", ".join(LADDER_PRUNERS) + " (a budget ladder prunes "
+                         "within each tier)", search["pruner"])
     if search["min_epochs"] > search["epochs"]:
         raise SpaceError(file, "search.min_epochs", f"at most search.epochs ({search['epochs']})", search["min_epochs"])
     first_trials = _first_trials(first_trials_raw, _by_name(model, stages, train, augment), file)
@@ -448,6 +474,33 @@ def _no_unknown(raw: dict, known, file, prefix):
     for k in raw:
         if k not in known:
             raise SpaceError(file, prefix + str(k), "a known key (one of " + ", ".join(known) + ")", k, show_got=False)
+
+
+def _budget_section(raw, file) -> BudgetConfig:
+    """budget: fixed values, except that params and macs may each be a ladder (an increasing list); two ladders
+    have one entry per tier each. A ladder needs fill: a candidate is scaled to the tier it is searched for."""
+    values = dict(_mapping(raw.get("budget", {}) or {}, file, "budget"))
+    ladders = {}
+    for key in ("params", "macs"):
+        v = values.get(key)
+        if isinstance(v, list):
+            spec = BUDGET[key]
+            rungs = tuple(_value(x, spec, file, f"budget.{key}[{i}]") for i, x in enumerate(v))
+            if len(rungs) < 2 or any(a >= b for a, b in zip(rungs, rungs[1:])):
+                raise SpaceError(file, f"budget.{key}", "a ladder: a list of 2 or more integers > 0, strictly "
+                                 "increasing", v)
+            ladders[key] = rungs
+            values[key] = rungs[0]  # checked as a number below; the ladder goes back in after
+    budget = BudgetConfig(**{**_fixed_section({"budget": values}, "budget", BUDGET, file), **ladders})
+    if len({len(v) for v in ladders.values()}) > 1:
+        raise SpaceError(file, "budget.macs", f"a ladder as long as budget.params ({len(ladders['params'])} tiers)",
+                         list(ladders["macs"]))
+    if ladders and not budget.fill:
+        raise SpaceError(file, "budget.fill", "true with a ladder (each candidate is scaled to its tier's limits)",
+                         False)
+    if budget.fill and budget.params is None and budget.macs is None:
+        raise SpaceError(file, "budget.fill", "a params or macs limit to fill (or fill: false)", True)
+    return budget
 
 
 def _fixed_section(raw, section, specs, file) -> dict:

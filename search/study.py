@@ -71,22 +71,51 @@ def make_sampler(search: SearchConfig, seed: int) -> optuna.samplers.BaseSampler
     raise ValueError(kind)
 
 
-def make_pruner(search: SearchConfig) -> optuna.pruners.BasePruner:
-    """Steps are epochs trained (1 = after the first epoch); every trial is planned for `search.epochs`."""
+def make_pruner(search: SearchConfig, ladder: bool = False) -> optuna.pruners.BasePruner:
+    """Steps are epochs trained (1 = after the first epoch); every trial is planned for `search.epochs`. With a
+    budget ladder the pruner compares a trial only with trials of its own tier (TieredPruner)."""
     kind, eta, low = search.pruner, search.reduction_factor, search.min_epochs
     if kind == "successive_halving":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=low, reduction_factor=eta)
-    if kind == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=low, max_resource=search.epochs, reduction_factor=eta)
-    if kind == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=search.startup_trials, n_warmup_steps=search.warmup_epochs)
-    return optuna.pruners.NopPruner()
+        pruner = optuna.pruners.SuccessiveHalvingPruner(min_resource=low, reduction_factor=eta)
+    elif kind == "hyperband":
+        pruner = optuna.pruners.HyperbandPruner(min_resource=low, max_resource=search.epochs, reduction_factor=eta)
+    elif kind == "median":
+        pruner = optuna.pruners.MedianPruner(n_startup_trials=search.startup_trials, n_warmup_steps=search.warmup_epochs)
+    else:
+        return optuna.pruners.NopPruner()
+    return TieredPruner(pruner) if ladder else pruner
+
+
+class _TierView:
+    """A study as one ladder tier sees it: get_trials lists that tier's trials only; the rest is the study's."""
+
+    def __init__(self, study: optuna.Study, tier: str | None):
+        self._study, self._tier = study, tier
+
+    def get_trials(self, deepcopy: bool = True, states=None) -> list:
+        return rec.of_tier(self._study.get_trials(deepcopy=deepcopy, states=states), self._tier)
+
+    def __getattr__(self, name):
+        return getattr(self._study, name)
+
+
+class TieredPruner(optuna.pruners.BasePruner):
+    """Optuna's pruner, shown only the trials of the pruned trial's ladder tier: a 2,000-param net competes with
+    2,000-param nets, not with the 8,000-param ones that are ahead of it by their size. (Successive halving and
+    median read the study through get_trials only; Hyperband's brackets read the storage, so a ladder refuses it.)"""
+
+    def __init__(self, pruner: optuna.pruners.BasePruner):
+        self.pruner = pruner
+
+    def prune(self, study: optuna.Study, trial) -> bool:
+        return self.pruner.prune(_TierView(study, rec.tier(trial)), trial)
 
 
 def open_study(space: Space, storage, worker: int = 0) -> optuna.Study:
     """Create or resume the study named by the space. A resumed study must have been searched with the same
     space; see `check_same_space`."""
-    study = optuna.create_study(study_name=space.name, storage=storage, pruner=make_pruner(space.search),
+    tiers = space.budget.tiers()
+    study = optuna.create_study(study_name=space.name, storage=storage, pruner=make_pruner(space.search, bool(tiers)),
                                 direction="maximize", load_if_exists=True)
     stored = rec.stored_space(study)
     if stored is None:
@@ -96,7 +125,13 @@ def open_study(space: Space, storage, worker: int = 0) -> optuna.Study:
             study.set_metric_names(["val accuracy"])
     elif stored[0] != space.text:
         check_same_space(study, space)
-    for i, params in enumerate(space.search.first_trials):  # a design already in the study is not queued again
+    if tiers:  # each design once per tier (Optuna's skip_if_exists compares parameters only, not the tier)
+        queued = {(rec.first_trial(t), rec.tier(t)) for t in study.get_trials(deepcopy=False)}
+        for tier in tiers:
+            for i, params in enumerate(space.search.first_trials):
+                if (i, tier) not in queued:
+                    study.enqueue_trial(params, user_attrs=rec.first_trial_attrs(i, tier), skip_if_exists=False)
+    for i, params in enumerate(() if tiers else space.search.first_trials):  # a design already in the study is not queued again
         study.enqueue_trial(params, user_attrs=rec.first_trial_attrs(i), skip_if_exists=True)
     existing = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)))
     study.sampler = make_sampler(space.search, sampler_seed(space.search, worker, existing))
