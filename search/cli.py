@@ -55,11 +55,19 @@ def run_parser() -> argparse.ArgumentParser:
                    "one single-thread worker per core; on GPUs several per GPU)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     p.add_argument("--no-retrain", action="store_true", help="search only: skip retraining and export")
+    p.add_argument("--format", choices=("checkpoint", "onnx", "pt2", "all"), default="all",
+                   help="what the winner is exported to besides checkpoint.pt (default: all; the deployment "
+                        "figures and the int8 model come with onnx)")
     p.add_argument("--heartbeat", type=_positive, default=10, help="seconds between trial heartbeats (stale after 3x)")
     p.add_argument("--minutes", type=_minutes, help="wall-clock budget of this command: the search stops in time "
                    "for the race and the retrain (default: none, --trials decides)")
     p.add_argument("--samples", type=_positive, default=300, help="--check: candidates to sample")
     return p
+
+
+def _formats(choice: str) -> tuple[str, ...]:
+    """nas-run's --format: the checkpoint always (the report and nas-export start from it), and the choice."""
+    return ("checkpoint", "onnx", "pt2") if choice == "all" else tuple(dict.fromkeys(("checkpoint", choice)))
 
 
 def make_console() -> Console:
@@ -93,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
 
         return run(space, console, RunOptions(trials=args.trials, storage=args.storage, studies=args.studies,
                                               workers=args.workers, device=args.device, heartbeat=args.heartbeat,
-                                              retrain_winner=not args.no_retrain, minutes=args.minutes, started=started))
+                                              retrain_winner=not args.no_retrain, minutes=args.minutes, started=started,
+                                              formats=_formats(args.format)))
     except OneLineError as e:
         sys.stderr.write(f"nas-run: {e}\n")
         return e.status

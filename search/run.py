@@ -25,7 +25,6 @@ from search import budget as B
 from search import data as D
 from search import export as E
 from search import race as R
-from search import report
 from search.clock import Clock
 from search.cost import phase_sizes
 from search.errors import RunError, UserError
@@ -66,6 +65,7 @@ class RunOptions:
     retrain_winner: bool = True
     minutes: float | None = None  # the whole command's wall-clock budget, from `started`
     started: float | None = None  # time.time() when the command started (default: now)
+    formats: tuple[str, ...] = E.FORMATS  # what the winner is exported to
 
 
 def run(space: Space, console, opts: RunOptions = RunOptions()) -> int:
@@ -109,13 +109,13 @@ def run(space: Space, console, opts: RunOptions = RunOptions()) -> int:
         console.print(f"inspect: {dashboard_command(url, str(out / 'artifacts'))}", highlight=False)
         stop_if_failing(space, statuses, obj, all_trials, c, console)
         for tier in space.budget.tiers() or (None,):  # a ladder: a race, a retrain and an export per tier
-            finish_tier(study, space, rec.of_tier(all_trials, tier), tier, data, out, console, ctx, opts.retrain_winner)
+            finish_tier(study, space, rec.of_tier(all_trials, tier), tier, data, out, console, ctx, opts)
         write_report(study, space, out, data, console)
         return 0
 
 
 def finish_tier(study, space: Space, trials, tier: str | None, data: D.Data, out: Path, console, ctx: RunContext,
-                retrain_winner: bool) -> None:
+                opts: RunOptions) -> None:
     """The race's standings and the retrained, exported winner of one ladder tier (of the study: tier None)."""
     standings = R.standings(trials, space.search)
     if tier is not None:
@@ -124,8 +124,8 @@ def finish_tier(study, space: Space, trials, tier: str | None, data: D.Data, out
     if space.search.race_top and standings:
         rec.store_race_standings(study, standings, tier)
         print_standings(standings, space, console)
-    if retrain_winner and any(t.state == optuna.trial.TrialState.COMPLETE for t in trials):
-        publish_winner(study, space, R.winner(trials, space.search), data, out, console, ctx=ctx, tier=tier)
+    if opts.retrain_winner and any(t.state == optuna.trial.TrialState.COMPLETE for t in trials):
+        publish_winner(study, space, R.winner(trials, space.search), data, out, console, opts.formats, ctx=ctx, tier=tier)
 
 
 def load_data(space: Space, device, console=None) -> D.Data:
@@ -213,6 +213,8 @@ def print_standings(standings: list[dict], space: Space, console) -> None:
 
 def write_report(study, space: Space, out: Path, data: D.Data | None, console, problem: str = "") -> Path:
     """studies/NAME/report.html, uploaded as a study artifact with a note for optuna-dashboard."""
+    from search import report  # matplotlib: ~1 s to import, needed at the end only (and never in a worker)
+
     path = report.write(study, space, out, data, problem)
     report.publish(study, path, out / "artifacts")
     console.print(f"report: {path} (figures in {path.parent / 'report'})", highlight=False)

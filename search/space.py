@@ -167,8 +167,8 @@ class BudgetConfig:
     macs: int | tuple[int, ...] | None
     train_seconds: float | None
     fill: bool
-    latency_ms: float | None
-    peak_memory_kb: float | None
+    latency_ms: float | None = None
+    peak_memory_kb: float | None = None
 
     def limits(self) -> dict[str, float]:
         """The limits that are set, by the `budget.Cost` field each bounds (one tier's: not the ladder's)."""

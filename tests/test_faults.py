@@ -160,7 +160,7 @@ def test_race_runs_and_retrain_seeds_each_get_a_process_on_cpu(tmp_path):
     space = slow_space("par", epochs=1)
     space["search"] |= {"race_top": 3, "race_seeds": 2}
     space["retrain"] = {"epochs": 1, "seeds": 3}
-    r = nas_run(write_space(tmp_path / "par.yaml", space), "--workers", 2, "--trials", 3, "--device", "cpu",
+    r = nas_run(write_space(tmp_path / "par.yaml", space), "--workers", 2, "--trials", 3, "--device", "cpu", "--format", "checkpoint",
                 "--studies", tmp_path / "studies", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     study = _study(tmp_path, "par")
@@ -171,6 +171,8 @@ def test_race_runs_and_retrain_seeds_each_get_a_process_on_cpu(tmp_path):
     assert len(runs) == 3 and len({run["seed"] for run in runs}) == 3
     assert max(run["started"] for run in runs) < min(run["started"] + run["seconds"] for run in runs)
     assert not [t for t in study.trials if t.user_attrs.get("end_reason") == "surplus"]  # no process left over
+    best = tmp_path / "studies" / "par" / "best"  # --format checkpoint: the checkpoint (and card), no ONNX or .pt2
+    assert (best / "checkpoint.pt").exists() and not list(best.glob("model.*"))
 
 
 @pytest.mark.parametrize("gpus, cores, gib, expected", [(0, 2, 0, (2, 1)), (1, 16, 80, (16, 1)), (2, 16, 80, (16, 1)),
@@ -345,7 +347,9 @@ def test_four_processes_started_at_once_on_a_fresh_storage(tmp_path, backend):
     raw["model"]["stages"] = [{"width": [8, 16, 24], "depth": [1, 2]}, {"width": [16, 32], "depth": 1}]
     raw["train"]["batch_size"] = [32, 64]
     space = write_space(tmp_path / "once.yaml", raw)
-    results = _start_together(tmp_path, space, 4, "--trials", 8, "--no-retrain", "--storage", url, "--studies", tmp_path / "studies")
+    # one worker each: the race under test is between the processes (each a shell on its own machine)
+    results = _start_together(tmp_path, space, 4, "--trials", 8, "--no-retrain", "--storage", url, "--studies",
+                              tmp_path / "studies", "--workers", 1)
     for proc, out, err in results:
         assert proc.returncode == 0, err
     study = optuna.load_study(study_name=name, storage=url)
@@ -372,7 +376,7 @@ def test_ctrl_c_in_the_race_resumes_the_race(tmp_path):
     raw = slow_space("race", epochs=2)
     raw["search"].update(race_top=2, race_seeds=2)
     space = write_space(tmp_path / "race.yaml", raw)
-    args = [space, "--trials", 2, "--studies", tmp_path / "studies", "--workers", 1]
+    args = [space, "--trials", 2, "--studies", tmp_path / "studies", "--workers", 1, "--format", "checkpoint"]
     proc = _popen(*args, cwd=tmp_path)
     deadline = time.monotonic() + 300
     victim = None

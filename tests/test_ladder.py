@@ -183,3 +183,17 @@ def test_a_ladder_tier_fills_candidates_to_its_own_limit():
         cand, model = B.candidate_model(space, study.ask(), meta, tier)
         assert cand["tier"] == tier
         assert 0.6 * limit < B.count_params(model) <= limit
+
+
+def test_check_prices_every_tier_of_a_ladder(torch_threads):
+    from rich.console import Console
+
+    from search import check
+
+    torch_threads(1)
+    space = parse(tiny_space(budget={"params": TIERS, "fill": True}), "tiny.yaml")
+    console = Console(record=True, width=200)
+    assert check.run(space, samples=30, console=console, trials=9, device=torch.device("cpu")) == 0
+    out = console.export_text()
+    assert all(f"tiny.yaml (tier params_{p}): 30 random candidates" in out for p in TIERS)
+    assert "--trials 9 in 3 tiers (a race and a retrain each)" in out

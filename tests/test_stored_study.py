@@ -33,7 +33,8 @@ def test_a_stored_study_resumes_to_more_trials_and_reports(tmp_path):
     db, url = _copy(tmp_path)
     studies = tmp_path / "studies"
     space = STORED / "tiny_v1.yaml"  # its data.root is relative to the repository
-    r = nas_run(space.relative_to(ROOT), "--trials", 6, "--storage", url, "--studies", studies, "--workers", 1, cwd=ROOT)
+    r = nas_run(space.relative_to(ROOT), "--trials", 6, "--storage", url, "--studies", studies, "--workers", 1,
+                "--format", "checkpoint", cwd=ROOT)
     assert r.returncode == 0, r.stderr
     study = optuna.load_study(study_name="tiny_v1", storage=url)
     assert len(rec.trained(study.trials)) == 6  # 4 stored + 2 new

@@ -4,7 +4,7 @@ Task: vs_hand.py's (8,000 Fashion-MNIST training images, the official 10,000 tes
 spaces/mnist_8k.yaml pointed at it. Runs, one after the other on this machine:
 - ladder: one nas-run with `budget.params: [2000, 4000, 8000]`, `--trials T` in all (T/3 per tier);
 - separate: one nas-run per budget (`budget.params` 2000, 4000, 8000), `--trials T` each.
-The wall-clock of a run resumed from an earlier call (the same --work) counts only what was left.
+A run finished in an earlier call (the same --work) is not run again: its recorded wall-clock counts.
 Per tier: the retrained winner's test accuracy (mean ± std over retrain.seeds seeds), and per run the epochs
 trained in all (search trials, race runs and retrain seeds) and the wall-clock.
 
@@ -30,6 +30,10 @@ from vs_hand import build_task, space_copy  # noqa: E402
 
 
 def run(space: dict, work: Path, trials: int, workers: str) -> float:
+    """nas-run, once: a run that finished in an earlier call (the same --work) is not run again; -> its seconds."""
+    done = work / f"{space['name']}.seconds"
+    if done.exists():
+        return float(done.read_text())
     path = work / f"{space['name']}.yaml"
     path.write_text(yaml.safe_dump(space, sort_keys=False))
     t0 = time.perf_counter()
@@ -38,7 +42,8 @@ def run(space: dict, work: Path, trials: int, workers: str) -> float:
                              "--studies", str(work / "studies")], stdout=log, stderr=subprocess.STDOUT).returncode
     if rc != 0:
         sys.exit(f"nas-run failed ({rc}); see {work / space['name']}.log")
-    return time.perf_counter() - t0
+    done.write_text(str(time.perf_counter() - t0))
+    return float(done.read_text())
 
 
 def epochs_trained(study) -> int:
@@ -68,7 +73,8 @@ def shorter(space: dict, epochs: int | None) -> dict:
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--trials", type=int, default=40)
+    p.add_argument("--trials", type=int, default=40, help="--trials of each separate run")
+    p.add_argument("--ladder-trials", type=int, help="--trials of the ladder, all tiers together (default --trials)")
     p.add_argument("--tiers", default="2000,4000,8000")
     p.add_argument("--workers", default="auto")
     p.add_argument("--work", default="/tmp/nas-run-ladder")
@@ -81,10 +87,12 @@ def main():
     storage = lambda name: f"sqlite:///{work}/studies/{name}.db"  # noqa: E731
     rows, totals = {}, {"separate": [0, 0.0]}
     # the ladder first: a resumed study (the same --work) is not trained again, so an interrupted benchmark goes on
-    space = shorter(space_copy(root, "ladder"), args.epochs)
+    ladder_trials = args.ladder_trials or args.trials
+    name = "ladder" if ladder_trials == args.trials else f"ladder_{ladder_trials}"
+    space = shorter(space_copy(root, name), args.epochs)
     space["budget"]["params"] = tiers
-    seconds = run(space, work, args.trials, args.workers)
-    study = optuna.load_study(study_name="ladder", storage=storage("ladder"))
+    seconds = run(space, work, ladder_trials, args.workers)
+    study = optuna.load_study(study_name=name, storage=storage(name))
     for limit in tiers:
         rows[("ladder", limit)] = winner_row(study, f"retrain:params_{limit}")
         print(f"ladder {limit}: {rows[('ladder', limit)]}", flush=True)
@@ -99,7 +107,7 @@ def main():
         totals["separate"][1] += seconds
         print(f"separate {limit}: {rows[('separate', limit)]}", flush=True)
 
-    print(f"\n--trials {args.trials} per separate run, {args.trials} in all for the ladder")
+    print(f"\n--trials {args.trials} per separate run, {ladder_trials} in all for the ladder")
     print(f"{'tier':>6} | {'separate: params, test acc':>34} | {'ladder: params, test acc':>34} | ladder - separate")
     for limit in tiers:
         a, b = rows[("separate", limit)], rows[("ladder", limit)]
@@ -108,8 +116,9 @@ def main():
     for what, (epochs, seconds) in totals.items():
         print(f"{what}: {epochs:,} epochs trained, {seconds / 60:.1f} min")
     print(f"ladder / separate epochs: {totals['ladder'][0] / totals['separate'][0]:.0%}")
-    (work / "ladder.json").write_text(json.dumps({"rows": {f"{k[0]}_{k[1]}": v for k, v in rows.items()},
-                                                  "totals": totals, "trials": args.trials}, indent=2))
+    (work / f"{name}.json").write_text(json.dumps({"rows": {f"{k[0]}_{k[1]}": v for k, v in rows.items()},
+                                                   "totals": totals, "trials": args.trials,
+                                                   "ladder_trials": ladder_trials}, indent=2))
 
 
 if __name__ == "__main__":
