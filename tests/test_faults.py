@@ -20,13 +20,15 @@ from search import space as S
 from search.workers import RunContext, plan_workers, processes_for, run_worker
 
 
-def slow_space(name: str, epochs: int = 4) -> dict:
-    """Fixed mid-size net, only lr searched: each trial takes a few seconds, long enough to be hit mid-way."""
+def slow_space(name: str, epochs: int = 4, data_fraction: float = 1.0) -> dict:
+    """Fixed mid-size net, only lr searched: each epoch takes a few seconds (with data_fraction 0.25, ~1 s),
+    long enough to be hit mid-way."""
     return tiny_space(
         name=name,
         model={"family": "convnet", "stages": [{"width": 24, "depth": 2}, {"width": 32, "depth": 1}]},
         train={"batch_size": 32, "optimizer": "adamw", "lr": {"low": 0.001, "high": 0.01, "log": True}},
-        budget={}, search={"epochs": epochs, "startup_trials": 100, "seed": 0, "pruner": "none", "race_top": 0},
+        budget={}, search={"epochs": epochs, "startup_trials": 100, "seed": 0, "pruner": "none", "race_top": 0,
+                           "data_fraction": data_fraction},
     )
 
 
@@ -53,7 +55,7 @@ def _popen(*args, **kw):
 
 
 def test_sigkilled_worker_trial_goes_stale_is_failed_and_its_candidate_retried(tmp_path):
-    space = write_space(tmp_path / "kill.yaml", slow_space("kill"))
+    space = write_space(tmp_path / "kill.yaml", slow_space("kill", data_fraction=0.25))
     args = [space, "--trials", 3, "--no-retrain", "--heartbeat", 1, "--studies", tmp_path / "studies", "--workers", 1]
     proc = _popen(*args, cwd=tmp_path, start_new_session=True)
     victim = _wait_mid_trial(tmp_path, "kill", proc)
@@ -77,7 +79,7 @@ def test_sigkilled_worker_trial_goes_stale_is_failed_and_its_candidate_retried(t
 @pytest.mark.parametrize("sig,status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
 def test_interrupt_ends_the_running_trial_and_the_same_command_resumes(tmp_path, sig, status):
     name = f"stop{status}"
-    space = write_space(tmp_path / "stop.yaml", slow_space(name))
+    space = write_space(tmp_path / "stop.yaml", slow_space(name, data_fraction=0.25))
     args = [space, "--trials", 2, "--no-retrain", "--studies", tmp_path / "studies", "--workers", 1]
     # Started with SIGINT ignored, as a background job of a shell is: nas-run must still stop on Ctrl-C.
     proc = _popen(*args, cwd=tmp_path, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
@@ -145,7 +147,7 @@ def _check_parallel_study(study, target: int):
 
 
 def test_four_workers_on_sqlite(tmp_path):
-    space = write_space(tmp_path / "par.yaml", slow_space("par", epochs=1))
+    space = write_space(tmp_path / "par.yaml", slow_space("par", epochs=1, data_fraction=0.25))
     r = nas_run(space, "--workers", 4, "--trials", 8, "--no-retrain", "--studies", tmp_path / "studies", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert f"4 worker(s) x {plan_workers(4, 'auto')[1]} thread(s)" in r.stdout
@@ -219,7 +221,7 @@ def test_four_workers_on_postgresql(tmp_path):
     url = os.environ.get("NAS_RUN_TEST_POSTGRES")
     need(url, "a PostgreSQL server (NAS_RUN_TEST_POSTGRES=postgresql://USER@127.0.0.1:PORT/DB)")
     name = f"par_{uuid.uuid4().hex[:8]}"
-    space = write_space(tmp_path / "par.yaml", slow_space(name, epochs=1))
+    space = write_space(tmp_path / "par.yaml", slow_space(name, epochs=1, data_fraction=0.25))
     r = nas_run(space, "--workers", 4, "--trials", 8, "--no-retrain", "--storage", url, "--studies", tmp_path / "studies",
                 cwd=tmp_path)
     assert r.returncode == 0, r.stderr
@@ -343,7 +345,7 @@ def test_four_processes_started_at_once_on_a_fresh_storage(tmp_path, backend):
         url = os.environ.get("NAS_RUN_TEST_POSTGRES")
         need(url, "a PostgreSQL server (NAS_RUN_TEST_POSTGRES=postgresql://USER@127.0.0.1:PORT/DB)")
         url = _fresh_database(url, name)
-    raw = slow_space(name, epochs=1)
+    raw = slow_space(name, epochs=1, data_fraction=0.25)
     raw["model"]["stages"] = [{"width": [8, 16, 24], "depth": [1, 2]}, {"width": [16, 32], "depth": 1}]
     raw["train"]["batch_size"] = [32, 64]
     space = write_space(tmp_path / "once.yaml", raw)

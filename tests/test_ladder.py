@@ -29,7 +29,7 @@ def ladder_run(tmp_path_factory):
     raw = tiny_space(budget={"params": TIERS, "fill": True})
     raw["name"] = "ladder"
     space = write_space(tmp / "ladder.yaml", raw)
-    result = nas_run(space, "--trials", 6, "--workers", 1, "--studies", tmp / "studies", cwd=tmp)
+    result = nas_run(space, "--trials", 6, "--workers", 1, "--format", "onnx", "--studies", tmp / "studies", cwd=tmp)
     assert result.returncode == 0, result.stderr
     study = optuna.load_study(study_name="ladder", storage=f"sqlite:///{tmp}/studies/ladder.db")
     return tmp, result, study
@@ -49,8 +49,7 @@ def test_every_tier_gets_a_winner_under_its_limit_exported_in_its_own_folder(lad
         folder = tmp / "studies" / "ladder" / "best" / tier
         card = json.loads((folder / "model_card.json").read_text())
         assert card["params"] == rec.params(winner) <= limit
-        assert {"checkpoint.pt", "model.onnx", "model.int8.onnx", "model.pt2", "MODEL_CARD.md"} <= {
-            p.name for p in folder.iterdir()}
+        assert {"checkpoint.pt", "model.onnx", "model.int8.onnx", "MODEL_CARD.md"} <= {p.name for p in folder.iterdir()}
         # the race ran within the tier: its finalists are the tier's trials
         assert all(rec.tier(study.trials[row["trial"]]) == tier for row in study.user_attrs[f"race:{tier}"])
         assert f"tier {tier}" in result.stdout
@@ -159,15 +158,17 @@ def test_latency_and_peak_memory_budgets_reject_nets_measured_over_them(torch_th
     small = models.build("convnet", in_channels=1, num_classes=10, image_size=28, widths=(4, 8), depths=(1, 1))
     large = models.build("convnet", in_channels=1, num_classes=10, image_size=28, widths=(64, 128), depths=(2, 2),
                          pools=(False, False))
-    t_small, t_large = B.deployed_latency_ms(small, meta), B.deployed_latency_ms(large, meta)
+    recipe = {"batch_size": 32}
+    unbounded = BudgetConfig(None, None, None, False, latency_ms=1e9)
+    small_cost = B.check(small, recipe, unbounded, meta, n_train=100, n_eval=0, epochs=1)[0]
+    t_small = small_cost.latency_ms
+    t_large = B.check(large, recipe, unbounded, meta, n_train=100, n_eval=0, epochs=1)[0].latency_ms
     assert t_large > 5 * t_small  # ~60x the MACs
     limit = (t_small * t_large) ** 0.5
-    budget = BudgetConfig(None, None, None, False, latency_ms=limit, peak_memory_kb=None)
-    recipe = {"batch_size": 32}
-    cost, over = B.check(small, recipe, budget, meta, n_train=100, n_eval=0, epochs=1)
-    assert over["latency_ms"] <= 0 and cost.latency_ms <= limit
-    cost, over = B.check(large, recipe, budget, meta, n_train=100, n_eval=0, epochs=1)
+    budget = BudgetConfig(None, None, None, False, latency_ms=limit)
+    cost, over = B.check(large, recipe, budget, meta, n_train=100, n_eval=0, epochs=1)  # measured again, over it
     assert over["latency_ms"] > 0 and cost.latency_ms > limit
+    assert B.violations(small_cost, budget)["latency_ms"] <= 0
     kb = deploy.peak_memory(small, meta)["fp32"] / 1000
     budget = BudgetConfig(None, None, None, False, latency_ms=None, peak_memory_kb=kb * 1.01)
     assert B.check(small, recipe, budget, meta, n_train=100, n_eval=0, epochs=1)[1]["peak_memory_kb"] <= 0

@@ -57,7 +57,8 @@ def test_winner_retrained_on_two_seeds_and_exported(finished):
     with torch.no_grad():
         assert torch.allclose(model((x - mean) / std), program(x), atol=1e-5)
     names = sorted(a.filename for a in optuna.artifacts.get_all_artifact_meta(study))
-    assert names == sorted(["checkpoint.pt", "model.onnx", "model.pt2", "MODEL_CARD.md", "model_card.json", "report.html"])
+    assert names == sorted(["checkpoint.pt", "model.onnx", "model.int8.onnx", "model.pt2", "MODEL_CARD.md",
+                            "model_card.json", "report.html"])
 
 
 def test_race_trials_are_recorded_and_the_winner_has_the_best_mean(finished):
