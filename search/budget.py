@@ -214,7 +214,7 @@ def no_fit_error(space, rows, tier: str | None = None) -> UserError:
 def preflight(space, meta: Meta, n: int = 200) -> None:
     """Before a run writes anything: in every tier, stop at the first random candidate whose params and MACs fit,
     or fail with no_fit_error."""
-    for tier in space.budget.tiers() or (None,):
+    for tier in space.budget.each_tier():
         rows, _ = sample_costs(space, meta, n, space.search.seed, stop_at_fit=True, tier=tier)
         if not rows:
             raise UserError(f"{space.file}: model: none of {n} sampled candidates builds")

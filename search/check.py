@@ -134,7 +134,7 @@ def run(space: Space, samples: int = 300, console: Console | None = None, trials
     console = console or Console()
     n, source, meta = sizes(space)
     trials = trials or space.search.trials
-    tiers = space.budget.tiers() or (None,)
+    tiers = space.budget.each_tier()
     shares = [trials // len(tiers) + (i < trials % len(tiers)) for i in range(len(tiers))]
     costs = [price_tier(space, meta, n, source, samples, share, workers, device, console, tier)
              for tier, share in zip(tiers, shares)]

@@ -39,7 +39,7 @@ class Clock:
         from search import race as R
 
         return sum(tail_seconds(R.finalists(rec.of_tier(trials, tier), self.space.search), self.space, self.n,
-                                self.workers, self.cpu) for tier in self.space.budget.tiers() or (None,))
+                                self.workers, self.cpu) for tier in self.space.budget.each_tier())
 
     def left(self, trials, now: float | None = None) -> float:
         """Seconds the search has left: until the deadline, less the tail."""

@@ -74,7 +74,7 @@ def _kind(graph, n) -> str:
         module = graph.get_submodule(n.target)
         return "alias" if isinstance(module, ALIAS_MODULES) else "in_place" if isinstance(module, IN_PLACE_MODULES) else "new"
     name = getattr(n.target, "__name__", str(n.target))
-    if n.op == "call_method" and name in ALIAS_METHODS or n.op == "call_function" and name in ALIAS_METHODS:
+    if n.op in ("call_function", "call_method") and name in ALIAS_METHODS:
         return "alias"
     return "in_place" if n.op in ("call_function", "call_method") and name.strip("_") in IN_PLACE_FUNCTIONS else "new"
 

@@ -48,11 +48,11 @@ def runs_of(trials, finalist) -> list:
     return [t for t in trials if rec.race_of(t) == finalist.number and (rec.is_trained(t) or t.state in alive)]
 
 
-def enqueue(study, search: SearchConfig, tiers: tuple = ()) -> int:
+def enqueue(study, search: SearchConfig, tiers: tuple = (None,)) -> int:
     """Enqueue the race trials still missing (none on a resumed race that has them), a race per ladder tier;
     -> how many are pending."""
     trials, seeds = study.get_trials(deepcopy=False), search.race_seeds
-    for tier in tiers or (None,):
+    for tier in tiers:
         for f in finalists(rec.of_tier(trials, tier), search):
             runs = runs_of(trials, f)
             have = {rec.race_fold(t) for t in runs}

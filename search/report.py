@@ -247,7 +247,7 @@ def write(study: optuna.Study, space, out: Path, data: D.Data | None = None, dat
     _summary(page, space, trials, retrain, data.meta if data is not None else D.builtin_meta(space.data))
     if tiers:
         _ladder(page, trials, ladder)
-    _search(page, figures, space, trials, {tier: rec.race_standings(study, tier) for tier in tiers or (None,)},
+    _search(page, figures, space, trials, {tier: rec.race_standings(study, tier) for tier in space.budget.each_tier()},
             [r for r in (ladder.values() if tiers else [retrain]) if r])
     _what_mattered(page, figures, trials)
     _curves(page, figures, trials, retrain)

@@ -108,7 +108,7 @@ def run(space: Space, console, opts: RunOptions = RunOptions()) -> int:
                       f"rejected before training {c['rejected']}, duplicates {c['duplicates']}, failed {c['failed']}")
         console.print(f"inspect: {dashboard_command(url, str(out / 'artifacts'))}", highlight=False)
         stop_if_failing(space, statuses, obj, all_trials, c, console)
-        for tier in space.budget.tiers() or (None,):  # a ladder: a race, a retrain and an export per tier
+        for tier in space.budget.each_tier():  # a ladder: a race, a retrain and an export per tier
             finish_tier(study, space, rec.of_tier(all_trials, tier), tier, data, out, console, ctx, opts)
         write_report(study, space, out, data, console)
         return 0
@@ -124,8 +124,9 @@ def finish_tier(study, space: Space, trials, tier: str | None, data: D.Data, out
     if space.search.race_top and standings:
         rec.store_race_standings(study, standings, tier)
         print_standings(standings, space, console)
-    if opts.retrain_winner and any(t.state == optuna.trial.TrialState.COMPLETE for t in trials):
-        publish_winner(study, space, R.winner(trials, space.search), data, out, console, opts.formats, ctx=ctx, tier=tier)
+    winner = R.winner(trials, space.search)  # None: no trial of the tier completed
+    if opts.retrain_winner and winner is not None:
+        publish_winner(study, space, winner, data, out, console, opts.formats, ctx=ctx, tier=tier)
 
 
 def load_data(space: Space, device, console=None) -> D.Data:
@@ -168,13 +169,13 @@ def search_and_race(ctx: RunContext, study, data: D.Data, console, started: floa
                       f"ends by ~{elapsed + tail_minutes:.1f} min); run the same command again to go "
                       f"on toward {ctx.trials}", highlight=False)
     s = ctx.space.search
-    tiers = ctx.space.budget.tiers()
+    tiers = ctx.space.budget.each_tier()
     race_needed = search_done and s.race_top and R.enqueue(study, s, tiers)
     if race_needed:
         now = study.get_trials(deepcopy=False)
-        finals = [len(R.finalists(rec.of_tier(now, tier), s)) for tier in tiers or (None,)]
+        finals = [len(R.finalists(rec.of_tier(now, tier), s)) for tier in tiers]
         designs = sum(finals) - sum(min(f, s.race_top) for f in finals)
-        per_tier = f" in each of {len(tiers)} tiers" if tiers else ""
+        per_tier = f" in each of {len(tiers)} tiers" if len(tiers) > 1 else ""
         console.print(f"race: top {s.race_top} candidates{f' and {designs} first_trials designs' if designs else ''}"
                       f"{per_tier} x {s.race_seeds} seeds ({race_needed} race trials to train)")
         statuses |= phase(ctx, data, race_phase=True, runs=race_needed)[0]
@@ -276,7 +277,7 @@ def export_study(name: str, console, trial: int | None = None, storage: str | No
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     data = load_data(space, "cpu")
     if trial is None:
-        for tier in space.budget.tiers() or (None,):
+        for tier in space.budget.each_tier():
             prev = rec.retrain_results(study, tier)
             winner = R.winner(rec.of_tier(trials.values(), tier), space.search)
             number = prev["trial"] if prev else winner.number if winner else None

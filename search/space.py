@@ -181,6 +181,10 @@ class BudgetConfig:
         key = "params" if isinstance(self.params, tuple) else "macs" if isinstance(self.macs, tuple) else None
         return tuple(f"{key}_{v}" for v in getattr(self, key)) if key else ()
 
+    def each_tier(self) -> tuple[str | None, ...]:
+        """What to loop over for a race, a retrain, a price: the ladder's tiers, or (None,): the one budget."""
+        return self.tiers() or (None,)
+
     def tier(self, name: str | None) -> BudgetConfig:
         """One tier's budget, every limit a number (None: a single budget, itself)."""
         if name is None:

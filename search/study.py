@@ -114,9 +114,8 @@ class TieredPruner(optuna.pruners.BasePruner):
 def open_study(space: Space, storage, worker: int = 0) -> optuna.Study:
     """Create or resume the study named by the space. A resumed study must have been searched with the same
     space; see `check_same_space`."""
-    tiers = space.budget.tiers()
-    study = optuna.create_study(study_name=space.name, storage=storage, pruner=make_pruner(space.search, bool(tiers)),
-                                direction="maximize", load_if_exists=True)
+    study = optuna.create_study(study_name=space.name, storage=storage, direction="maximize", load_if_exists=True,
+                                pruner=make_pruner(space.search, ladder=bool(space.budget.tiers())))
     stored = rec.stored_space(study)
     if stored is None:
         rec.store_space(study, space.text, space.file)
@@ -125,14 +124,10 @@ def open_study(space: Space, storage, worker: int = 0) -> optuna.Study:
             study.set_metric_names(["val accuracy"])
     elif stored[0] != space.text:
         check_same_space(study, space)
-    if tiers:  # each design once per tier (Optuna's skip_if_exists compares parameters only, not the tier)
-        queued = {(rec.first_trial(t), rec.tier(t)) for t in study.get_trials(deepcopy=False)}
-        for tier in tiers:
-            for i, params in enumerate(space.search.first_trials):
-                if (i, tier) not in queued:
-                    study.enqueue_trial(params, user_attrs=rec.first_trial_attrs(i, tier), skip_if_exists=False)
-    for i, params in enumerate(() if tiers else space.search.first_trials):  # a design already in the study is not queued again
-        study.enqueue_trial(params, user_attrs=rec.first_trial_attrs(i), skip_if_exists=True)
+    for tier in space.budget.each_tier():  # a design already in the study (in its tier) is not queued again:
+        for i, params in enumerate(space.search.first_trials):  # Optuna's skip_if_exists rule, seeing one tier
+            if not optuna.Study._should_skip_enqueue(_TierView(study, tier), params):
+                study.enqueue_trial(params, user_attrs=rec.first_trial_attrs(i, tier))
     existing = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)))
     study.sampler = make_sampler(space.search, sampler_seed(space.search, worker, existing))
     return study
