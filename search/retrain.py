@@ -60,11 +60,9 @@ def retrain(trial, space, data: D.Data, base_seed: int, log=print, workers: int 
         log(f"retrain seed {run['seed']}: test accuracy {run['test_acc']:.4f} ({run['end_reason']}, {run['seconds']:.0f} s)")
 
     if workers > 1 and len(seeds) > 1:
-        import multiprocessing as mp
+        from search.workers import process_context, processes_for
 
-        from search.workers import processes_for
-
-        with mp.get_context("spawn").Pool(processes_for(len(seeds), workers, device)) as pool:
+        with process_context().Pool(processes_for(len(seeds), workers, device)) as pool:
             jobs = [(cand, space, s, device, threads, i) for i, s in enumerate(seeds)]
             for i, (run, state) in enumerate(pool.starmap(_seed_process, jobs)):
                 done(run)

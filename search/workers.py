@@ -117,8 +117,9 @@ def run_worker(ctx: RunContext, worker: int = 0, data: D.Data | None = None, rac
             study.optimize(obj, catch=(RuntimeError,), callbacks=[obj.stop_when_done], gc_after_trial=False)
             continue
         # Others' trials are still running: live workers finish them, a dead worker's go stale after
-        # 3 heartbeats and are failed + requeued here. Either way, wait rather than stop short.
-        time.sleep(ctx.heartbeat)
+        # 3 heartbeats and are failed + requeued here. Either way, wait rather than stop short; polled every
+        # second, so the phase ends when the last trial does.
+        time.sleep(1)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)
@@ -139,13 +140,25 @@ def _worker_process(ctx: RunContext, worker: int, race_phase: bool):
     sys.exit(obj.exit_status())
 
 
+# Worker, race and retrain processes fork from one server process that imported torch and the trainer once: a
+# spawned process spent ~7 s of a core importing them, per process and per phase (RESULTS.md, "Process start").
+# The server starts at the first process, so it sees the environment as set by then (MPS's variables included).
+PRELOAD = ["search.workers", "search.retrain", "torch._dynamo"]  # torch.optim imports torch._dynamo at first use
+
+
+def process_context():
+    """multiprocessing's forkserver context, preloading PRELOAD (a server that ran no torch op forks safely)."""
+    import multiprocessing as mp
+
+    context = mp.get_context("forkserver")
+    context.set_forkserver_preload(PRELOAD)
+    return context
+
+
 def run_processes(ctx: RunContext, k: int, race_phase: bool = False) -> set[int]:
     """K worker processes until they end; -> their exit statuses (0, GAVE_UP, FAILING). Ctrl-C / SIGTERM stop
     them (SIGTERM, then a kill after 60 s) and re-raise; any other status raises WorkerDied."""
-    import multiprocessing as mp
-
-    spawn = mp.get_context("spawn")
-    procs = [spawn.Process(target=_worker_process, args=(ctx, i, race_phase)) for i in range(k)]
+    procs = [process_context().Process(target=_worker_process, args=(ctx, i, race_phase)) for i in range(k)]
     for p in procs:
         p.start()
     try:

@@ -375,7 +375,7 @@ def test_ctrl_c_in_the_race_resumes_the_race(tmp_path):
     """Ctrl-C while a race run trains: exit 130, that run is FAIL + interrupted and queued again with its race_of
     and race_fold; the same command finishes the race (race_seeds - 1 trained runs per finalist) and retrains
     the race winner."""
-    raw = slow_space("race", epochs=2)
+    raw = slow_space("race", epochs=4, data_fraction=0.25)  # a race run hit after its first epoch has 3 left
     raw["search"].update(race_top=2, race_seeds=2)
     space = write_space(tmp_path / "race.yaml", raw)
     args = [space, "--trials", 2, "--studies", tmp_path / "studies", "--workers", 1, "--format", "checkpoint"]
