@@ -120,6 +120,33 @@ def nas_run(*args, **kw) -> subprocess.CompletedProcess:
     return console_script("nas-run", *args, **kw)
 
 
+def in_process(script: str, *args, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """A console script's main() (the function the installed script calls) run in this process -> CompletedProcess.
+    It saves the new interpreter's imports of torch and the rest (~7 s). For commands whose own process is not under
+    test; signals, exits and concurrency need console_script."""
+    import contextlib
+    import io
+
+    import torch
+
+    from search import cli
+
+    main = {"nas-run": cli.main, "nas-report": cli.report_main, "nas-init": cli.init_main,
+            "nas-predict": cli.predict_main, "nas-export": cli.export_main}[script]
+    out, err = (io.TextIOWrapper(io.BytesIO(), encoding="utf-8") for _ in range(2))  # the console reconfigures stdout
+    threads = torch.get_num_threads()
+    try:
+        with contextlib.chdir(cwd or Path.cwd()), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            status = main([str(a) for a in args])
+    finally:
+        torch.set_num_threads(threads)
+    text = []
+    for stream in (out, err):
+        stream.flush()
+        text.append(stream.buffer.getvalue().decode())
+    return subprocess.CompletedProcess([script, *map(str, args)], status, *text)
+
+
 @pytest.fixture(scope="session")
 def finished(tmp_path_factory):
     """`nas-run tiny.yaml --trials 3`: a real study on the Fashion-MNIST slice, 1 epoch per trial, its winner

@@ -7,7 +7,7 @@ import random
 import optuna
 import pytest
 
-from conftest import nas_run, tiny_space, write_space
+from conftest import in_process, tiny_space, write_space
 from search import check, cost
 from search import data as D
 from search import space as S
@@ -78,7 +78,7 @@ def test_design_models_are_the_first_trials_completed_as_the_run_completes_them(
 def test_check_prices_the_whole_run(tmp_path):
     space = write_space(tmp_path / "tiny.yaml", tiny_space(retrain={"epochs": 6, "seeds": 2},
                                                           search={"seed": 0, "race_top": 2, "race_seeds": 3}))
-    r = nas_run(space, "--check", "--trials", 10, "--samples", 40, "--minutes", 60, cwd=tmp_path)
+    r = in_process("nas-run", space, "--check", "--trials", 10, "--samples", 40, "--minutes", 60, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     out = " ".join(r.stdout.split())
     assert f"whole run, --trials 10 on {plan_workers('auto', 'auto')[0]} worker(s)" in out  # --workers auto by default

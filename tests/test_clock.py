@@ -9,7 +9,7 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from conftest import FM_SLICE, nas_run, tiny_space, write_space
+from conftest import FM_SLICE, in_process, tiny_space, write_space
 from search import clock as C
 from search import cost
 from search import data as D
@@ -99,7 +99,7 @@ def test_out_of_time_the_worker_cuts_its_trial_and_starts_none_but_race_runs_tra
 
 def test_minutes_too_short_for_any_trial_is_one_line_and_keeps_the_study(tmp_path):
     space = write_space(tmp_path / "tiny.yaml", tiny_space(data={"dataset": "fashion_mnist", "root": str(FM_SLICE)}))
-    r = nas_run(space, "--trials", 5, "--minutes", 0.01, "--studies", tmp_path / "studies", "--workers", 1, cwd=tmp_path)
+    r = in_process("nas-run", space, "--trials", 5, "--minutes", 0.01, "--studies", tmp_path / "studies", "--workers", 1)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.strip().count("\n") == 0 and "--minutes 0.01: too short: no search trial completed" in r.stderr
     assert (tmp_path / "studies" / "tiny.db").exists()  # kept: the same command with more --minutes goes on

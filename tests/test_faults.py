@@ -14,7 +14,8 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from conftest import need, nas_run, search_trials, study_once_created, tiny_space, write_space
+from claim_worker import claim_enqueued
+from conftest import in_process, need, nas_run, search_trials, study_once_created, tiny_space, write_space
 from search import objective as O
 from search import space as S
 from search.workers import RunContext, plan_workers, processes_for, run_worker
@@ -76,30 +77,33 @@ def test_sigkilled_worker_trial_goes_stale_is_failed_and_its_candidate_retried(t
     assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
 
 
-@pytest.mark.parametrize("sig,status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
-def test_interrupt_ends_the_running_trial_and_the_same_command_resumes(tmp_path, sig, status):
-    name = f"stop{status}"
-    space = write_space(tmp_path / "stop.yaml", slow_space(name, data_fraction=0.25))
+def test_interrupts_end_the_running_trial_and_the_same_command_resumes(tmp_path):
+    """Ctrl-C (SIGINT), then SIGTERM on the rerun: each stops the running trial promptly (exit 130, 143), marks it
+    interrupted and queues its candidate again; the third run trains the queued candidate and finishes."""
+    space = write_space(tmp_path / "stop.yaml", slow_space("stop", data_fraction=0.25))
     args = [space, "--trials", 2, "--no-retrain", "--studies", tmp_path / "studies", "--workers", 1]
-    # Started with SIGINT ignored, as a background job of a shell is: nas-run must still stop on Ctrl-C.
-    proc = _popen(*args, cwd=tmp_path, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
-    victim = _wait_mid_trial(tmp_path, name, proc)
-    t0 = time.monotonic()
-    proc.send_signal(sig)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == status, err
-    assert time.monotonic() - t0 < 30  # promptly: the current epoch is not waited for
-    assert "interrupted" in out and "Traceback" not in err
-    trials = _study(tmp_path, name).trials
-    assert trials[victim].state == TrialState.FAIL and trials[victim].user_attrs["end_reason"] == "interrupted"
-    queued = [t for t in trials if t.state == TrialState.WAITING]
-    assert len(queued) == 1 and queued[0].system_attrs["fixed_params"] == trials[victim].params
+    victims = []
+    for sig, status in ((signal.SIGINT, 130), (signal.SIGTERM, 143)):
+        # Started with SIGINT ignored, as a background job of a shell is: nas-run must still stop on Ctrl-C.
+        proc = _popen(*args, cwd=tmp_path, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+        victim = _wait_mid_trial(tmp_path, "stop", proc)
+        t0 = time.monotonic()
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == status, err
+        assert time.monotonic() - t0 < 30  # promptly: the current epoch is not waited for
+        assert "interrupted" in out and "Traceback" not in err
+        trials = _study(tmp_path, "stop").trials
+        assert trials[victim].state == TrialState.FAIL and trials[victim].user_attrs["end_reason"] == "interrupted"
+        queued = [t for t in trials if t.state == TrialState.WAITING]
+        assert len(queued) == 1 and queued[0].system_attrs["fixed_params"] == trials[victim].params
+        victims.append(victim)
 
     again = nas_run(*args, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
-    trials = _study(tmp_path, name).trials
+    trials = _study(tmp_path, "stop").trials
     rerun = trials[queued[0].number]
-    assert rerun.user_attrs.get("trained") and rerun.params == trials[victim].params  # the candidate ran again
+    assert rerun.user_attrs.get("trained") and rerun.params == trials[victims[-1]].params  # the candidate ran again
     assert len([t for t in trials if t.user_attrs.get("trained")]) == 2
     assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
 
@@ -134,38 +138,19 @@ def test_a_trial_that_would_overrun_the_time_budget_is_stopped(tmp_path, monkeyp
     assert t.user_attrs["est_train_seconds"] > 0
 
 
-def _check_parallel_study(study, target: int):
-    trials = study.trials
-    trained = [t for t in trials if t.user_attrs.get("trained")]
-    assert len(trained) == target  # none lost, no overshoot
-    assert sorted(t.number for t in trials) == list(range(len(trials)))
-    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
-    seeds = [t.user_attrs["seed"] for t in trials]
-    assert len(seeds) == len(set(seeds))
-    cands = [str(t.user_attrs["candidate"]) for t in trained]
-    assert len(cands) == len(set(cands))  # no candidate trained twice
-
-
-def test_four_workers_on_sqlite(tmp_path):
-    space = write_space(tmp_path / "par.yaml", slow_space("par", epochs=1, data_fraction=0.25))
-    r = nas_run(space, "--workers", 4, "--trials", 8, "--no-retrain", "--studies", tmp_path / "studies", cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
-    assert f"4 worker(s) x {plan_workers(4, 'auto')[1]} thread(s)" in r.stdout
-    _check_parallel_study(_study(tmp_path, "par"), 8)
-
-
 def test_race_runs_and_retrain_seeds_each_get_a_process_on_cpu(tmp_path):
     """On CPU, runs that do not fill whole waves of the workers get a process each, all at once: a last wave
     smaller than the workers would leave a core idle. 2 workers: the 3 race runs overlap in time, so do the 3
     retrain seeds; 4 runs would take 2 waves of 2."""
     assert [processes_for(n, 2, "cpu") for n in (1, 2, 3, 4, 5, 6, 9)] == [1, 2, 3, 2, 5, 2, 8]
-    space = slow_space("par", epochs=1)
+    space = slow_space("par", epochs=1, data_fraction=0.5)
     space["search"] |= {"race_top": 3, "race_seeds": 2}
     space["retrain"] = {"epochs": 1, "seeds": 3}
     r = nas_run(write_space(tmp_path / "par.yaml", space), "--workers", 2, "--trials", 3, "--device", "cpu", "--format", "checkpoint",
                 "--studies", tmp_path / "studies", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     study = _study(tmp_path, "par")
+    assert len(search_trials(study)) == 3  # two workers stop at the target exactly, counting each other's trials
     race = [t for t in study.trials if "race_of" in t.user_attrs]
     assert len(race) == 3 and all(t.state == TrialState.COMPLETE for t in race)
     assert max(t.datetime_start for t in race) < min(t.datetime_complete for t in race)
@@ -217,33 +202,6 @@ def test_gpu_workers_time_slice_when_mps_cannot_start(tmp_path, monkeypatch, dae
     assert len(said) == 1
 
 
-def test_four_workers_on_postgresql(tmp_path):
-    url = os.environ.get("NAS_RUN_TEST_POSTGRES")
-    need(url, "a PostgreSQL server (NAS_RUN_TEST_POSTGRES=postgresql://USER@127.0.0.1:PORT/DB)")
-    name = f"par_{uuid.uuid4().hex[:8]}"
-    space = write_space(tmp_path / "par.yaml", slow_space(name, epochs=1, data_fraction=0.25))
-    r = nas_run(space, "--workers", 4, "--trials", 8, "--no-retrain", "--storage", url, "--studies", tmp_path / "studies",
-                cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
-    _check_parallel_study(optuna.load_study(study_name=name, storage=url), 8)
-    assert not list(tmp_path.glob("studies/*.db"))  # nothing went to SQLite
-
-
-def _claim_enqueued(url: str, name: str, enqueued: int, go, out) -> None:
-    """One worker process: ask for trials until Optuna hands out a fresh one; -> the enqueued numbers it got."""
-    import warnings
-
-    from search.storage import make_storage
-
-    warnings.simplefilter("ignore")  # heartbeats outside optimize(): this process only asks
-    study = optuna.load_study(study_name=name, storage=make_storage(url))
-    go.wait()
-    got = []
-    while (trial := study.ask()).number < enqueued:
-        got.append(trial.number)
-    out.put(got)
-
-
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_each_enqueued_trial_is_claimed_by_one_worker(tmp_path, backend):
     """First trials and race runs are enqueued; workers claim them at the same instants. Each goes to exactly
@@ -262,11 +220,12 @@ def test_each_enqueued_trial_is_claimed_by_one_worker(tmp_path, backend):
     for i in range(60):
         study.enqueue_trial({"x": i})
     ctx = mp.get_context("spawn")
-    go, out = ctx.Event(), ctx.Queue()
-    procs = [ctx.Process(target=_claim_enqueued, args=(url, name, 60, go, out)) for _ in range(4)]
+    ready, go, out = ctx.Queue(), ctx.Event(), ctx.Queue()
+    procs = [ctx.Process(target=claim_enqueued, args=(url, name, 60, ready, go, out)) for _ in range(4)]
     for p in procs:
         p.start()
-    time.sleep(3)  # all connected and waiting
+    for p in procs:  # all connected and waiting
+        ready.get(timeout=120)
     go.set()
     claimed = [out.get(timeout=120) for _ in procs]
     for p in procs:
@@ -303,21 +262,22 @@ def test_an_edited_space_on_resume_is_one_line_and_writes_nothing(tmp_path):
     raw = tiny_space(name="edit", search={"epochs": 1, "seed": 0, "race_top": 0})
     space = write_space(tmp_path / "edit.yaml", raw)
     args = ["--trials", 1, "--no-retrain", "--studies", tmp_path / "studies", "--workers", 1]
-    assert nas_run(space, *args, cwd=tmp_path).returncode == 0
+    assert in_process("nas-run", space, *args).returncode == 0  # in this process: its own is not under test here
     db = tmp_path / "studies" / "edit.db"
     before = (db.stat().st_mtime_ns, len(_study(tmp_path, "edit").trials))
     raw["model"]["stages"][0]["width"] = [4, 8, 24, 32]  # a new choice: Optuna cannot continue the old trials
     write_space(space, raw)
-    r = nas_run(space, *args, cwd=tmp_path)
-    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
-    assert "model.stage0.width" in r.stderr and "'edit'" in r.stderr and "new `name:`" in r.stderr
-    assert "choices [4, 8, 24] -> choices [4, 8, 24, 32]" in r.stderr
+    r = in_process("nas-run", space, *args)
+    err = r.stderr
+    assert r.returncode == 2 and len(err.strip().splitlines()) == 1, err
+    assert "model.stage0.width" in err and "'edit'" in err and "new `name:`" in err
+    assert "choices [4, 8, 24] -> choices [4, 8, 24, 32]" in err
     assert (db.stat().st_mtime_ns, len(_study(tmp_path, "edit").trials)) == before
     # A moved range is compatible: accepted, and the stored space follows the file (nas-export reads it).
     raw["model"]["stages"][0]["width"] = [4, 8, 24]
     raw["train"]["lr"] = {"low": 0.002, "high": 0.03, "log": True}
     write_space(space, raw)
-    r = nas_run(space, "--trials", 2, "--no-retrain", "--studies", tmp_path / "studies", "--workers", 1, cwd=tmp_path)
+    r = in_process("nas-run", space, "--trials", 2, "--no-retrain", "--studies", tmp_path / "studies", "--workers", 1)
     assert r.returncode == 0, r.stderr
     study = _study(tmp_path, "edit")
     assert "0.002" in study.user_attrs["space"] and len(study.user_attrs["space_history"]) == 1
@@ -336,9 +296,10 @@ def _start_together(tmp_path, space, n, *extra):
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_four_processes_started_at_once_on_a_fresh_storage(tmp_path, backend):
-    """The scale-out recipe, four shells at the same instant on a storage nobody created yet: all succeed (the
-    schema set-up race is retried), the study reaches 8 trained trials and no candidate is trained twice."""
+def test_processes_of_several_workers_started_at_once_on_a_fresh_storage(tmp_path, backend):
+    """The scale-out recipe, two shells of two workers each at the same instant on a storage nobody created yet:
+    all succeed (the schema set-up race is retried), the study reaches 8 trained trials, no candidate is trained
+    twice and every trial has its own seed."""
     name = f"once_{uuid.uuid4().hex[:8]}"
     url = f"sqlite:///{tmp_path}/studies/{name}.db"
     if backend == "postgresql":
@@ -349,17 +310,22 @@ def test_four_processes_started_at_once_on_a_fresh_storage(tmp_path, backend):
     raw["model"]["stages"] = [{"width": [8, 16, 24], "depth": [1, 2]}, {"width": [16, 32], "depth": 1}]
     raw["train"]["batch_size"] = [32, 64]
     space = write_space(tmp_path / "once.yaml", raw)
-    # one worker each: the race under test is between the processes (each a shell on its own machine)
-    results = _start_together(tmp_path, space, 4, "--trials", 8, "--no-retrain", "--storage", url, "--studies",
-                              tmp_path / "studies", "--workers", 1)
+    results = _start_together(tmp_path, space, 2, "--trials", 8, "--no-retrain", "--storage", url, "--studies",
+                              tmp_path / "studies", "--workers", 2)
     for proc, out, err in results:
         assert proc.returncode == 0, err
+        assert f"2 worker(s) x {plan_workers(2, 'cpu')[1]} thread(s)" in out
     study = optuna.load_study(study_name=name, storage=url)
-    trained = search_trials(study)
-    assert 8 <= len(trained) <= 8 + 3  # each process stops at 8 counting the others' running trials
+    trials, trained = study.trials, search_trials(study)
+    assert 8 <= len(trained) <= 8 + 3  # each stops at 8 counting the others' running trials: at most 3 in flight
+    assert sorted(t.number for t in trials) == list(range(len(trials)))
+    seeds = [t.user_attrs["seed"] for t in trials]
+    assert len(seeds) == len(set(seeds))
     cands = [str(t.user_attrs["candidate"]) for t in trained]
-    assert len(cands) == len(set(cands))  # no candidate trained twice across the processes
-    assert not [t for t in study.trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    assert len(cands) == len(set(cands))  # no candidate trained twice, within a process or across them
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    if backend == "postgresql":
+        assert not list(tmp_path.glob("studies/*.db"))  # nothing went to SQLite
 
 
 def _fresh_database(url: str, name: str) -> str:

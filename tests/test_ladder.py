@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import models
-from conftest import nas_run, tiny_space, write_space
+from conftest import in_process, tiny_space, write_space
 from search import budget as B
 from search import deploy
 from search import record as rec
@@ -29,7 +29,7 @@ def ladder_run(tmp_path_factory):
     raw = tiny_space(budget={"params": TIERS, "fill": True})
     raw["name"] = "ladder"
     space = write_space(tmp / "ladder.yaml", raw)
-    result = nas_run(space, "--trials", 6, "--workers", 1, "--format", "onnx", "--studies", tmp / "studies", cwd=tmp)
+    result = in_process("nas-run", space, "--trials", 6, "--workers", 1, "--format", "onnx", "--studies", tmp / "studies")
     assert result.returncode == 0, result.stderr
     study = optuna.load_study(study_name="ladder", storage=f"sqlite:///{tmp}/studies/ladder.db")
     return tmp, result, study

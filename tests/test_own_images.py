@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import FM_SLICE, WORDS, console_script, nas_run, write_image_folder
+from conftest import FM_SLICE, WORDS, console_script, in_process, write_image_folder
 from search import data as D
 from search import images as I
 from search.space import data_config
@@ -115,10 +115,10 @@ def test_nas_init_then_nas_run_then_nas_predict_on_a_jpeg_folder(tmp_path):
     assert "3 channel(s)" in r.stdout and "32x32" in r.stdout and "10 (bag, boot" in r.stdout
     space_file = tmp_path / "clothes_8k.yaml"
     assert f"next: nas-run {space_file.name} --trials 40 --minutes 30" in r.stdout
-    again = console_script("nas-init", images, cwd=tmp_path)
+    again = in_process("nas-init", images, cwd=tmp_path)
     assert again.returncode == 2 and "does not overwrite" in again.stderr
     quick = _tiny(space_file, "clothes_quick")
-    r = nas_run(quick, "--studies", tmp_path / "studies", "--workers", 1, cwd=tmp_path)
+    r = in_process("nas-run", quick, "--studies", tmp_path / "studies", "--workers", 1, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     best = tmp_path / "studies" / "clothes_quick" / "best"
     card = yaml.safe_load((best / "model_card.json").read_text())
@@ -135,7 +135,7 @@ def test_nas_init_then_nas_run_then_nas_predict_on_a_jpeg_folder(tmp_path):
         want = model((x - mean) / std).argmax(1)
     assert [row["label"] for row in rows] == [ckpt["class_names"][i] for i in want.tolist()]
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
-    r = console_script("nas-predict", best, tmp_path / "broken.jpg", next(test_dir.rglob("*.jpg")),
-                       "--csv", tmp_path / "out.csv", cwd=tmp_path)
+    r = in_process("nas-predict", best, tmp_path / "broken.jpg", next(test_dir.rglob("*.jpg")),
+                   "--csv", tmp_path / "out.csv", cwd=tmp_path)
     assert r.returncode == 0 and "broken.jpg: not a readable image" in r.stderr and "1 unreadable" in r.stderr
     assert len((tmp_path / "out.csv").read_text().splitlines()) == 2  # header + the readable image

@@ -6,7 +6,7 @@ import shutil
 
 import optuna
 
-from conftest import ROOT, console_script, nas_run
+from conftest import ROOT, in_process
 from search import record as rec
 
 STORED = ROOT / "tests" / "data" / "study_main_28f99b0"
@@ -33,8 +33,8 @@ def test_a_stored_study_resumes_to_more_trials_and_reports(tmp_path):
     db, url = _copy(tmp_path)
     studies = tmp_path / "studies"
     space = STORED / "tiny_v1.yaml"  # its data.root is relative to the repository
-    r = nas_run(space.relative_to(ROOT), "--trials", 6, "--storage", url, "--studies", studies, "--workers", 1,
-                "--format", "checkpoint", cwd=ROOT)
+    r = in_process("nas-run", space.relative_to(ROOT), "--trials", 6, "--storage", url, "--studies", studies,
+                   "--workers", 1, "--format", "checkpoint", cwd=ROOT)
     assert r.returncode == 0, r.stderr
     study = optuna.load_study(study_name="tiny_v1", storage=url)
     assert len(rec.trained(study.trials)) == 6  # 4 stored + 2 new
@@ -42,7 +42,7 @@ def test_a_stored_study_resumes_to_more_trials_and_reports(tmp_path):
         t.user_attrs for t in optuna.load_study(study_name="tiny_v1", storage=f"sqlite:///{STORED / 'tiny_v1.db'}").trials]
     assert rec.retrain_results(study)["trial"] == rec.race_standings(study)[0]["trial"]
     (studies / "tiny_v1" / "report.html").unlink()
-    r = console_script("nas-report", "tiny_v1", "--storage", url, "--studies", studies, cwd=ROOT)
+    r = in_process("nas-report", "tiny_v1", "--storage", url, "--studies", studies, cwd=ROOT)
     assert r.returncode == 0, r.stderr
     page = (studies / "tiny_v1" / "report.html").read_text()
     assert "nas-run study tiny_v1" in page and "test accuracy" in page

@@ -10,7 +10,7 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from conftest import nas_run, search_trials, tiny_space
+from conftest import in_process, search_trials, tiny_space
 from search import budget as B
 from search import data as D
 from search import objective as O
@@ -95,11 +95,11 @@ def test_rerun_resumes_and_tops_up(finished, tmp_path):
 
     src, space, _, _ = finished
     shutil.copytree(src / "studies", tmp_path / "studies")  # a copy: the shared study stays as the other tests expect
-    again = nas_run(space, "--trials", 3, "--studies", tmp_path / "studies", "--workers", 1, cwd=tmp_path)
+    again = in_process("nas-run", space, "--trials", 3, "--studies", tmp_path / "studies", "--workers", 1)
     assert again.returncode == 0 and "already retrained" in again.stdout
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path}/studies/tiny.db")
     assert len(search_trials(study)) == 3
-    more = nas_run(space, "--trials", 4, "--studies", tmp_path / "studies", "--no-retrain", "--workers", 1, cwd=tmp_path)
+    more = in_process("nas-run", space, "--trials", 4, "--studies", tmp_path / "studies", "--no-retrain", "--workers", 1)
     assert more.returncode == 0, more.stderr
     assert len(search_trials(study)) == 4
 
