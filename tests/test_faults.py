@@ -343,6 +343,7 @@ def test_ctrl_c_in_the_race_resumes_the_race(tmp_path):
     the race winner."""
     raw = slow_space("race", epochs=4, data_fraction=0.25)  # a race run hit after its first epoch has 3 left
     raw["search"].update(race_top=2, race_seeds=2)
+    raw["retrain"]["seeds"] = 1
     space = write_space(tmp_path / "race.yaml", raw)
     args = [space, "--trials", 2, "--studies", tmp_path / "studies", "--workers", 1, "--format", "checkpoint"]
     proc = _popen(*args, cwd=tmp_path)

@@ -118,7 +118,8 @@ def test_nas_init_then_nas_run_then_nas_predict_on_a_jpeg_folder(tmp_path):
     again = in_process("nas-init", images, cwd=tmp_path)
     assert again.returncode == 2 and "does not overwrite" in again.stderr
     quick = _tiny(space_file, "clothes_quick")
-    r = in_process("nas-run", quick, "--studies", tmp_path / "studies", "--workers", 1, cwd=tmp_path)
+    r = in_process("nas-run", quick, "--studies", tmp_path / "studies", "--workers", 1, "--format", "onnx",  # nas-predict's
+                   cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     best = tmp_path / "studies" / "clothes_quick" / "best"
     card = yaml.safe_load((best / "model_card.json").read_text())
