@@ -147,9 +147,12 @@ PRELOAD = ["search.workers", "search.retrain", "torch._dynamo"]  # torch.optim i
 
 
 def process_context():
-    """multiprocessing's forkserver context, preloading PRELOAD (a server that ran no torch op forks safely)."""
+    """multiprocessing's forkserver context, preloading PRELOAD (a server that ran no torch op forks safely);
+    spawn where there is no forkserver (Windows)."""
     import multiprocessing as mp
 
+    if "forkserver" not in mp.get_all_start_methods():
+        return mp.get_context("spawn")
     context = mp.get_context("forkserver")
     context.set_forkserver_preload(PRELOAD)
     return context

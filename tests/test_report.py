@@ -129,9 +129,9 @@ def test_nas_report_on_a_running_study_leaves_out_the_winner(tmp_path):
                             cwd=tmp_path,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 120
+        deadline, study = time.monotonic() + 120, None
         while time.monotonic() < deadline:  # a trial has finished training and another runs
-            study = study_once_created(studies / "tiny.db", "tiny")
+            study = study or study_once_created(studies / "tiny.db", "tiny")
             if study is not None:
                 trials = study.trials
                 if any(t.user_attrs.get("trained") for t in trials) and any(t.state == TrialState.RUNNING for t in trials):
