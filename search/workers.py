@@ -161,7 +161,8 @@ def process_context():
 def run_processes(ctx: RunContext, k: int, race_phase: bool = False) -> set[int]:
     """K worker processes until they end; -> their exit statuses (0, GAVE_UP, FAILING). Ctrl-C / SIGTERM stop
     them (SIGTERM, then a kill after 60 s) and re-raise; any other status raises WorkerDied."""
-    procs = [process_context().Process(target=_worker_process, args=(ctx, i, race_phase)) for i in range(k)]
+    context = process_context()
+    procs = [context.Process(target=_worker_process, args=(ctx, i, race_phase)) for i in range(k)]
     for p in procs:
         p.start()
     try:

@@ -126,13 +126,11 @@ def in_process(script: str, *args, cwd: Path | None = None) -> subprocess.Comple
     test; signals, exits and concurrency need console_script."""
     import contextlib
     import io
+    from importlib.metadata import entry_points
 
     import torch
 
-    from search import cli
-
-    main = {"nas-run": cli.main, "nas-report": cli.report_main, "nas-init": cli.init_main,
-            "nas-predict": cli.predict_main, "nas-export": cli.export_main}[script]
+    main = entry_points(group="console_scripts")[script].load()  # what pyproject's [project.scripts] installs
     out, err = (io.TextIOWrapper(io.BytesIO(), encoding="utf-8") for _ in range(2))  # the console reconfigures stdout
     threads = torch.get_num_threads()
     try:

@@ -83,7 +83,6 @@ def test_interrupts_end_the_running_trial_and_the_same_command_resumes(tmp_path)
     interrupted and queues its candidate again; the third run trains the queued candidate and finishes."""
     space = write_space(tmp_path / "stop.yaml", slow_space("stop", data_fraction=0.25))
     args = [space, "--trials", 2, "--no-retrain", "--studies", tmp_path / "studies", "--workers", 1]
-    victims = []
     for sig, status in ((signal.SIGINT, 130), (signal.SIGTERM, 143)):
         # Started with SIGINT ignored, as a background job of a shell is: nas-run must still stop on Ctrl-C.
         proc = _popen(*args, cwd=tmp_path, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
@@ -98,13 +97,12 @@ def test_interrupts_end_the_running_trial_and_the_same_command_resumes(tmp_path)
         assert trials[victim].state == TrialState.FAIL and trials[victim].user_attrs["end_reason"] == "interrupted"
         queued = [t for t in trials if t.state == TrialState.WAITING]
         assert len(queued) == 1 and queued[0].system_attrs["fixed_params"] == trials[victim].params
-        victims.append(victim)
 
     again = nas_run(*args, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     trials = _study(tmp_path, "stop").trials
     rerun = trials[queued[0].number]
-    assert rerun.user_attrs.get("trained") and rerun.params == trials[victims[-1]].params  # the candidate ran again
+    assert rerun.user_attrs.get("trained") and rerun.params == trials[victim].params  # the last victim's candidate ran again
     assert len([t for t in trials if t.user_attrs.get("trained")]) == 2
     assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
 
@@ -269,10 +267,9 @@ def test_an_edited_space_on_resume_is_one_line_and_writes_nothing(tmp_path):
     raw["model"]["stages"][0]["width"] = [4, 8, 24, 32]  # a new choice: Optuna cannot continue the old trials
     write_space(space, raw)
     r = in_process("nas-run", space, *args)
-    err = r.stderr
-    assert r.returncode == 2 and len(err.strip().splitlines()) == 1, err
-    assert "model.stage0.width" in err and "'edit'" in err and "new `name:`" in err
-    assert "choices [4, 8, 24] -> choices [4, 8, 24, 32]" in err
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "model.stage0.width" in r.stderr and "'edit'" in r.stderr and "new `name:`" in r.stderr
+    assert "choices [4, 8, 24] -> choices [4, 8, 24, 32]" in r.stderr
     assert (db.stat().st_mtime_ns, len(_study(tmp_path, "edit").trials)) == before
     # A moved range is compatible: accepted, and the stored space follows the file (nas-export reads it).
     raw["model"]["stages"][0]["width"] = [4, 8, 24]

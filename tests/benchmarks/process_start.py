@@ -21,9 +21,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 
 def ready() -> None:
-    import search.retrain  # noqa: F401
-    import search.workers  # noqa: F401
-    import torch._dynamo  # noqa: F401
+    import importlib
+
+    from search.workers import PRELOAD
+
+    for module in PRELOAD:
+        importlib.import_module(module)
 
 
 def waves(context, k: int, n: int) -> list[float]:
