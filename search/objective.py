@@ -52,7 +52,7 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float:
         race = rec.is_race(trial)
-        if self.race_phase and not race:  # not a rejection: nothing was sampled
+        if not race and (self.race_phase or self.beyond_target(trial)):  # not a rejection: nothing was sampled
             rec.end(trial, End.SURPLUS)
             raise optuna.TrialPruned()
         seed = rec.trial_seed(self.space.search.seed, trial.number)
@@ -208,6 +208,10 @@ class Objective:
         included, do not reach the target yet."""
         return not self.finished(study) and (
             self.race_phase or rec.count_in_flight(study.get_trials(deepcopy=False)) < self.trials)
+
+    def beyond_target(self, trial: optuna.Trial) -> bool:
+        """Workers that asked at once have claimed the target already, ahead of this trial."""
+        return rec.claimed_ahead_of(trial.study.get_trials(deepcopy=False), trial.number) >= self.trials
 
     def stop_when_done(self, study: optuna.Study, _trial) -> None:
         """Optuna callback after each trial: the same rule as `may_ask`."""

@@ -5,7 +5,8 @@ which round? did it train? its last value?). The strings are the ones studies ha
 written by an older nas-run resumes and reports as it is.
 
 End reasons. Untrained: `rejected:<params|macs|time>` (over budget), `invalid: <message>` (does not build),
-`duplicate_of:<n>` (the same candidate trained already), `surplus` (asked for during the race). Trained:
+`duplicate_of:<n>` (the same candidate trained already), `surplus` (asked for past what the
+phase needs: during the race, or past the target by workers that asked at once). Trained:
 `completed`, `pruned`, `diverged` (non-finite loss), `time` (ran past its share of `budget.train_seconds`),
 `out_of_time` (`--minutes` left no time before the race and the retrain). Ended by trouble: `interrupted`
 (Ctrl-C / SIGTERM; enqueued again), `error:<type>: <message>` (CUDA OOM ...).
@@ -214,6 +215,16 @@ def count_in_flight(trials) -> int:
     """Trained search trials plus running search trials that have not ended untrained (most will train): with K
     workers the study stops at the target instead of overshooting it by up to K-1 trials."""
     return len(trained(trials)) + sum(1 for t in trials if is_claimed(t) and not is_race(t))
+
+
+def claimed_ahead_of(trials, number: int) -> int:
+    """Trained search trials plus running ones claimed before trial `number` was (by start, then number). Workers
+    that ask at once when the target is in sight each see the others' claims; ordered this way, the later ones
+    stand down and the study stops at the target exactly (count_in_flight alone is checked before asking)."""
+    me = next(t for t in trials if t.number == number)
+    order = (me.datetime_start, me.number)
+    return len(trained(trials)) + sum(1 for t in trials if is_claimed(t) and not is_race(t) and t.number != number
+                                      and (t.datetime_start, t.number) < order)
 
 
 def best_search_trial(trials):
