@@ -210,8 +210,10 @@ class Objective:
             self.race_phase or rec.count_in_flight(study.get_trials(deepcopy=False)) < self.trials)
 
     def beyond_target(self, trial: optuna.Trial) -> bool:
-        """Workers that asked at once have claimed the target already, ahead of this trial."""
-        return rec.claimed_ahead_of(trial.study.get_trials(deepcopy=False), trial.number) >= self.trials
+        """A sampled trial that workers which asked at the same time have left no room for."""
+        trials = trial.study.get_trials(deepcopy=False)
+        me = next(t for t in trials if t.number == trial.number)  # a Trial does not show its system attrs
+        return not rec.is_enqueued(me) and rec.claimed_ahead_of(trials, trial.number) >= self.trials
 
     def stop_when_done(self, study: optuna.Study, _trial) -> None:
         """Optuna callback after each trial: the same rule as `may_ask`."""

@@ -217,14 +217,19 @@ def count_in_flight(trials) -> int:
     return len(trained(trials)) + sum(1 for t in trials if is_claimed(t) and not is_race(t))
 
 
+def is_enqueued(t) -> bool:
+    """Enqueued rather than sampled: a `first_trials` design, a race run, a retry of an interrupted or stale trial."""
+    return "fixed_params" in t.system_attrs
+
+
 def claimed_ahead_of(trials, number: int) -> int:
-    """Trained search trials plus running ones claimed before trial `number` was (by start, then number). Workers
-    that ask at once when the target is in sight each see the others' claims; ordered this way, the later ones
-    stand down and the study stops at the target exactly (count_in_flight alone is checked before asking)."""
-    me = next(t for t in trials if t.number == number)
-    order = (me.datetime_start, me.number)
+    """What stands ahead of sampled trial `number` for the target: trained search trials, running enqueued ones
+    (they train whatever the count: a design dropped here would never be queued again) and running sampled ones
+    created before it. Workers that ask at once when the target is in sight see each other's claims (a later
+    trial sees an earlier one: trial numbers follow the order of the storage's writes), so the later ones stand
+    down and the study stops at the target (count_in_flight alone is checked before asking)."""
     return len(trained(trials)) + sum(1 for t in trials if is_claimed(t) and not is_race(t) and t.number != number
-                                      and (t.datetime_start, t.number) < order)
+                                      and (is_enqueued(t) or t.number < number))
 
 
 def best_search_trial(trials):

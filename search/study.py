@@ -95,6 +95,9 @@ class _TierView:
     def get_trials(self, deepcopy: bool = True, states=None) -> list:
         return rec.of_tier(self._study.get_trials(deepcopy=deepcopy, states=states), self._tier)
 
+    def _get_trials(self, deepcopy: bool = True, states=None, use_cache: bool = False) -> list:  # samplers read this
+        return rec.of_tier(self._study._get_trials(deepcopy=deepcopy, states=states, use_cache=use_cache), self._tier)
+
     def __getattr__(self, name):
         return getattr(self._study, name)
 
@@ -109,6 +112,34 @@ class TieredPruner(optuna.pruners.BasePruner):
 
     def prune(self, study: optuna.Study, trial) -> bool:
         return self.pruner.prune(_TierView(study, rec.tier(trial)), trial)
+
+
+class TieredSampler(optuna.samplers.BaseSampler):
+    """Optuna's sampler, shown only the trials of the sampled trial's ladder tier, as the pruner is: over all tiers
+    TPE's good set was the 8,000-param tier's trials (ahead by their size), and the 2,000-param tier was sampled
+    from them (RESULTS.md, "The budget ladder"). The Objective sets a trial's tier before its first suggest, and
+    Optuna samples (relative params included) from the first suggest on."""
+
+    def __init__(self, sampler: optuna.samplers.BaseSampler):
+        self.sampler = sampler
+
+    def infer_relative_search_space(self, study, trial):
+        return self.sampler.infer_relative_search_space(_TierView(study, rec.tier(trial)), trial)
+
+    def sample_relative(self, study, trial, search_space):
+        return self.sampler.sample_relative(_TierView(study, rec.tier(trial)), trial, search_space)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        return self.sampler.sample_independent(_TierView(study, rec.tier(trial)), trial, param_name, param_distribution)
+
+    def before_trial(self, study, trial) -> None:  # the tier is not set yet: the sampler's reseeding needs none
+        self.sampler.before_trial(study, trial)
+
+    def after_trial(self, study, trial, state, values) -> None:
+        self.sampler.after_trial(_TierView(study, rec.tier(trial)), trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self.sampler.reseed_rng()
 
 
 def open_study(space: Space, storage, worker: int = 0) -> optuna.Study:
@@ -129,7 +160,8 @@ def open_study(space: Space, storage, worker: int = 0) -> optuna.Study:
             if not optuna.Study._should_skip_enqueue(_TierView(study, tier), params):
                 study.enqueue_trial(params, user_attrs=rec.first_trial_attrs(i, tier))
     existing = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)))
-    study.sampler = make_sampler(space.search, sampler_seed(space.search, worker, existing))
+    sampler = make_sampler(space.search, sampler_seed(space.search, worker, existing))
+    study.sampler = TieredSampler(sampler) if space.budget.tiers() else sampler
     return study
 
 
