@@ -212,8 +212,8 @@ def cut_short(trials) -> list:
 
 
 def count_in_flight(trials) -> int:
-    """Trained search trials plus running search trials that have not ended untrained (most will train): with K
-    workers the study stops at the target instead of overshooting it by up to K-1 trials."""
+    """Trained search trials plus running search trials that have not ended untrained (most will train): a worker
+    asks only while these are short of the target (asks made at the same instant: claimed_ahead_of)."""
     return len(trained(trials)) + sum(1 for t in trials if is_claimed(t) and not is_race(t))
 
 
@@ -227,7 +227,7 @@ def claimed_ahead_of(trials, number: int) -> int:
     (they train whatever the count: a design dropped here would never be queued again) and running sampled ones
     created before it. Workers that ask at once when the target is in sight see each other's claims (a later
     trial sees an earlier one: trial numbers follow the order of the storage's writes), so the later ones stand
-    down and the study stops at the target (count_in_flight alone is checked before asking)."""
+    down and the study stops at the target."""
     return len(trained(trials)) + sum(1 for t in trials if is_claimed(t) and not is_race(t) and t.number != number
                                       and (is_enqueued(t) or t.number < number))
 

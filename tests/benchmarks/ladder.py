@@ -10,6 +10,7 @@ trained in all (search trials, race runs and retrain seeds) and the wall-clock.
 
     python tests/benchmarks/ladder.py [--trials 40] [--tiers 2000,4000,8000] [--workers auto] [--work DIR]
                                       [--epochs 6]   # retrain (and search) epochs of every run, for a shorter check
+                                      [--seed 1]     # search.seed of every run (default the space's), one --work each
 """
 from __future__ import annotations
 
@@ -79,6 +80,7 @@ def main():
     p.add_argument("--workers", default="auto")
     p.add_argument("--work", default="/tmp/nas-run-ladder")
     p.add_argument("--epochs", type=int, help="retrain.epochs (and so the search's) of every run; default the space's 15")
+    p.add_argument("--seed", type=int, help="search.seed (the study seed) of every run; default the space's")
     args = p.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -89,7 +91,8 @@ def main():
     # the ladder first: a resumed study (the same --work) is not trained again, so an interrupted benchmark goes on
     ladder_trials = args.ladder_trials or args.trials
     name = "ladder" if ladder_trials == args.trials else f"ladder_{ladder_trials}"
-    space = shorter(space_copy(root, name), args.epochs)
+    seed = {} if args.seed is None else {"seed": args.seed}
+    space = shorter(space_copy(root, name, **seed), args.epochs)
     space["budget"]["params"] = tiers
     seconds = run(space, work, ladder_trials, args.workers)
     study = optuna.load_study(study_name=name, storage=storage(name))
@@ -98,7 +101,7 @@ def main():
         print(f"ladder {limit}: {rows[('ladder', limit)]}", flush=True)
     totals["ladder"] = [epochs_trained(study), seconds]
     for limit in tiers:
-        space = shorter(space_copy(root, f"separate_{limit}"), args.epochs)
+        space = shorter(space_copy(root, f"separate_{limit}", **seed), args.epochs)
         space["budget"]["params"] = limit
         seconds = run(space, work, args.trials, args.workers)
         study = optuna.load_study(study_name=space["name"], storage=storage(space["name"]))
