@@ -5,11 +5,11 @@ which round? did it train? its last value?). The strings are the ones studies ha
 written by an older nas-run resumes and reports as it is.
 
 End reasons. Untrained: `rejected:<params|macs|time>` (over budget), `invalid: <message>` (does not build),
-`duplicate_of:<n>` (the same candidate trained already), `surplus` (asked for past what the
-phase needs: during the race, or past the target by workers that asked at once). Trained:
-`completed`, `pruned`, `diverged` (non-finite loss), `time` (ran past its share of `budget.train_seconds`),
-`out_of_time` (`--minutes` left no time before the race and the retrain). Ended by trouble: `interrupted`
-(Ctrl-C / SIGTERM; enqueued again), `error:<type>: <message>` (CUDA OOM ...).
+`duplicate_of:<n>` (the same candidate trained already), `surplus` (asked for past what the phase needs: during
+the race, or past the target by workers that asked at once). Trained: `completed`, `pruned`, `diverged`
+(non-finite loss), `time` (ran past its share of `budget.train_seconds`), `out_of_time` (`--minutes` left no time
+before the race and the retrain). Ended by trouble: `interrupted` (Ctrl-C / SIGTERM; enqueued again),
+`error:<type>: <message>` (CUDA OOM ...).
 """
 from __future__ import annotations
 

@@ -115,10 +115,10 @@ class TieredPruner(optuna.pruners.BasePruner):
 
 
 class TieredSampler(optuna.samplers.BaseSampler):
-    """Optuna's sampler, shown only the trials of the sampled trial's ladder tier, as the pruner is: over all tiers
-    TPE's good set was the 8,000-param tier's trials (ahead by their size), and the 2,000-param tier was sampled
-    from them (RESULTS.md, "The budget ladder"). The Objective sets a trial's tier before its first suggest, and
-    Optuna samples (relative params included) from the first suggest on."""
+    """Optuna's sampler, shown only the trials of the sampled trial's ladder tier, as the pruner is: each tier is
+    searched as its own run would be. Over all tiers TPE's good set fills with the largest tier's trials (ahead by
+    their size) and a small tier is sampled from them; neither way measured better yet (RESULTS.md, "The budget
+    ladder"). The Objective sets a trial's tier before its first suggest, where Optuna's sampling starts."""
 
     def __init__(self, sampler: optuna.samplers.BaseSampler):
         self.sampler = sampler
