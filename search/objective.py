@@ -213,7 +213,7 @@ class Objective:
         """A sampled trial that workers which asked at the same time have left no room for."""
         trials = trial.study.get_trials(deepcopy=False)
         me = next(t for t in trials if t.number == trial.number)  # a Trial does not show its system attrs
-        return not rec.is_enqueued(me) and rec.claimed_ahead_of(trials, trial.number) >= self.trials
+        return not rec.is_enqueued(me) and rec.count_in_flight(trials, ahead_of=trial.number) >= self.trials
 
     def stop_when_done(self, study: optuna.Study, _trial) -> None:
         """Optuna callback after each trial: the same rule as `may_ask`."""

@@ -211,25 +211,22 @@ def cut_short(trials) -> list:
     return [t for t in trained(trials) if t.state != TrialState.COMPLETE and t.intermediate_values]
 
 
-def count_in_flight(trials) -> int:
-    """Trained search trials plus running search trials that have not ended untrained (most will train): a worker
-    asks only while these are short of the target (asks made at the same instant: claimed_ahead_of)."""
-    return len(trained(trials)) + sum(1 for t in trials if is_claimed(t) and not is_race(t))
-
-
 def is_enqueued(t) -> bool:
     """Enqueued rather than sampled: a `first_trials` design, a race run, a retry of an interrupted or stale trial."""
     return "fixed_params" in t.system_attrs
 
 
-def claimed_ahead_of(trials, number: int) -> int:
-    """What stands ahead of sampled trial `number` for the target: trained search trials, running enqueued ones
-    (they train whatever the count: a design dropped here would never be queued again) and running sampled ones
-    created before it. Workers that ask at once when the target is in sight see each other's claims (a later
-    trial sees an earlier one: trial numbers follow the order of the storage's writes), so the later ones stand
+def count_in_flight(trials, ahead_of: int | None = None) -> int:
+    """Trained search trials plus running search trials that have not ended untrained (most will train): a worker
+    asks only while these are short of the target. With `ahead_of`, what stands ahead of that sampled trial: of
+    the running ones only the enqueued (they train whatever the count: a design dropped would never be queued
+    again) and the sampled ones numbered before it. Workers that ask at the same instant see each other's claims
+    (the storage numbers new trials one at a time, so a later trial sees an earlier one); the later ones stand
     down and the study stops at the target."""
-    return len(trained(trials)) + sum(1 for t in trials if is_claimed(t) and not is_race(t) and t.number != number
-                                      and (is_enqueued(t) or t.number < number))
+    def ahead(t) -> bool:
+        return ahead_of is None or (t.number != ahead_of and (is_enqueued(t) or t.number < ahead_of))
+
+    return len(trained(trials)) + sum(1 for t in trials if is_claimed(t) and not is_race(t) and ahead(t))
 
 
 def best_search_trial(trials):
