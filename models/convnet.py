@@ -146,7 +146,7 @@ class ConvNet(nn.Module):
             head += [nn.Linear(cin, c.fc_width, bias=c.bias), nn.ReLU(inplace=True)]
             cin = c.fc_width
         if c.head != "gap" and c.fc_dropout > 0:
-            head.append(nn.Dropout(c.fc_dropout))
+            head.append(Dropout(c.fc_dropout))
         head.append(nn.Linear(cin, c.num_classes))
         self.head = nn.Sequential(*head)
 

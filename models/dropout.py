@@ -1,10 +1,10 @@
 """Elementwise dropout whose mask costs a quarter of the random numbers.
 
-`nn.Dropout` draws one random number per activation; on a CPU that is most of the cost of a small convnet's
-training step (measured: 36% of a step of an 8k-param separable net at 28 px, more than all its convolutions).
-Here each 64-bit random word gives four 16-bit uniforms: the same Bernoulli(1 - p) keep mask per element
-(p resolved to 1/65,536), the same 1 / (1 - p) scaling, from the same seeded global generator, ~2.5x faster
-forward + backward. In eval mode it is the identity, so exported models (ONNX, torch.export) hold no trace of it.
+`nn.Dropout` draws one random number per activation; on a CPU that is a large share of a small convnet's
+training step (tests/benchmarks/RESULTS.md, "Dropout mask"). Here each 64-bit random word gives four 16-bit
+uniforms: the same Bernoulli(1 - p) keep mask per element (p resolved to 1/65,536), the same 1 / (1 - p) scaling,
+from the same seeded global generator, for a quarter of the random numbers. In eval mode it is the identity, so
+exported models (ONNX, torch.export) hold no trace of it.
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ class Dropout(nn.Module):
         mask = keep_mask(torch.Size([x.numel()]), self.p, x.device)
         if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
             # the mask in x's own layout: a product of an NHWC and an NCHW tensor takes a slow strided path
-            # (measured: forward + backward of the dropout 1.8x as long, on 1 CPU thread)
+            # (RESULTS.md, "Dropout mask")
             n, c, h, w = x.shape
             mask = mask.view(n, h, w, c).permute(0, 3, 1, 2)
         else:

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from models import check_stages, hw, register
+from models import register
+from models.staged import check_staged, gap_head, staged_features
 
 
 @dataclass
@@ -26,13 +27,11 @@ class MobileNetConfig:
     dropout: float = 0.0  # before the classifier
 
     def __post_init__(self):
-        check_stages(self, "widths", "depths")
+        check_staged(self)
         if self.expansion < 1:
             raise ValueError(f"expansion must be >= 1, got expansion={self.expansion}")
         if self.kernel_size < 1 or self.kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd and >= 1, got kernel_size={self.kernel_size}")
-        if min(hw(self.image_size)) < 2 ** (len(self.widths) - 1):
-            raise ValueError(f"{len(self.widths)} stages shrink a {self.image_size}px input below 1 pixel")
 
 
 class InvertedResidual(nn.Module):
@@ -61,22 +60,12 @@ class MobileNet(nn.Module):
     def __init__(self, config: MobileNetConfig):
         super().__init__()
         self.config = c = config
-        layers: list[nn.Module] = [
-            nn.Conv2d(c.in_channels, c.stem_width, 3, 1, 1, bias=False),
-            nn.BatchNorm2d(c.stem_width),
-            nn.ReLU6(inplace=True),
-        ]
-        cin = c.stem_width
-        for i, (width, depth) in enumerate(zip(c.widths, c.depths)):
-            for j in range(depth):
-                layers.append(InvertedResidual(cin, width, 2 if i > 0 and j == 0 else 1, c.expansion, c.kernel_size))
-                cin = width
-        self.features = nn.Sequential(*layers)
-        head: list[nn.Module] = [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
-        if c.dropout > 0:
-            head.append(nn.Dropout(c.dropout))
-        head.append(nn.Linear(cin, c.num_classes))
-        self.head = nn.Sequential(*head)
+
+        def block(cin: int, cout: int, stride: int) -> nn.Module:
+            return InvertedResidual(cin, cout, stride, c.expansion, c.kernel_size)
+
+        self.features, cin = staged_features(c, block, nn.ReLU6)
+        self.head = gap_head(cin, c.num_classes, c.dropout)
 
     def forward(self, x):
         return self.head(self.features(x))

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from models import check_stages, hw, register
+from models import register
+from models.staged import check_staged, gap_head, staged_features
 
 
 @dataclass
@@ -23,11 +24,7 @@ class ResNetConfig:
     dropout: float = 0.0  # before the classifier
 
     def __post_init__(self):
-        check_stages(self, "widths", "depths")
-        if self.stem_width < 1:
-            raise ValueError(f"stem_width must be >= 1, got stem_width={self.stem_width}")
-        if min(hw(self.image_size)) < 2 ** (len(self.widths) - 1):
-            raise ValueError(f"{len(self.widths)} stages shrink a {self.image_size}px input below 1 pixel")
+        check_staged(self)
 
 
 class BasicBlock(nn.Module):
@@ -52,22 +49,8 @@ class ResNet(nn.Module):
     def __init__(self, config: ResNetConfig):
         super().__init__()
         self.config = c = config
-        layers: list[nn.Module] = [
-            nn.Conv2d(c.in_channels, c.stem_width, 3, 1, 1, bias=False),
-            nn.BatchNorm2d(c.stem_width),
-            nn.ReLU(inplace=True),
-        ]
-        cin = c.stem_width
-        for i, (width, depth) in enumerate(zip(c.widths, c.depths)):
-            for j in range(depth):
-                layers.append(BasicBlock(cin, width, 2 if i > 0 and j == 0 else 1))
-                cin = width
-        self.features = nn.Sequential(*layers)
-        head: list[nn.Module] = [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
-        if c.dropout > 0:
-            head.append(nn.Dropout(c.dropout))
-        head.append(nn.Linear(cin, c.num_classes))
-        self.head = nn.Sequential(*head)
+        self.features, cin = staged_features(c, BasicBlock, nn.ReLU)
+        self.head = gap_head(cin, c.num_classes, c.dropout)
 
     def forward(self, x):
         return self.head(self.features(x))

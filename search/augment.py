@@ -2,7 +2,7 @@
 
 Geometric and colour ops work on [0, 1] pixels (padding and rotation fill black, as torchvision does);
 cutout runs after normalization so the cut square holds the mean colour (0), as in DeVries & Taylor.
-Every op is off at its zero value. Parameters are the space's `train.augment` keys.
+Every op is off at its zero value. Parameters are the space's `train.augment` keys (record.Augment).
 """
 from __future__ import annotations
 
@@ -11,19 +11,21 @@ import math
 import torch
 import torch.nn.functional as F
 
+from search.record import Augment
 
-def pixels(x: torch.Tensor, aug: dict) -> torch.Tensor:
-    """x: float (B, C, H, W) in [0, 1] -> augmented batch, same shape and dtype."""
+
+def pixels(x: torch.Tensor, aug: Augment) -> torch.Tensor:
+    """x: float (B, C, H, W) in [0, 1] -> augmented batch (every op but cutout), same shape and dtype."""
     b = x.shape[0]
-    if aug.get("crop", 0):
-        x = random_crop(x, int(aug["crop"]))
-    if aug.get("flip", False):
+    if aug.crop:
+        x = random_crop(x, int(aug.crop))
+    if aug.flip:
         flip = torch.rand(b, device=x.device) < 0.5
         x = torch.where(flip[:, None, None, None], x.flip(3), x)
-    if aug.get("rotate", 0) or aug.get("scale", 0):
-        x = random_affine(x, float(aug.get("rotate", 0)), float(aug.get("scale", 0)))
-    if aug.get("brightness", 0) or aug.get("contrast", 0):
-        x = colour_jitter(x, float(aug.get("brightness", 0)), float(aug.get("contrast", 0)))
+    if aug.rotate or aug.scale:
+        x = random_affine(x, float(aug.rotate), float(aug.scale))
+    if aug.brightness or aug.contrast:
+        x = colour_jitter(x, float(aug.brightness), float(aug.contrast))
     return x
 
 

@@ -18,7 +18,7 @@ import statistics
 import time
 
 from search import record as rec
-from search.cost import tail_seconds
+from search.cost import PhaseSizes, tail_seconds
 from search.space import Space
 
 
@@ -32,7 +32,7 @@ def mean_trial_seconds(trials) -> float:
 class Clock:
     """The deadline of one `nas-run --minutes M` command, and what the search may still do before it."""
 
-    def __init__(self, deadline: float, space: Space, n: dict, workers: int, cpu: bool = True):
+    def __init__(self, deadline: float, space: Space, n: PhaseSizes, workers: int, cpu: bool = True):
         self.deadline, self.space, self.n, self.workers, self.cpu = deadline, space, n, workers, cpu
 
     def tail(self, trials) -> float:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import bisect
 import math
 import random
+from dataclasses import dataclass
 
 from search import record as rec
 from search.budget import estimate_train_seconds
@@ -21,7 +22,9 @@ from search.space import SearchConfig, Space
 SLOW_SIDE = 1.25
 # Starting the race's and the retrain's processes, loading the data in each, exporting, writing the report.
 OVERHEAD_SECONDS = 60
-MEDIAN_SHARE = 10.7 / 15  # median pruner: share of the full length a trained trial ran (RESULTS.md, "--check")
+# Median pruner: the share of the full length a trained trial ran, measured in one median-pruned study (10.7 of 15
+# epochs; tests/benchmarks/RESULTS.md, "--check"); its rule depends on the values, so it is not replayed.
+MEDIAN_SHARE = 10.7 / 15
 SIMULATED_STUDIES = 300  # successive halving is priced by replaying its rule over this many random studies
 
 
@@ -82,13 +85,24 @@ def expected_epochs(search: SearchConfig, trials: int) -> float:
     return float(E)
 
 
-def phase_sizes(space: Space, n_train: int, n_val: int) -> dict:
+@dataclass(frozen=True)
+class PhaseSizes:
+    """Images each phase trains and validates on."""
+
+    search: int  # a search trial trains on
+    val: int  # a search trial validates on
+    retrain: int  # a retrain seed trains on
+    race: int  # a race run trains on
+    race_val: int  # a race run validates on
+
+
+def phase_sizes(space: Space, n_train: int, n_val: int) -> PhaseSizes:
     """Images each phase trains and validates on, from the training and validation split sizes."""
     s = space.search
     n_race_val = race_val_size(n_val, s.race_val_fraction, space.data.val_fraction)
-    return {"search": round(n_train * s.data_fraction), "val": n_val,
-            "retrain": n_train + n_val if space.retrain.train_on == "train+val" else n_train,
-            "race": round((n_train - n_race_val + n_val) * s.data_fraction), "race_val": n_race_val}
+    return PhaseSizes(search=round(n_train * s.data_fraction), val=n_val,
+                      retrain=n_train + n_val if space.retrain.train_on == "train+val" else n_train,
+                      race=round((n_train - n_race_val + n_val) * s.data_fraction), race_val=n_race_val)
 
 
 def epoch_work(n_train: int, n_eval: int) -> float:
@@ -113,8 +127,31 @@ def race_runs(search: SearchConfig, finalists: int) -> int:
     return finalists * (search.race_seeds - 1) if search.race_top else 0
 
 
-def run_cost(space: Space, sps: float, bs: int, n: dict, trials: int, workers: int, cpu: bool = True,
-             designs: tuple = ()) -> dict:
+@dataclass(frozen=True)
+class RunCost:
+    """Seconds of a run's phases (each shared by the workers), and what they are made of."""
+
+    search: float
+    race: float
+    retrain: float
+    race_runs: int  # full-length race runs
+    epochs_per_trial: float  # the mean a trained search trial trains
+    per_epoch: float  # seconds of one search epoch of a typical candidate
+    retrain_one: float  # seconds of one retrain seed
+    designs: int = 0  # first_trials designs timed at full length
+
+    @property
+    def tail(self) -> float:
+        """The race and the retrain: what follows the search."""
+        return self.race + self.retrain
+
+    @property
+    def total(self) -> float:
+        return self.search + self.race + self.retrain
+
+
+def run_cost(space: Space, sps: float, bs: int, n: PhaseSizes, trials: int, workers: int, cpu: bool = True,
+             designs: tuple = ()) -> RunCost:
     """Seconds of the whole run for `trials` trained trials: search, race, retrain (rejections cost ~ms; ignored).
     `sps` / `bs`: a typical candidate's seconds per step and batch size. `search.first_trials` designs train the
     full length, at their own timing where `designs` gives it ((sps, bs) each), the other trials the pruner's
@@ -122,33 +159,34 @@ def run_cost(space: Space, sps: float, bs: int, n: dict, trials: int, workers: i
     in parallel, on CPU one process each where they do not fill whole waves (seeds / workers x one seed's time;
     on GPUs in waves)."""
     s, r = space.search, space.retrain
-    per_epoch = estimate_train_seconds(sps, bs, n["search"], n["val"], 1)
-    race_epoch = estimate_train_seconds(sps, bs, n["race"], n["race_val"], 1)
+    per_epoch = estimate_train_seconds(sps, bs, n.search, n.val, 1)
+    race_epoch = estimate_train_seconds(sps, bs, n.race, n.race_val, 1)
     first = min(len(s.first_trials), trials)
-    timed = [estimate_train_seconds(d_sps, d_bs, n["search"], n["val"], 1) for d_sps, d_bs in designs][:first]
+    timed = [estimate_train_seconds(d_sps, d_bs, n.search, n.val, 1) for d_sps, d_bs in designs][:first]
     first_seconds = s.epochs * (sum(timed) + (first - len(timed)) * per_epoch)
     epochs = expected_epochs(s, trials - first)
     # at most: a design that ranks among the top race_top is raced once, as one of them
     finals = s.race_top + (first if s.race_first_trials else 0)
     race = race_runs(s, finals)
-    retrain_one = estimate_train_seconds(sps, bs, n["retrain"], 0, r.epochs)
-    return {"epochs_per_trial": (first * s.epochs + (trials - first) * epochs) / max(1, trials), "per_epoch": per_epoch,
-            "search": (first_seconds + (trials - first) * epochs * per_epoch) / workers,
-            "race": race_seconds([s.epochs * race_epoch] * race, workers), "race_runs": race,
-            "retrain": retrain_seconds(retrain_one, r.seeds, workers, cpu), "retrain_one": retrain_one}
+    retrain_one = estimate_train_seconds(sps, bs, n.retrain, 0, r.epochs)
+    return RunCost(search=(first_seconds + (trials - first) * epochs * per_epoch) / workers,
+                   race=race_seconds([s.epochs * race_epoch] * race, workers),
+                   retrain=retrain_seconds(retrain_one, r.seeds, workers, cpu), race_runs=race,
+                   epochs_per_trial=(first * s.epochs + (trials - first) * epochs) / max(1, trials),
+                   per_epoch=per_epoch, retrain_one=retrain_one, designs=len(designs))
 
 
-def tail_seconds(finals: list, space: Space, n: dict, workers: int, cpu: bool = True) -> float:
+def tail_seconds(finals: list, space: Space, n: PhaseSizes, workers: int, cpu: bool = True) -> float:
     """Seconds from the end of the search to the report, priced from the `finals` (trained trials with their
     measured seconds per epoch): their race runs, the retrain of the slowest of them (the winner is not known
     yet), on the slow side, plus overhead."""
     s, r = space.search, space.retrain
-    spe = [rec.seconds_per_epoch(f) for f in finals if rec.seconds_per_epoch(f)]
+    spe = [x for f in finals if (x := rec.read(f).seconds_per_epoch)]
     if not spe:
         return float(OVERHEAD_SECONDS)
-    search_work = epoch_work(n["search"], n["val"])
+    search_work = epoch_work(n.search, n.val)
     each = race_runs(s, 1)
-    race = race_seconds([x * s.epochs * epoch_work(n["race"], n["race_val"]) / search_work for x in spe for _ in range(each)],
+    race = race_seconds([x * s.epochs * epoch_work(n.race, n.race_val) / search_work for x in spe for _ in range(each)],
                         workers)
-    retrain_one = max(spe) * r.epochs * n["retrain"] / search_work
+    retrain_one = max(spe) * r.epochs * n.retrain / search_work
     return SLOW_SIDE * (race + retrain_seconds(retrain_one, r.seeds, workers, cpu)) + OVERHEAD_SECONDS

@@ -21,49 +21,14 @@ import numpy as np
 import torch
 
 from search import images as I
+from search.catalogue import DATASETS, OWN_DATA, Meta
 from search.errors import UserError
 
 if TYPE_CHECKING:
     from search.space import DataConfig
 
 
-@dataclass(frozen=True)
-class Meta:
-    """What a model needs to know of its input: channels, height, width, the classes by name."""
-
-    channels: int
-    height: int
-    width: int
-    class_names: tuple[str, ...]
-    train_size: int = 0  # built-in datasets: images in the official training split (before the validation split)
-    torchvision: str = ""  # built-in datasets: the class name in torchvision.datasets
-
-    @property
-    def classes(self) -> int:
-        return len(self.class_names)
-
-    @property
-    def image_size(self) -> int | list[int]:
-        """As a model config takes it: an int when square, else [height, width]."""
-        return self.height if self.height == self.width else [self.height, self.width]
-
-
-def _numbered(n: int) -> tuple[str, ...]:
-    return tuple(str(i) for i in range(n))
-
-
-DATASETS = {  # the built-in datasets; `folder` and `arrays` are the user's own (images.py)
-    "mnist": Meta(1, 28, 28, _numbered(10), 60_000, "MNIST"),
-    "fashion_mnist": Meta(1, 28, 28, ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-                                      "Sneaker", "Bag", "Ankle boot"), 60_000, "FashionMNIST"),
-    "cifar10": Meta(3, 32, 32, ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
-                                "truck"), 50_000, "CIFAR10"),
-    "cifar100": Meta(3, 32, 32, _numbered(100), 50_000, "CIFAR100"),
-    "svhn": Meta(3, 32, 32, _numbered(10), 73_257, "SVHN"),
-}
-OWN_DATA = ("folder", "arrays")
 TEST_SPLIT_SEED = 0  # the held-out test split of a folder without test/: the same on every run and machine
-SVHN_EXTRA = 531_131
 IDX_FILES = {
     "train_x": "train-images-idx3-ubyte",
     "train_y": "train-labels-idx1-ubyte",
@@ -95,21 +60,6 @@ class Data:
     meta: Meta
     test_split: dict | None = None  # folder without test/: the held-out test split's size and digest
     skipped: int = 0  # files in an image folder that are hidden or not images
-
-
-def builtin_meta(cfg: DataConfig) -> Meta | None:
-    """A built-in dataset's Meta as the space converts it (channels, image_size), without its files; None for
-    the user's own data, whose shape is known only from the files."""
-    meta = DATASETS.get(cfg.dataset)
-    if meta is None:
-        return None
-    h, w = cfg.image_size or (meta.height, meta.width)
-    return Meta(cfg.channels or meta.channels, h, w, meta.class_names, meta.train_size, meta.torchvision)
-
-
-def train_size(data_cfg: DataConfig) -> int:
-    meta = DATASETS[data_cfg.dataset]
-    return meta.train_size + (SVHN_EXTRA if data_cfg.extra else 0)
 
 
 def load(data_cfg: DataConfig, device: str | torch.device = "cpu", seed: int = 0) -> Data:

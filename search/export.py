@@ -6,12 +6,8 @@ The checkpoint holds the bare model's state_dict plus mean/std, so it can be fin
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import logging
-import warnings
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -19,35 +15,26 @@ from torch import nn
 
 import models
 from search import deploy
-from search.budget import count_macs, count_params
-from search.data import Meta, Split
+from search.catalogue import Meta
+from search.data import Split
+from search.measure import Normalized, count_macs, count_params, onnx_program, quiet
+from search.record import Candidate, Deployment, RetrainResult
 
 FORMATS = ("checkpoint", "onnx", "pt2")
 
 
-class Normalized(nn.Module):
-    """The deployable form: pixels in [0, 1] -> normalize with the training statistics -> model."""
-
-    def __init__(self, model: nn.Module, mean, std):
-        super().__init__()
-        self.model = model
-        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
-
-    def forward(self, x):
-        return self.model((x - self.mean) / self.std)
-
-
-def checkpoint(model: nn.Module, mean, std, cand: dict, metrics: dict, space_text: str,
+def checkpoint(model: nn.Module, mean, std, cand: Candidate, results: RetrainResult, space_text: str,
                class_names: tuple[str, ...] = ()) -> dict:
+    """The checkpoint's dict (this module alone writes and reads its keys): the bare model's config and weights,
+    the normalization, the candidate and retrain results as JSON, the space, the class names."""
     return {
         "family": model.family,
         "config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(model.config).items()},
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "mean": [float(v) for v in mean],
         "std": [float(v) for v in std],
-        "candidate": json.dumps(cand),
-        "metrics": json.dumps(metrics),
+        "candidate": json.dumps(cand.to_json()),
+        "metrics": json.dumps(results.to_json()),
         "space": space_text,
         "class_names": list(class_names),
     }
@@ -61,28 +48,51 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict]:
     return model.eval(), ckpt
 
 
-def _quiet():
-    """torch.onnx's dynamo exporter prints progress lines; keep them off the user's terminal."""
-    stack = contextlib.ExitStack()
-    stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
-    stack.enter_context(warnings.catch_warnings())
-    warnings.simplefilter("ignore")
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    return stack
+def normalization(ckpt: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, std) per channel of a checkpoint, in [0, 1] pixel units: what its model's input is normalized with."""
+    return torch.tensor(ckpt["mean"]), torch.tensor(ckpt["std"])
 
 
-def onnx_program(wrapped: nn.Module, x: torch.Tensor):
-    """torch.onnx's program for `wrapped` (pixels in, logits out, any batch size), not yet saved."""
-    batch = torch.export.Dim("batch", min=1, max=65536)
-    with _quiet():
-        return torch.onnx.export(wrapped, (x,), None, input_names=["pixels"], output_names=["logits"],
-                                 dynamic_shapes={"x": {0: batch}}, dynamo=True)
+def results_of(ckpt: dict) -> RetrainResult:
+    """The retrain results a checkpoint was written with."""
+    return RetrainResult.from_json(json.loads(ckpt["metrics"]))
+
+
+@dataclass(frozen=True)
+class Exported:
+    """What an export wrote and measured: the folder, its files by format, the model's size, the ONNX check against
+    PyTorch on real test images and the deployment figures (both None without ONNX)."""
+
+    folder: Path
+    files: dict[str, str]  # format -> file name in `folder` (checkpoint, onnx, onnx_int8, pt2)
+    params: int
+    macs: int
+    onnx_check: OnnxCheck | None
+    deployment: Deployment | None
+
+    def uploads(self) -> list[str]:
+        """The files a study keeps as artifacts: the exports and the model card."""
+        return [*self.files.values(), "MODEL_CARD.md", "model_card.json"]
+
+
+@dataclass(frozen=True)
+class OnnxCheck:
+    """model.onnx in onnxruntime against the PyTorch model on the same real test images."""
+
+    images: int
+    max_abs_diff: float
+    same_predictions: int
+
+    def line(self) -> str:
+        return (f"ONNX max |diff| {self.max_abs_diff:.1e}, {self.same_predictions}/{self.images} identical "
+                "predictions")
 
 
 def export(model: nn.Module, ckpt: dict, test: Split, out: Path, formats=FORMATS,
-           calibration: torch.Tensor | None = None) -> dict:
-    """Write the requested formats and the model card into `out`; returns the card (with parity figures and, with
-    ONNX, the deployment figures: latency, peak memory, and an int8 model calibrated on `calibration` images)."""
+           calibration: torch.Tensor | None = None) -> Exported:
+    """Write the requested formats and the model card into `out`; -> what was written and measured (with ONNX the
+    parity check and the deployment figures: latency, peak memory, and an int8 model calibrated on `calibration`
+    images)."""
     out.mkdir(parents=True, exist_ok=True)
     model = model.cpu().eval()
     meta = input_meta(ckpt)
@@ -92,10 +102,11 @@ def export(model: nn.Module, ckpt: dict, test: Split, out: Path, formats=FORMATS
     if "checkpoint" in formats:
         files["checkpoint"] = "checkpoint.pt"  # written last: it carries the deployment figures
     batch = torch.export.Dim("batch", min=1, max=65536)
+    results, check, deployment = results_of(ckpt), None, None
     card = {
         "family": ckpt["family"], "config": ckpt["config"], "params": count_params(model),
-        "macs": count_macs(model, meta), "metrics": json.loads(ckpt["metrics"]),
-        "recipe": json.loads(ckpt["candidate"])["train"], "input": f"float32 pixels in [0, 1], shape (N, {meta.channels}, {meta.height}, {meta.width})",
+        "macs": count_macs(model, meta), "metrics": results.to_json(),
+        "recipe": Candidate.from_json(json.loads(ckpt["candidate"])).train.to_json(), "input": f"float32 pixels in [0, 1], shape (N, {meta.channels}, {meta.height}, {meta.width})",
         "class_names": list(meta.class_names),
         "mean": ckpt["mean"], "std": ckpt["std"], "files": files,
     }
@@ -103,20 +114,27 @@ def export(model: nn.Module, ckpt: dict, test: Split, out: Path, formats=FORMATS
         onnx_program(wrapped, x[:2]).save(str(out / "model.onnx"), external_data=False)
         _label_onnx(out / "model.onnx", meta)
         files["onnx"] = "model.onnx"
-        card["onnx_check"] = onnx_parity(out / "model.onnx", wrapped, x)
-        card["deployment"] = deploy.figures(out / "model.onnx", model, meta, test, calibration)
-        if "int8" in card["deployment"]:
-            files["onnx_int8"] = card["deployment"]["int8"]["file"]
+        check = onnx_parity(out / "model.onnx", wrapped, x)
+        card["onnx_check"] = asdict(check)
+        deployment = deploy.measure_export(out / "model.onnx", model, meta, test, calibration)
+        card["deployment"] = deployment.to_json()
+        if deployment.int8 is not None:
+            files["onnx_int8"] = deployment.int8.file
     if "checkpoint" in formats:
         torch.save(ckpt | {"deployment": json.dumps(card.get("deployment"))}, out / "checkpoint.pt")
     if "pt2" in formats:
-        with _quiet():
+        with quiet():
             program = torch.export.export(wrapped, (x[:2],), dynamic_shapes={"x": {0: batch}})
             torch.export.save(program, str(out / "model.pt2"))
         files["pt2"] = "model.pt2"
     (out / "model_card.json").write_text(json.dumps(card, indent=2))
-    (out / "MODEL_CARD.md").write_text(model_card_md(card))
-    return card
+    (out / "MODEL_CARD.md").write_text(model_card_md(card, results))
+    return Exported(out, files, card["params"], card["macs"], check, deployment)
+
+
+def card_deployment(card: dict) -> Deployment | None:
+    """The deployment figures of a model card (None: exported without ONNX)."""
+    return Deployment.from_json(card.get("deployment"))
 
 
 def _label_onnx(path: Path, meta: Meta) -> None:
@@ -138,7 +156,7 @@ def input_meta(ckpt: dict) -> Meta:
     return Meta(c["in_channels"], h, w, names)
 
 
-def onnx_parity(path: Path, wrapped: nn.Module, x: torch.Tensor) -> dict:
+def onnx_parity(path: Path, wrapped: nn.Module, x: torch.Tensor) -> OnnxCheck:
     """Run the ONNX file with onnxruntime on real images; compare with PyTorch."""
     import onnxruntime as ort
 
@@ -146,39 +164,33 @@ def onnx_parity(path: Path, wrapped: nn.Module, x: torch.Tensor) -> dict:
     got = torch.from_numpy(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0])
     with torch.no_grad():
         want = wrapped(x)
-    return {
-        "images": len(x),
-        "max_abs_diff": float((got - want).abs().max()),
-        "same_predictions": int((got.argmax(1) == want.argmax(1)).sum()),
-    }
+    return OnnxCheck(len(x), float((got - want).abs().max()), int((got.argmax(1) == want.argmax(1)).sum()))
 
 
-def deployment_line(d: dict) -> str:
+def deployment_line(d: Deployment) -> str:
     """The deployment figures in one line (model card, console)."""
-    lat = d["latency_ms"]
-    line = (f"onnxruntime, 1 CPU thread: {lat['batch_1']['ms']:.3f} ms per image, {lat['batch_64']['ms']:.2f} ms per "
-            f"batch of 64; peak activations {d['peak_memory_bytes']['fp32'] / 1000:,.1f} KB fp32 "
-            f"({d['peak_memory_bytes']['int8'] / 1000:,.1f} KB int8); model.onnx {d['onnx_bytes'] / 1000:,.1f} KB")
-    q = d.get("int8")
+    line = (f"onnxruntime, 1 CPU thread: {d.latency_1.ms:.3f} ms per image, {d.latency_64.ms:.2f} ms per "
+            f"batch of 64; peak activations {d.peak_fp32_bytes / 1000:,.1f} KB fp32 "
+            f"({d.peak_int8_bytes / 1000:,.1f} KB int8); model.onnx {d.onnx_bytes / 1000:,.1f} KB")
+    q = d.int8
     if q:
-        line += (f"; int8 ({q['file']}, {q['bytes'] / 1000:,.1f} KB): test accuracy {q['test_acc']:.4f} vs fp32 "
-                 f"{q['fp32_test_acc']:.4f}, {q['latency_ms']['batch_1']['ms']:.3f} ms per image")
+        line += (f"; int8 ({q.file}, {q.bytes / 1000:,.1f} KB): test accuracy {q.test_acc:.4f} vs fp32 "
+                 f"{q.fp32_test_acc:.4f}, {q.latency_1.ms:.3f} ms per image")
     return line
 
 
-def model_card_md(card: dict) -> str:
-    m = card["metrics"]
-    acc = ""
-    if "test_acc_mean" in m:
-        accs = ", ".join(f"{r['test_acc']:.4f}" for r in m["runs"])
-        acc = f"- test accuracy: **{m['test_acc_mean']:.4f} ± {m['test_acc_std']:.4f}** over {len(m['runs'])} seeds ({accs}); {m['epochs']} epochs on {m['train_on']}\n"
-    if "search_val_acc" in m:
-        acc += f"- search: trial {m.get('trial')} reached validation accuracy {m['search_val_acc']:.4f} at search fidelity\n"
+def model_card_md(card: dict, m: RetrainResult) -> str:
+    accs = ", ".join(f"{r.test_acc:.4f}" for r in m.runs)
+    acc = (f"- test accuracy: **{m.test_acc_mean:.4f} ± {m.test_acc_std:.4f}** over {len(m.runs)} seeds ({accs}); "
+           f"{m.epochs} epochs on {m.train_on}\n")
+    if m.search_val_acc is not None:
+        acc += f"- search: trial {m.trial} reached validation accuracy {m.search_val_acc:.4f} at search fidelity\n"
     onnx = card.get("onnx_check")
     parity = ""
     if onnx:
         parity = f"- ONNX check (onnxruntime, {onnx['images']} real test images): max |diff| {onnx['max_abs_diff']:.2e}, identical predictions {onnx['same_predictions']}/{onnx['images']}\n"
-    deployed = f"- deployment (this machine): {deployment_line(card['deployment'])}\n" if card.get("deployment") else ""
+    deployment = card_deployment(card)
+    deployed = f"- deployment (this machine): {deployment_line(deployment)}\n" if deployment else ""
     return f"""# Model card: {card['family']}
 
 - parameters (trainable): {card['params']:,}

@@ -75,8 +75,10 @@ def fig_size(trials, budget: dict, front: list, winners: list = ()) -> Figure:
     fig, axes = _figure(11, 3.8, cols=2)
     done = full_length(trials)
     cut = rec.cut_short(trials)
-    for ax, key, size, label in ((axes[0], "params", rec.params, "trainable parameters"),
-                                 (axes[1], "macs", rec.macs, "MACs per image")):
+    for ax, key, label in ((axes[0], "params", "trainable parameters"), (axes[1], "macs", "MACs per image")):
+        def size(t):
+            return getattr(rec.read(t), key)
+
         pts = [(size(t), t.value) for t in done if size(t) is not None]
         low = [(size(t), rec.last_value(t)) for t in cut if size(t) is not None]
         if low:
@@ -125,11 +127,10 @@ def fig_curves(trials) -> Figure:
     return fig
 
 
-def fig_retrain_loss(runs: list[dict]) -> Figure:
+def fig_retrain_loss(runs: list[rec.SeedRun]) -> Figure:
     fig, ax = _figure()
     for r in runs:
-        loss = r.get("train_loss") or []
-        ax.plot(range(1, len(loss) + 1), loss, marker=".", label=f"seed {r['seed']} (test {r['test_acc']:.4f})")
+        ax.plot(range(1, len(r.train_loss) + 1), r.train_loss, marker=".", label=f"seed {r.seed} (test {r.test_acc:.4f})")
     ax.set_xlabel("epoch")
     ax.set_ylabel("train loss (mean over the epoch)")
     ax.set_yscale("log")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from search import data as D
 from search import images as I
+from search.catalogue import Meta
 from search.errors import UserError
 
 MAX_OWN_SIZE = 128  # larger images are resized to this side by default (set data.image_size to keep more)
@@ -41,7 +42,7 @@ def look(path: Path) -> tuple[str, tuple[int, int] | None, int | None]:
     return "folder", None, channels
 
 
-def describe(data: D.Data, kind: str) -> list[str]:
+def data_summary(data: D.Data, kind: str) -> list[str]:
     m = data.meta
     per_class = Counter(data.train.y.tolist() + data.val.y.tolist())
     counts = [per_class.get(i, 0) for i in range(m.classes)]
@@ -123,7 +124,7 @@ retrain:
 """
 
 
-def space_text(name: str, file: str, root: str, kind: str, size: tuple[int, int] | None, channels: int | None, meta: D.Meta,
+def space_text(name: str, file: str, root: str, kind: str, size: tuple[int, int] | None, channels: int | None, meta: Meta,
                n_train: int, params: int, macs: int, minutes: float | None) -> str:
     """The space file, commented for the reader who will edit it."""
     side = max(meta.height, meta.width)
@@ -164,7 +165,7 @@ def init(data_path: str, params: int = 8000, macs: int | None = None, minutes: f
         data = D.load(cfg, "cpu", 0)
     except UserError as e:
         raise UserError(f"{data_path}: {e}" if not str(e).startswith(str(path)) else str(e)) from None
-    for line in describe(data, kind):
+    for line in data_summary(data, kind):
         console.print(line, highlight=False)
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", path.stem.strip("._-") or "data") + f"_{params // 1000 or params}k"
     target = Path(out) if out else Path(f"{name}.yaml")

@@ -22,12 +22,21 @@ from search import budget as B
 from search import data as D
 from search import record as rec
 from search.clock import Clock
-from search.record import End
+from search.record import Candidate, End
 from search.space import Space
 from search.train import History, train
 
 GAVE_UP, FAILING = 3, 4  # worker exit statuses; anything else is not trial-level (storage gone, killed)
 TIME_SLACK = 1.5  # a search trial may take 1.5x its share of the time budget before it is stopped
+
+
+@dataclass(frozen=True)
+class Nearest:
+    """The rejected candidate that came nearest the budget: the limit it broke most, by how much, its value."""
+
+    key: str
+    overshoot: float  # value / limit - 1
+    value: float
 
 
 @dataclass
@@ -45,7 +54,7 @@ class Objective:
     failed_in_a_row: int = 0
     gave_up: bool = False  # too many untrained candidates in a row: the space and the budget barely meet
     failing: str = ""  # the last error, once search.max_failures trials in a row failed
-    nearest: dict = field(default_factory=dict)  # smallest overshoot seen among rejections
+    nearest: Nearest | None = None  # the smallest overshoot seen among rejections
     _fold: tuple | None = field(default=None, repr=False)  # (race round, train, val): the last race round's splits
 
     # --- the trial ---
@@ -56,9 +65,9 @@ class Objective:
             rec.end(trial, End.SURPLUS)
             raise optuna.TrialPruned()
         seed = rec.trial_seed(self.space.search.seed, trial.number)
-        trial.set_user_attr("seed", seed)
+        rec.write_start(trial, seed)
         torch.manual_seed(seed)
-        if self.space.budget.tiers() and rec.tier(trial) is None:
+        if self.space.budget.tiers() and rec.read(trial).tier is None:
             rec.set_tier(trial, self.next_tier(trial.study.get_trials(deepcopy=False)))
         cand, model = self._prepare(trial)
         twin = None if race else self._twin(trial, cand)
@@ -68,52 +77,52 @@ class Objective:
                 return twin.value
             raise optuna.TrialPruned()
         self.rejected_in_a_row = 0
-        hist = self._train(trial, cand, model.to(self.device), keep_going=race or rec.first_trial(trial) is not None)
+        hist = self._train(trial, cand, model.to(self.device), keep_going=race or rec.read(trial).first_trial is not None)
         if hist.end_reason != End.COMPLETED:
             raise optuna.TrialPruned()
         return hist.val_acc[-1]
 
     def _prepare(self, trial):
         """(candidate, model) within budget; an invalid or over-budget candidate ends the trial untrained."""
-        space, tier = self.space, rec.tier(trial)
+        space, tier = self.space, rec.read(trial).tier
         try:
             cand, model = B.candidate_model(space, trial, self.data.meta, tier)
         except ValueError as e:
             trial.set_constraint("valid", 1.0)
             self._untrained(trial, End.INVALID, e)
-        trial.set_user_attr("candidate", cand)
-        cost, over = B.check(model, cand["train"], space.budget.tier(tier), self.data.meta, n_train=self.retrain_images(),
-                             n_eval=0, epochs=space.retrain.epochs, device=self.device)
+        rec.write_candidate(trial, cand)
+        cost, over = B.measure(model, cand.train, space.budget.tier(tier), self.data.meta,
+                               n_train=self.retrain_images(), n_eval=0, epochs=space.retrain.epochs, device=self.device)
         for key, value in over.items():
             trial.set_constraint(key, value)
         rec.write_cost(trial, cost)
         if any(v > 0 for v in over.values()):
             worst = max(over, key=over.get)
-            if not self.nearest or over[worst] < self.nearest["overshoot"]:
-                self.nearest = {"key": worst, "overshoot": over[worst], "value": getattr(cost, worst)}
+            if self.nearest is None or over[worst] < self.nearest.overshoot:
+                self.nearest = Nearest(worst, over[worst], getattr(cost, worst))
             self._untrained(trial, End.REJECTED, "time" if worst == "train_seconds" else worst)
         return cand, model
 
-    def _train(self, trial, cand: dict, model, keep_going: bool) -> History:
+    def _train(self, trial, cand: Candidate, model, keep_going: bool) -> History:
         """Train at full planned length, reporting each epoch; the pruner (unless `keep_going`) and the clock may
         stop it. Records the outcome; an interrupted trial is enqueued again."""
         epochs = self.space.search.epochs
 
-        def on_epoch(epoch: int, val_acc: float) -> str | None:
+        def on_epoch(epoch: int, val_acc: float) -> End | None:
             trial.report(val_acc, epoch + 1)  # step = epochs trained: the pruners' rungs are in epochs
             if epoch + 1 == epochs:  # a trial that reached the end is measured, not pruned
                 return None
             if not rec.is_race(trial) and self.clock and self.clock.must_stop(trial.study.get_trials(deepcopy=False)):
                 self.out_of_time = True
-                return End.OUT_OF_TIME.value
-            return End.PRUNED.value if not keep_going and trial.should_prune() else None
+                return End.OUT_OF_TIME
+            return End.PRUNED if not keep_going and trial.should_prune() else None
 
         share = self.time_share()
         deadline = time.monotonic() + share if share else None
-        train_split, val = self.splits(rec.race_fold(trial))
-        trial.set_user_attr("val_images", len(val))
+        train_split, val = self.splits(rec.read(trial).race_fold)
+        rec.write_val_images(trial, len(val))
         try:
-            hist = train(model, train_split, val, self.data.mean, self.data.std, cand["train"], epochs,
+            hist = train(model, train_split, val, self.data.mean, self.data.std, cand.train, epochs,
                          on_epoch=on_epoch, deadline=deadline)
         except KeyboardInterrupt:
             rec.end(trial, End.INTERRUPTED)
@@ -134,13 +143,13 @@ class Objective:
         """A sampled trial's ladder tier: the one with the fewest search trials trained or training, the smaller
         on a tie, so every tier gets its share of `--trials` whatever the workers do."""
         tiers = self.space.budget.tiers()
-        taken = [rec.tier(t) for t in trials if not rec.is_race(t) and not rec.is_untrained(t)]
+        taken = [rec.read(t).tier for t in trials if not rec.is_race(t) and not rec.is_untrained(t)]
         return min(tiers, key=lambda name: (taken.count(name), tiers.index(name)))
 
     def _twin(self, trial, cand):
         """An earlier search trial with the same candidate that trained or is training (another worker's)."""
         for t in trial.study.get_trials(deepcopy=False):
-            if t.number != trial.number and not rec.is_race(t) and rec.candidate(t) == cand and (
+            if t.number != trial.number and not rec.is_race(t) and rec.read(t).candidate == cand and (
                     rec.is_trained(t) or rec.is_claimed(t)):
                 return t
         return None

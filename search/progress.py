@@ -18,69 +18,32 @@ from search.clock import mean_trial_seconds
 from search import record as rec
 
 
-def describe(cand: dict) -> str:
-    m = cand["model"]
-    parts = [cand["family"]]
-    if "widths" in m:
-        parts.append("widths=" + "/".join(map(str, m["widths"])))
-    if "depths" in m:
-        parts.append("depths=" + "/".join(map(str, m["depths"])))
-    if any(m.get("pools", ())[1:]) and not all(m["pools"][1:]):
-        parts.append("pools=" + "".join("p" if p else "-" for p in m["pools"]))
-    for key in ("kernel_size", "padding", "transition", "head", "separable", "expansion"):
-        if key in m:
-            parts.append(f"{key}={m[key]}")
-    return " ".join(parts)
-
-
-def counts(trials) -> dict:
-    """trained / completed / pruned: search trials; race: race runs that trained; rejected: candidates over budget
-    or invalid, never trained; duplicates: candidates already trained (told the earlier value), and surplus asks;
-    failed: trials that ended in a fault."""
-    c = {"trained": 0, "completed": 0, "pruned": 0, "race": 0, "rejected": 0, "duplicates": 0, "failed": 0, "running": 0}
-    for t in trials:
-        if t.state == TrialState.RUNNING:
-            c["running"] += 1
-        elif rec.is_trained(t) and rec.is_race(t):
-            c["race"] += 1
-        elif rec.is_trained(t):
-            c["trained"] += 1
-            c["completed" if t.state == TrialState.COMPLETE else "pruned"] += 1
-        elif rec.is_rejected(t):
-            c["rejected"] += 1
-        elif rec.is_untrained(t):
-            c["duplicates"] += 1
-        elif t.state == TrialState.FAIL:
-            c["failed"] += 1
-    return c
-
-
 def trial_line(t) -> str:
-    reason = rec.end_reason(t) or t.state.name.lower()
+    r = rec.read(t)
+    reason = r.end_reason or t.state.name.lower()
     acc = f"val {t.value:.4f}" if t.value is not None else (
         f"val {rec.last_value(t):.4f} at epoch {rec.last_epoch(t)}" if t.intermediate_values else "")
-    params = rec.params(t)
-    size = f"{params:,} params" if params is not None else ""
-    race = f" (race of trial {rec.race_of(t)})" if rec.is_race(t) else ""
+    size = f"{r.params:,} params" if r.params is not None else ""
+    race = f" (race of trial {r.race_of})" if rec.is_race(t) else ""
     return f"trial {t.number}{race}: {reason} {acc} {size}".replace("  ", " ").strip()
 
 
 def status(trials, target: int, started: float, workers: int) -> Group:
-    c = counts(trials)
-    lines = [Text(f"trained {c['trained']}/{target} · completed {c['completed']} · pruned {c['pruned']} · "
-                  f"rejected before training {c['rejected']} · duplicates {c['duplicates']} · failed {c['failed']}", style="bold")]
+    c = rec.counts(trials)
+    lines = [Text(f"trained {c.trained}/{target} · completed {c.completed} · pruned {c.pruned} · "
+                  f"rejected before training {c.rejected} · duplicates {c.duplicates} · failed {c.failed}", style="bold")]
     for t in trials:
         if t.state == TrialState.RUNNING and t.intermediate_values:
             lines.append(Text(f"  running trial {t.number}: epoch {rec.last_epoch(t)}, val {rec.last_value(t):.4f}, "
-                              f"{rec.params(t) or 0:,} params"))
+                              f"{rec.read(t).params or 0:,} params"))
         elif t.state == TrialState.RUNNING:
             lines.append(Text(f"  running trial {t.number}: starting"))
     best = rec.best_search_trial(trials)
     if best:
-        lines.append(Text(f"best: trial {best.number}, val {best.value:.4f}, {rec.params(best) or 0:,} params", style="green"))
+        lines.append(Text(f"best: trial {best.number}, val {best.value:.4f}, {rec.read(best).params or 0:,} params", style="green"))
     per = mean_trial_seconds(trials)
-    if per and c["trained"] < target:
-        lines.append(Text(f"ETA ~{per * (target - c['trained']) / workers / 60:.1f} min "
+    if per and c.trained < target:
+        lines.append(Text(f"ETA ~{per * (target - c.trained) / workers / 60:.1f} min "
                           f"({time.monotonic() - started:.0f} s elapsed)"))
     return Group(*lines)
 
@@ -91,8 +54,9 @@ def summary(trials, top: int = 10) -> Table:
     for col in ("trial", "val acc", "params", "MACs", "s/epoch", "candidate"):
         table.add_column(col, justify="left" if col == "candidate" else "right")
     for t in done[:top]:
-        table.add_row(str(t.number), f"{t.value:.4f}", f"{rec.params(t) or 0:,}", f"{rec.macs(t) or 0:,}",
-                      f"{rec.seconds_per_epoch(t) or 0:.1f}", describe(rec.candidate(t)))
+        r = rec.read(t)
+        table.add_row(str(t.number), f"{t.value:.4f}", f"{r.params or 0:,}", f"{r.macs or 0:,}",
+                      f"{r.seconds_per_epoch or 0:.1f}", r.candidate.describe())
     return table
 
 

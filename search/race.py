@@ -16,12 +16,14 @@ ladder each tier races apart: the callers pass one tier's trials (record.of_tier
 """
 from __future__ import annotations
 
+import dataclasses
 import statistics
 
 from optuna.trial import TrialState
 
-from search.space import SearchConfig
 from search import record as rec
+from search.record import RaceRow
+from search.space import SearchConfig
 
 
 def finalists(trials, search: SearchConfig) -> list:
@@ -33,19 +35,20 @@ def finalists(trials, search: SearchConfig) -> list:
     done = sorted(rec.full_length(trials), key=lambda t: -t.value)
     out, seen = [], []
     for t in done:
-        if rec.candidate(t) not in seen:
-            seen.append(rec.candidate(t))
+        cand = rec.read(t).candidate
+        if cand not in seen:
+            seen.append(cand)
             out.append(t)
     best = out[:max(top, 1)]
     if top and search.race_first_trials:
-        best += [t for t in out[len(best):] if rec.first_trial(t) is not None]
+        best += [t for t in out[len(best):] if rec.read(t).first_trial is not None]
     return best
 
 
 def runs_of(trials, finalist) -> list:
     """Race trials of a finalist that trained or still will (waiting / running)."""
     alive = (TrialState.WAITING, TrialState.RUNNING)
-    return [t for t in trials if rec.race_of(t) == finalist.number and (rec.is_trained(t) or t.state in alive)]
+    return [t for t in trials if rec.read(t).race_of == finalist.number and (rec.is_trained(t) or t.state in alive)]
 
 
 def enqueue(study, search: SearchConfig, tiers: tuple = (None,)) -> int:
@@ -55,7 +58,7 @@ def enqueue(study, search: SearchConfig, tiers: tuple = (None,)) -> int:
     for tier in tiers:
         for f in finalists(rec.of_tier(trials, tier), search):
             runs = runs_of(trials, f)
-            have = {rec.race_fold(t) for t in runs}
+            have = {rec.read(t).race_fold for t in runs}
             missing = [r for r in range(1, seeds) if r not in have][: max(0, seeds - 1 - len(runs))]
             for r in missing:
                 study.enqueue_trial(f.params, user_attrs=rec.race_attrs(f, r), skip_if_exists=False)
@@ -74,10 +77,10 @@ def counts_search_run(f, search: SearchConfig) -> bool:
     """A design that races because the user named it (`race_first_trials`), not for its rank: its search run was
     measured on images no choice of it depended on, so it counts as one more seed. A finalist's search value that
     got it into the race does not: it carries the luck that picked it (see the module docstring)."""
-    return bool(search.race_top and search.race_first_trials and rec.first_trial(f) is not None)
+    return bool(search.race_top and search.race_first_trials and rec.read(f).first_trial is not None)
 
 
-def standings(trials, search: SearchConfig) -> list[dict]:
+def standings(trials, search: SearchConfig) -> list[RaceRow]:
     """Per finalist: its trial number, its search run's validation accuracy, each race round's (by round), the mean
     and std of what counts (the rounds; a named design's search run too; the search value where no round
     finished), its first_trials index if it is one of those designs. The winner first: the best mean, ties to the
@@ -85,18 +88,18 @@ def standings(trials, search: SearchConfig) -> list[dict]:
     mean is ahead by more than `search.race_margin`; otherwise that design leads, with `kept: True`."""
     rows = []
     for f in finalists(trials, search):
-        runs = sorted((t for t in runs_of(trials, f) if t.state.is_finished()), key=rec.race_fold)
+        runs = sorted((t for t in runs_of(trials, f) if t.state.is_finished()), key=lambda t: rec.read(t).race_fold)
         rounds, counts = [val_of(t) for t in runs], counts_search_run(f, search)
         vals = ([f.value] if counts else []) + rounds or [f.value]
-        rows.append({"trial": f.number, "search_val": f.value, "val_accs": rounds, "search_counts": counts,
-                     "mean": statistics.fmean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
-                     "params": rec.params(f), "first_trial": rec.first_trial(f)})
+        r = rec.read(f)
+        rows.append(RaceRow(f.number, f.value, rounds, counts, statistics.fmean(vals),
+                            statistics.stdev(vals) if len(vals) > 1 else 0.0, r.params, r.first_trial))
     # rounded: means of the same accuracies summed in another order must tie, not differ in the 16th digit
-    rows.sort(key=lambda r: (-round(r["mean"], 9), -r["search_val"]))
-    designs = [r for r in rows if r["first_trial"] is not None]
-    if rows and designs and rows[0]["first_trial"] is None and rows[0]["mean"] - designs[0]["mean"] <= search.race_margin:
+    rows.sort(key=lambda r: (-round(r.mean, 9), -r.search_val))
+    designs = [r for r in rows if r.first_trial is not None]
+    if rows and designs and rows[0].first_trial is None and rows[0].mean - designs[0].mean <= search.race_margin:
         rows.remove(designs[0])
-        rows.insert(0, designs[0] | {"kept": True})
+        rows.insert(0, dataclasses.replace(designs[0], kept=True))
     return rows
 
 
@@ -105,5 +108,5 @@ def winner(trials, search: SearchConfig):
     rows = standings(trials, search)
     if not rows:
         return None
-    number = rows[0]["trial"]
+    number = rows[0].trial
     return next(t for t in trials if t.number == number and not rec.is_race(t))

@@ -1,8 +1,11 @@
-"""A trial's record: what nas-run writes into a trial's user attrs, and every question asked of it.
+"""What a study stores, typed: the one module that knows the stored keys and end-reason strings.
 
-Only this module knows the attr names and the end-reason strings; everything else asks here (is it a race run?
-which round? did it train? its last value?). The strings are the ones studies have always held, so a study
-written by an older nas-run resumes and reports as it is.
+Everything nas-run writes into Optuna (trial and study user attrs) is read and written here, as typed records: the
+sampled `Candidate` (family, model config, `Recipe` with its `Augment`, ladder tier), a trial's own record
+(`TrialRecord`, through `read(t)`), the race's `RaceRow`s, the retrain's `RetrainResult` with its `SeedRun`s and
+`Deployment` figures. The rest of the pipeline reads attributes. The stored JSON is the one studies have always
+held (`to_json` writes the same keys in the same order), so a study written by an older nas-run resumes and
+reports as it is.
 
 End reasons. Untrained: `rejected:<params|macs|time>` (over budget), `invalid: <message>` (does not build),
 `duplicate_of:<n>` (the same candidate trained already), `surplus` (asked for past what the phase needs: during
@@ -13,6 +16,8 @@ before the race and the retrain). Ended by trouble: `interrupted` (Ctrl-C / SIGT
 """
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass, field
 from enum import Enum
 
 from optuna.trial import TrialState
@@ -43,31 +48,184 @@ def reason(kind: End, detail: object = "") -> str:
     return f"{kind.value}{' ' if kind is End.INVALID else ''}{detail}" if kind.value.endswith(":") else kind.value
 
 
-def end_reason(t) -> str:
-    """The stored end reason as written ("" while the trial runs)."""
-    return t.user_attrs.get("end_reason", "")
-
-
-def end_of(t) -> tuple[End | None, str]:
-    """(kind, detail) of a trial's end reason; (None, "") while it runs or for a reason this module does not know."""
-    text = end_reason(t)
-    for kind in End:
-        if kind.value.endswith(":") and text.startswith(kind.value):
-            return kind, text[len(kind.value):].strip()
-        if text == kind.value:
-            return kind, ""
-    return None, ""
-
-
 def trial_seed(study_seed: int, number: int) -> int:
     """Every trial's seed, from the study seed and its number (recorded as user attr `seed`)."""
     return (study_seed * STUDY_SEED_STRIDE + number) % 2**31
+
+
+# --- the candidate: what a trial trains ---
+
+@dataclass(frozen=True)
+class Augment:
+    """`train.augment`: batched augmentation on the training device, each op off at its zero value (augment.py)."""
+
+    crop: int = 0  # pad by this many pixels and crop back: a random translation
+    flip: bool = False  # horizontal
+    rotate: float = 0.0  # degrees, U(-rotate, rotate)
+    scale: float = 0.0  # zoom U(1 - scale, 1 + scale)
+    brightness: float = 0.0
+    contrast: float = 0.0
+    cutout: int = 0  # square side in pixels
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """`train`: how a candidate trains (the keys and defaults are space.TRAIN's; every field is always stored)."""
+
+    batch_size: int
+    optimizer: str  # sgd | adam | adamw
+    lr: float  # peak lr for onecycle, initial lr otherwise
+    momentum: float  # sgd
+    nesterov: bool  # sgd
+    weight_decay: float  # L2 (sgd, adam) or decoupled (adamw)
+    scheduler: str
+    warmup_fraction: float  # onecycle's warm-up share of the run
+    gamma: float  # lr factor of step / multistep / exponential
+    step_fraction: float  # step: spacing, a share of the run
+    label_smoothing: float
+    augment: Augment = Augment()
+
+    def to_json(self) -> dict:
+        return {**{f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "augment"},
+                "augment": dataclasses.asdict(self.augment)}
+
+    @classmethod
+    def from_json(cls, d: dict) -> Recipe:
+        return cls(**{k: v for k, v in d.items() if k != "augment"}, augment=Augment(**d.get("augment", {})))
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A sampled candidate after fill: the model family, its config (the `models.build` keyword arguments the space
+    sets: the data's shape, the sampled fields, one list per per-stage field), the recipe, and its ladder tier."""
+
+    family: str
+    model: dict = field(hash=False)
+    train: Recipe
+    tier: str | None = None
+
+    def build(self):
+        """The model (`models.build`); ValueError when the config does not build."""
+        import models
+
+        return models.build(self.family, **self.model)
+
+    @property
+    def widths(self) -> list[int]:
+        return list(self.model["widths"])
+
+    def scaled(self, m: float) -> Candidate:
+        """Every width (and the fc head's and stem's width) multiplied by m, at least 1 channel each."""
+        cfg = dict(self.model)
+        cfg["widths"] = [max(1, round(w * m)) for w in cfg["widths"]]
+        for key in ("fc_width", "stem_width"):
+            if cfg.get(key):
+                cfg[key] = max(1, round(cfg[key] * m))
+        return dataclasses.replace(self, model=cfg)
+
+    def in_tier(self, tier: str | None) -> Candidate:
+        return dataclasses.replace(self, tier=tier)
+
+    def to_json(self) -> dict:
+        out = {"family": self.family, "model": dict(self.model), "train": self.train.to_json()}
+        return out if self.tier is None else {**out, "tier": self.tier}
+
+    @classmethod
+    def from_json(cls, d: dict) -> Candidate:
+        return cls(d["family"], dict(d["model"]), Recipe.from_json(d["train"]), d.get("tier"))
+
+    def describe(self) -> str:
+        """One line: the family and the fields that shape it (widths, depths, pools, kernel, head ...)."""
+        m = self.model
+        parts = [self.family]
+        for key in ("widths", "depths"):
+            if key in m:
+                parts.append(f"{key}=" + "/".join(map(str, m[key])))
+        if any(m.get("pools", ())[1:]) and not all(m["pools"][1:]):
+            parts.append("pools=" + "".join("p" if p else "-" for p in m["pools"]))
+        for key in ("kernel_size", "padding", "transition", "head", "separable", "expansion"):
+            if key in m:
+                parts.append(f"{key}={m[key]}")
+        return " ".join(parts)
+
+
+# --- a trial's record, read ---
+
+class _Attr:
+    """A user attr of a trial, read by attribute name (None, or `default`, when the trial has none)."""
+
+    def __init__(self, default=None):
+        self.default = default
+
+    def __set_name__(self, owner, name):
+        self.key = name
+
+    def __get__(self, record, owner=None):
+        return record.attrs.get(self.key, self.default)
+
+
+class TrialRecord:
+    """What nas-run wrote on one trial, by attribute: `read(t).params`. Unset fields read None (or their default)."""
+
+    seed = _Attr()  # the trial's seed (trial_seed)
+    params = _Attr()
+    macs = _Attr()
+    est_train_seconds = _Attr()
+    latency_ms = _Attr()
+    peak_memory_kb = _Attr()
+    trained = _Attr(False)
+    end_reason = _Attr("")  # as stored ("" while the trial runs)
+    epochs_run = _Attr(0)
+    seconds_per_epoch = _Attr()
+    images_per_second = _Attr()
+    images = _Attr()  # training images processed
+    val_images = _Attr()
+    tier = _Attr()  # the ladder tier it was searched in (None: a single budget)
+    race_of = _Attr()  # a race run: the finalist's trial number
+    race_fold = _Attr()  # a race run: its round (None for race runs from before rounds existed)
+    first_trial = _Attr()  # index into search.first_trials of the design it trains
+    retry_of = _Attr()  # an interrupted trial enqueued again: the trial it retries
+
+    def __init__(self, trial):
+        self.attrs = trial.user_attrs
+
+    @property
+    def candidate(self) -> Candidate | None:
+        stored = self.attrs.get("candidate")
+        return None if stored is None else Candidate.from_json(stored)
+
+    @property
+    def end(self) -> tuple[End | None, str]:
+        """(kind, detail) of the end reason; (None, "") while the trial runs or for a reason this module does not know."""
+        text = self.end_reason
+        for kind in End:
+            if kind.value.endswith(":") and text.startswith(kind.value):
+                return kind, text[len(kind.value):].strip()
+            if text == kind.value:
+                return kind, ""
+        return None, ""
+
+
+def read(t) -> TrialRecord:
+    return TrialRecord(t)
 
 
 # --- writing (during the trial: Optuna refuses to change a finished trial) ---
 
 def end(trial, kind: End, detail: object = "") -> None:
     trial.set_user_attr("end_reason", reason(kind, detail))
+
+
+def write_start(trial, seed: int) -> None:
+    trial.set_user_attr("seed", seed)
+
+
+def write_candidate(trial, cand: Candidate) -> None:
+    trial.set_user_attr("candidate", cand.to_json())
+
+
+def write_val_images(trial, n: int) -> None:
+    trial.set_user_attr("val_images", n)
 
 
 def write_cost(trial, cost) -> None:
@@ -84,7 +242,7 @@ def write_cost(trial, cost) -> None:
 def write_training(trial, hist) -> None:
     """What a trained trial records: its end, epochs, speed."""
     trial.set_user_attr("trained", True)
-    trial.set_user_attr("end_reason", hist.end_reason)
+    trial.set_user_attr("end_reason", End(hist.end_reason).value)
     trial.set_user_attr("epochs_run", len(hist.val_acc))
     if hist.epoch_seconds:
         trial.set_user_attr("seconds_per_epoch", round(sum(hist.epoch_seconds) / len(hist.epoch_seconds), 2))
@@ -94,7 +252,7 @@ def write_training(trial, hist) -> None:
 
 def race_attrs(finalist, fold: int) -> dict:
     """User attrs of an enqueued race run: the finalist trial again (in its ladder tier), on race round `fold`."""
-    return {"race_of": finalist.number, "race_fold": fold, **_tier_attr(tier(finalist))}
+    return {"race_of": finalist.number, "race_fold": fold, **_tier_attr(read(finalist).tier)}
 
 
 def first_trial_attrs(index: int, tier_name: str | None = None) -> dict:
@@ -116,34 +274,15 @@ def set_tier(trial, name: str) -> None:
     trial.set_user_attr("tier", name)
 
 
-# --- reading ---
-
-def tier(t) -> str | None:
-    """The ladder tier a trial was searched in (None: a single budget)."""
-    return t.user_attrs.get("tier")
-
+# --- questions about one trial ---
 
 def of_tier(trials, name: str | None) -> list:
     """The trials of one ladder tier (all of them for a single budget: name None)."""
-    return list(trials) if name is None else [t for t in trials if tier(t) == name]
+    return list(trials) if name is None else [t for t in trials if read(t).tier == name]
 
 
 def is_race(t) -> bool:
     return "race_of" in t.user_attrs
-
-
-def race_of(t) -> int | None:
-    return t.user_attrs.get("race_of")
-
-
-def race_fold(t) -> int | None:
-    """The race round a race run validates on (None: a search trial, or a race run from before rounds existed)."""
-    return t.user_attrs.get("race_fold")
-
-
-def first_trial(t) -> int | None:
-    """Index into `search.first_trials` of the design this trial trains, else None."""
-    return t.user_attrs.get("first_trial")
 
 
 def is_trained(t) -> bool:
@@ -152,12 +291,12 @@ def is_trained(t) -> bool:
 
 def is_untrained(t) -> bool:
     """Ended before training: rejected, invalid, a duplicate or surplus."""
-    return end_of(t)[0] in UNTRAINED
+    return read(t).end[0] in UNTRAINED
 
 
 def is_rejected(t) -> bool:
     """Over budget or not buildable: the candidates the budget and the space turned away."""
-    return end_of(t)[0] in (End.REJECTED, End.INVALID)
+    return read(t).end[0] in (End.REJECTED, End.INVALID)
 
 
 def is_claimed(t) -> bool:
@@ -165,24 +304,9 @@ def is_claimed(t) -> bool:
     return t.state == TrialState.RUNNING and "end_reason" not in t.user_attrs
 
 
-def candidate(t) -> dict | None:
-    return t.user_attrs.get("candidate")
-
-
-def params(t) -> int | None:
-    return t.user_attrs.get("params")
-
-
-def macs(t) -> int | None:
-    return t.user_attrs.get("macs")
-
-
-def epochs_run(t) -> int:
-    return t.user_attrs.get("epochs_run", 0)
-
-
-def seconds_per_epoch(t) -> float | None:
-    return t.user_attrs.get("seconds_per_epoch")
+def is_enqueued(t) -> bool:
+    """Enqueued rather than sampled: a `first_trials` design, a race run, a retry of an interrupted or stale trial."""
+    return "fixed_params" in t.system_attrs
 
 
 def last_value(t) -> float | None:
@@ -211,11 +335,6 @@ def cut_short(trials) -> list:
     return [t for t in trained(trials) if t.state != TrialState.COMPLETE and t.intermediate_values]
 
 
-def is_enqueued(t) -> bool:
-    """Enqueued rather than sampled: a `first_trials` design, a race run, a retry of an interrupted or stale trial."""
-    return "fixed_params" in t.system_attrs
-
-
 def count_in_flight(trials, ahead_of: int | None = None) -> int:
     """Trained search trials plus running search trials that have not ended untrained (most will train): a worker
     asks only while these are short of the target. With `ahead_of`, what stands ahead of that sampled trial: of
@@ -232,6 +351,176 @@ def count_in_flight(trials, ahead_of: int | None = None) -> int:
 def best_search_trial(trials):
     done = full_length(trials)
     return max(done, key=lambda t: t.value) if done else None
+
+
+@dataclass(frozen=True)
+class Counts:
+    """A study's trials by outcome. trained / completed / pruned: search trials; race: race runs that trained;
+    rejected: candidates over budget or invalid, never trained; duplicates: candidates already trained (told the
+    earlier value), and surplus asks; failed: trials that ended in a fault; running: trials in progress."""
+
+    trained: int = 0
+    completed: int = 0
+    pruned: int = 0
+    race: int = 0
+    rejected: int = 0
+    duplicates: int = 0
+    failed: int = 0
+    running: int = 0
+
+
+def counts(trials) -> Counts:
+    c = dict.fromkeys((f.name for f in dataclasses.fields(Counts)), 0)
+    for t in trials:
+        if t.state == TrialState.RUNNING:
+            c["running"] += 1
+        elif is_trained(t) and is_race(t):
+            c["race"] += 1
+        elif is_trained(t):
+            c["trained"] += 1
+            c["completed" if t.state == TrialState.COMPLETE else "pruned"] += 1
+        elif is_rejected(t):
+            c["rejected"] += 1
+        elif is_untrained(t):
+            c["duplicates"] += 1
+        elif t.state == TrialState.FAIL:
+            c["failed"] += 1
+    return Counts(**c)
+
+
+# --- the study's records: the race and the retrain ---
+
+@dataclass(frozen=True)
+class RaceRow:
+    """One finalist's standing (race.py): its search run's validation accuracy, each race round's, the mean and std
+    of what counts, whether its search run counts as a seed, its first_trials index if it is one of those designs,
+    and `kept`: a design that leads because no finalist beat it by more than `search.race_margin`."""
+
+    trial: int
+    search_val: float | None
+    val_accs: list[float]
+    search_counts: bool
+    mean: float
+    std: float
+    params: int | None
+    first_trial: int | None
+    kept: bool = False
+
+    def to_json(self) -> dict:
+        out = dataclasses.asdict(self)
+        if not self.kept:
+            del out["kept"]
+        return out
+
+    @classmethod
+    def from_json(cls, d: dict) -> RaceRow:
+        return cls(d["trial"], d.get("search_val"), list(d.get("val_accs", [])), d.get("search_counts", False),
+                   d["mean"], d["std"], d.get("params"), d.get("first_trial"), d.get("kept", False))
+
+
+@dataclass(frozen=True)
+class SeedRun:
+    """One retrain seed: its test accuracy (fp32), how training ended, when it started, how long it took."""
+
+    seed: int
+    test_acc: float
+    end_reason: str
+    started: float | None = None  # time.time()
+    seconds: float | None = None
+    train_loss: list[float] = field(default_factory=list)  # per epoch
+    val_acc: float | None = None  # the last epoch's (None when trained on train+val)
+
+    @classmethod
+    def from_json(cls, d: dict) -> SeedRun:
+        return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d})
+
+
+@dataclass(frozen=True)
+class Latency:
+    ms: float  # the fastest timing block's median, milliseconds per call
+    spread: float  # (slowest - fastest block) / fastest
+
+
+@dataclass(frozen=True)
+class Int8Figures:
+    """The int8 copy of an export (model.int8.onnx): its file, size, test accuracy beside fp32's, latency."""
+
+    file: str
+    bytes: int
+    test_acc: float
+    fp32_test_acc: float
+    latency_1: Latency
+    latency_64: Latency
+
+    def to_json(self) -> dict:
+        return {"file": self.file, "bytes": self.bytes, "test_acc": self.test_acc, "fp32_test_acc": self.fp32_test_acc,
+                "latency_ms": _latencies_json(self.latency_1, self.latency_64)}
+
+    @classmethod
+    def from_json(cls, d: dict) -> Int8Figures:
+        return cls(d["file"], d["bytes"], d["test_acc"], d["fp32_test_acc"], *_latencies(d["latency_ms"]))
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """What an exported model costs where it ships (deploy.py): onnxruntime latency of 1 and of 64 images on 1
+    thread, peak activation memory at batch 1 (fp32 and int8 bytes), the ONNX file's size, the int8 copy."""
+
+    latency_1: Latency
+    latency_64: Latency
+    peak_fp32_bytes: int
+    peak_int8_bytes: int
+    onnx_bytes: int
+    int8: Int8Figures | None = None
+
+    def to_json(self) -> dict:
+        out = {"latency_ms": _latencies_json(self.latency_1, self.latency_64),
+               "peak_memory_bytes": {"fp32": self.peak_fp32_bytes, "int8": self.peak_int8_bytes},
+               "onnx_bytes": self.onnx_bytes}
+        return out if self.int8 is None else {**out, "int8": self.int8.to_json()}
+
+    @classmethod
+    def from_json(cls, d: dict | None) -> Deployment | None:
+        if not d:
+            return None
+        peak = d["peak_memory_bytes"]
+        return cls(*_latencies(d["latency_ms"]), peak["fp32"], peak["int8"], d["onnx_bytes"],
+                   Int8Figures.from_json(d["int8"]) if d.get("int8") else None)
+
+
+def _latencies_json(one: Latency, many: Latency) -> dict:
+    return {"batch_1": dataclasses.asdict(one), "batch_64": dataclasses.asdict(many)}
+
+
+def _latencies(d: dict) -> tuple[Latency, Latency]:
+    return Latency(**d["batch_1"]), Latency(**d["batch_64"])
+
+
+@dataclass(frozen=True)
+class RetrainResult:
+    """The retrained winner (retrain.py): its trial, search value, the retrain's length and data, every seed's run,
+    the test accuracy's mean and std over them, and (once exported with ONNX) its deployment figures."""
+
+    trial: int
+    search_val_acc: float | None
+    epochs: int
+    train_on: str
+    runs: list[SeedRun]
+    test_acc_mean: float
+    test_acc_std: float
+    deployment: Deployment | None = None
+
+    def to_json(self) -> dict:
+        out = {"trial": self.trial, "search_val_acc": self.search_val_acc, "epochs": self.epochs,
+               "train_on": self.train_on, "runs": [dataclasses.asdict(r) for r in self.runs],
+               "test_acc_mean": self.test_acc_mean, "test_acc_std": self.test_acc_std}
+        return out if self.deployment is None else {**out, "deployment": self.deployment.to_json()}
+
+    @classmethod
+    def from_json(cls, d: dict) -> RetrainResult:
+        return cls(d["trial"], d.get("search_val_acc"), d["epochs"], d["train_on"],
+                   [SeedRun.from_json(r) for r in d["runs"]], d["test_acc_mean"], d["test_acc_std"],
+                   Deployment.from_json(d.get("deployment")))
 
 
 # --- the study's own record (user attrs of the study, not of a trial) ---
@@ -274,19 +563,26 @@ def _key(what: str, tier_name: str | None) -> str:
     return what if tier_name is None else f"{what}:{tier_name}"
 
 
-def race_standings(study, tier_name: str | None = None) -> list[dict]:
-    return study.user_attrs.get(_key("race", tier_name)) or []
+def race_standings(study, tier_name: str | None = None) -> list[RaceRow]:
+    return [RaceRow.from_json(r) for r in study.user_attrs.get(_key("race", tier_name)) or []]
 
 
-def store_race_standings(study, rows: list[dict], tier_name: str | None = None) -> None:
-    study.set_user_attr(_key("race", tier_name), rows)
+def store_race_standings(study, rows: list[RaceRow], tier_name: str | None = None) -> None:
+    study.set_user_attr(_key("race", tier_name), [r.to_json() for r in rows])
 
 
-def retrain_results(study, tier_name: str | None = None) -> dict | None:
-    """The retrained winner (of a ladder tier): trial, test accuracy mean and std, runs (see retrain.py); None
-    before the retrain."""
-    return study.user_attrs.get(_key("retrain", tier_name))
+def retrain_results(study, tier_name: str | None = None) -> RetrainResult | None:
+    """The retrained winner (of a ladder tier); None before the retrain."""
+    stored = study.user_attrs.get(_key("retrain", tier_name))
+    return None if stored is None else RetrainResult.from_json(stored)
 
 
-def store_retrain_results(study, results: dict, tier_name: str | None = None) -> None:
-    study.set_user_attr(_key("retrain", tier_name), results)
+def store_retrain_results(study, results: RetrainResult, tier_name: str | None = None) -> None:
+    study.set_user_attr(_key("retrain", tier_name), results.to_json())
+
+
+def tier_retrain_results(study) -> dict[str, RetrainResult]:
+    """Every ladder tier's retrained winner stored on the study, by tier name (whatever the space says now)."""
+    prefix = _key("retrain", "")
+    return {k[len(prefix):]: RetrainResult.from_json(v) for k, v in sorted(study.user_attrs.items())
+            if k.startswith(prefix)}

@@ -24,11 +24,11 @@ from matplotlib.figure import Figure
 from optuna.trial import TrialState
 
 from search import data as D
+from search.catalogue import Meta, builtin_meta
 from search import figures as F
 from search import record as rec
-from search.export import deployment_line
-from search.progress import counts, describe
-from search.record import full_length, trained
+from search.export import deployment_line, load_checkpoint, normalization
+from search.record import RaceRow, Recipe, RetrainResult, full_length, trained
 from search.train import predict
 
 UNITS = {"params": "trainable parameters", "macs": "multiply-adds per image", "train_seconds": "s per retrain seed",
@@ -181,11 +181,9 @@ class TestSet:
 
 
 def test_predictions(checkpoint: Path, data: D.Data) -> TestSet:
-    from search.export import load_checkpoint
-
     model, ckpt = load_checkpoint(checkpoint)
     test = D.Split(data.test.x.cpu(), data.test.y.cpu())
-    pred = predict(model, test, torch.tensor(ckpt["mean"]), torch.tensor(ckpt["std"]))
+    pred = predict(model, test, *normalization(ckpt))
     return TestSet(test.y, pred, test.x)
 
 
@@ -227,9 +225,10 @@ class Page:
         return "".join(self.parts) + "</body></html>"
 
 
-def _recipe(train: dict) -> str:
-    return ", ".join(f"{k}={v}" for k, v in train.items() if k != "augment") + (
-        f", augment={train['augment']}" if train.get("augment") else "")
+def _recipe(train: Recipe) -> str:
+    fields = train.to_json()
+    augment = fields.pop("augment")
+    return ", ".join(f"{k}={v}" for k, v in fields.items()) + f", augment={augment}"
 
 
 def write(study: optuna.Study, space, out: Path, data: D.Data | None = None, data_problem: str = "") -> Path:
@@ -244,14 +243,14 @@ def write(study: optuna.Study, space, out: Path, data: D.Data | None = None, dat
     page = Page(f"nas-run study {study.study_name}")
     page.p(f"Written {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z} from the study storage"
            + ("" if retrain else "; the winner is not retrained yet, so its sections are not here") + ".", "what")
-    _summary(page, space, trials, retrain, data.meta if data is not None else D.builtin_meta(space.data))
+    _summary(page, space, trials, retrain, data.meta if data is not None else builtin_meta(space.data))
     if tiers:
         _ladder(page, trials, ladder)
     _search(page, figures, space, trials, {tier: rec.race_standings(study, tier) for tier in space.budget.each_tier()},
             [r for r in (ladder.values() if tiers else [retrain]) if r])
     _what_mattered(page, figures, trials)
     _curves(page, figures, trials, retrain)
-    meta = data.meta if data is not None else D.builtin_meta(space.data)
+    meta = data.meta if data is not None else builtin_meta(space.data)
     names, classes = (list(meta.class_names), meta.classes) if meta else ([], 0)
     if data is not None:
         _data(page, figures, data, names, classes)
@@ -270,9 +269,9 @@ def write(study: optuna.Study, space, out: Path, data: D.Data | None = None, dat
     return path
 
 
-def _summary(page: Page, space, trials, retrain: dict | None, meta: D.Meta | None) -> None:
+def _summary(page: Page, space, trials, retrain: RetrainResult | None, meta: Meta | None) -> None:
     page.h2("Summary")
-    c = counts(trials)
+    c = rec.counts(trials)
     shape = f" ({meta.channels}×{meta.height}×{meta.width}, {meta.classes} classes)" if meta else ""
     rows = [["task", f"{space.data.dataset}{shape}, val split {space.data.val_fraction:.0%} of the training images"]]
     for key, unit in UNITS.items():
@@ -282,27 +281,28 @@ def _summary(page: Page, space, trials, retrain: dict | None, meta: D.Meta | Non
         elif limit is not None:
             rows.append([f"budget: {key}", f"≤ {limit:,} {unit}"])
     rows.append(["search cost", f"{search_seconds(trials) / 60:.1f} min wall-clock (search and race); trained "
-                                f"{c['trained']} (full length {c['completed']}, pruned {c['pruned']}), race runs "
-                                f"{c['race']}, rejected before training {c['rejected']}, duplicates {c['duplicates']}, "
-                                f"failed {c['failed']}, running {c['running']}"])
-    epochs = [rec.epochs_run(t) for t in trained(trials)]
+                                f"{c.trained} (full length {c.completed}, pruned {c.pruned}), race runs "
+                                f"{c.race}, rejected before training {c.rejected}, duplicates {c.duplicates}, "
+                                f"failed {c.failed}, running {c.running}"])
+    epochs = [rec.read(t).epochs_run for t in trained(trials)]
     if epochs:
         rows.append(["epochs per trained trial", f"{statistics.fmean(epochs):.1f} of {space.search.epochs} "
                                                  f"(pruner {space.search.pruner})"])
-    winner = next((t for t in trials if retrain and t.number == retrain["trial"]), None)
+    winner = next((t for t in trials if retrain and t.number == retrain.trial), None)
     if winner is not None:
-        cand = rec.candidate(winner)
-        tier = f" (the largest tier, {cand['tier']})" if cand.get("tier") else ""
-        rows += [["winner" + tier, f"trial {winner.number}: {describe(cand)}"],
-                 ["recipe", _recipe(cand["train"])],
-                 ["size", f"{rec.params(winner) or 0:,} params, {rec.macs(winner) or 0:,} MACs"]]
+        r = rec.read(winner)
+        cand = r.candidate
+        tier = f" (the largest tier, {cand.tier})" if cand.tier else ""
+        rows += [["winner" + tier, f"trial {winner.number}: {cand.describe()}"],
+                 ["recipe", _recipe(cand.train)],
+                 ["size", f"{r.params or 0:,} params, {r.macs or 0:,} MACs"]]
         target = f" (target {space.target:.4f})" if space.target else ""
-        accs = ", ".join(f"{r['test_acc']:.4f}" for r in retrain["runs"])
-        rows.append(["test accuracy", f"{retrain['test_acc_mean']:.4f} ± {retrain['test_acc_std']:.4f} over "
-                                      f"{len(retrain['runs'])} seeds ({accs}){target}; trained {retrain['epochs']} "
-                                      f"epochs on {retrain['train_on']}"])
-        if retrain.get("deployment"):
-            rows.append(["deployment", deployment_line(retrain["deployment"])])
+        accs = ", ".join(f"{run.test_acc:.4f}" for run in retrain.runs)
+        rows.append(["test accuracy", f"{retrain.test_acc_mean:.4f} ± {retrain.test_acc_std:.4f} over "
+                                      f"{len(retrain.runs)} seeds ({accs}){target}; trained {retrain.epochs} "
+                                      f"epochs on {retrain.train_on}"])
+        if retrain.deployment:
+            rows.append(["deployment", deployment_line(retrain.deployment)])
     page.table([], rows, cls="kv")
     page.p("Selection (pruning, race, winner) uses the validation split only. The test split is read once per retrain "
            "seed for the accuracy above and, in the last section, for reporting; it selects nothing.", "what")
@@ -317,13 +317,13 @@ def _ladder(page: Page, trials, ladder: dict) -> None:
         if not r:
             rows.append([tier, "-", "-", "not retrained yet", "-", "-", "-", "-"])
             continue
-        t, d = by.get(r["trial"]), r.get("deployment") or {}
-        lat, peak, q = d.get("latency_ms", {}), d.get("peak_memory_bytes", {}), d.get("int8", {})
-        rows.append([tier, f"{rec.params(t) or 0:,}", f"{rec.macs(t) or 0:,}",
-                     f"{r['test_acc_mean']:.4f} ± {r['test_acc_std']:.4f} ({len(r['runs'])} seeds)",
-                     f"{lat['batch_1']['ms']:.3f} / {lat['batch_64']['ms']:.2f}" if lat else "-",
-                     f"{peak['fp32'] / 1000:,.1f} / {peak['int8'] / 1000:,.1f}" if peak else "-",
-                     f"{q['test_acc']:.4f} (fp32 {q['fp32_test_acc']:.4f})" if q else "-", f"trial {r['trial']}"])
+        t, d = rec.read(by[r.trial]) if r.trial in by else None, r.deployment
+        q = d.int8 if d else None
+        rows.append([tier, f"{t.params or 0:,}" if t else "-", f"{t.macs or 0:,}" if t else "-",
+                     f"{r.test_acc_mean:.4f} ± {r.test_acc_std:.4f} ({len(r.runs)} seeds)",
+                     f"{d.latency_1.ms:.3f} / {d.latency_64.ms:.2f}" if d else "-",
+                     f"{d.peak_fp32_bytes / 1000:,.1f} / {d.peak_int8_bytes / 1000:,.1f}" if d else "-",
+                     f"{q.test_acc:.4f} (fp32 {q.fp32_test_acc:.4f})" if q else "-", f"trial {r.trial}"])
     page.table(["tier", "params", "MACs", "test accuracy", "latency ms (1 / 64 images)", "peak KB (fp32 / int8)",
                 "int8 test accuracy", "winner"], rows,
                "One study, one winner per tier: each raced and retrained apart, tested once, exported to best/TIER/. "
@@ -340,14 +340,14 @@ def _search(page: Page, figures: F.Figures, space, trials, races: dict, winners:
     _size(page, figures, space, trials, winners)
 
 
-def _race(page: Page, race: list[dict], tier: str | None) -> None:
+def _race(page: Page, race: list[RaceRow], tier: str | None) -> None:
     if race:
         page.table(["trial", "search split val", "val acc per race round", "mean ± std (rounds)", "params"],
-                   [[r["trial"] if r.get("first_trial") is None else
-                     f"{r['trial']} (first_trials[{r['first_trial']}]{', kept by race_margin' if r.get('kept') else ''})",
-                     f"{r['search_val']:.4f}" if "search_val" in r else "-",
-                     ", ".join(f"{v:.4f}" for v in r["val_accs"]), f"{r['mean']:.4f} ± {r['std']:.4f}",
-                     f"{r.get('params') or 0:,}"] for r in race],
+                   [[r.trial if r.first_trial is None else
+                     f"{r.trial} (first_trials[{r.first_trial}]{', kept by race_margin' if r.kept else ''})",
+                     f"{r.search_val:.4f}" if r.search_val is not None else "-",
+                     ", ".join(f"{v:.4f}" for v in r.val_accs), f"{r.mean:.4f} ± {r.std:.4f}",
+                     f"{r.params or 0:,}"] for r in race],
                    (f"tier {tier}: " if tier else "") +
                    "race: the finalists (the best search trials, and the first_trials designs) on more seeds, each round on a "
                    "fresh split; the winner first: best mean over the rounds (a design's search run counts too: it raced "
@@ -358,19 +358,19 @@ def _race(page: Page, race: list[dict], tier: str | None) -> None:
 def _size(page: Page, figures: F.Figures, space, trials, winners: list) -> None:
     page.h2("Accuracy vs size")
     done = full_length(trials)
-    front = pareto_front([(rec.params(t), t.value, t.number) for t in done if rec.params(t) is not None])
-    by = {t.number: t for t in trials}
-    stars = [(rec.params(by[r["trial"]]), rec.macs(by[r["trial"]]), r["test_acc_mean"],
-              rec.candidate(by[r["trial"]]).get("tier", "winner")) for r in winners if r["trial"] in by]
+    front = pareto_front([(rec.read(t).params, t.value, t.number) for t in done if rec.read(t).params is not None])
+    by = {t.number: rec.read(t) for t in trials}
+    stars = [(by[r.trial].params, by[r.trial].macs, r.test_acc_mean, by[r.trial].tier or "winner")
+             for r in winners if r.trial in by]
     limits = {k: v for k in ("params", "macs") if (v := getattr(space.budget, k)) is not None}
     page.figure(figures, "accuracy_vs_size", F.fig_size(trials, limits, front, stars),
                 "Validation accuracy against parameters (left) and MACs (right) for every trained trial (pruned ones at "
                 "lower fidelity, hollow), the budget (each tier's with a ladder), the Pareto front of the full-length "
                 "trials (no smaller net was more accurate), and the retrained winners at their test accuracy (stars).")
     if front:
-        by = {t.number: t for t in done}
+        by = {t.number: rec.read(t) for t in done}
         page.table(["params", "MACs", "val acc", "trial", "candidate"],
-                   [[f"{p:,}", f"{rec.macs(by[n]) or 0:,}", f"{a:.4f}", n, describe(rec.candidate(by[n]))]
+                   [[f"{p:,}", f"{by[n].macs or 0:,}", f"{a:.4f}", n, by[n].candidate.describe()]
                     for p, a, n in front], "Pareto front (full-length trials; one seed each)")
 
 
@@ -395,7 +395,7 @@ def _what_mattered(page: Page, figures: F.Figures, trials) -> None:
     page.raw("</div>")
 
 
-def _curves(page: Page, figures: F.Figures, trials, retrain: dict | None) -> None:
+def _curves(page: Page, figures: F.Figures, trials, retrain: RetrainResult | None) -> None:
     page.h2("Learning curves")
     if trained(trials):
         page.figure(figures, "learning_curves", F.fig_curves(trials),
@@ -411,9 +411,9 @@ def _curves(page: Page, figures: F.Figures, trials, retrain: dict | None) -> Non
                "epochs look better here than they are.", "what")
     if retrain:
         page.h2("The winner's retrain")
-        if any(r.get("train_loss") for r in retrain["runs"]):
-            page.figure(figures, "retrain_loss", F.fig_retrain_loss(retrain["runs"]),
-                        f"Training loss per epoch of every retrain seed ({retrain['epochs']} epochs on {retrain['train_on']}).")
+        if any(run.train_loss for run in retrain.runs):
+            page.figure(figures, "retrain_loss", F.fig_retrain_loss(retrain.runs),
+                        f"Training loss per epoch of every retrain seed ({retrain.epochs} epochs on {retrain.train_on}).")
         else:
             page.p("This study's retrain recorded no loss history.", "what")
 
@@ -428,10 +428,11 @@ def _data(page: Page, figures: F.Figures, data: D.Data, names: list[str], classe
                 f"The first {SAMPLES} training images of {'every' if classes <= 10 else 'the first 10'} class.")
 
 
-def _test_set(page: Page, figures: F.Figures, test: TestSet, names: list[str], classes: int, retrain: dict) -> None:
+def _test_set(page: Page, figures: F.Figures, test: TestSet, names: list[str], classes: int,
+              retrain: RetrainResult) -> None:
     cm = test.confusion(classes)
     page.h2("The winner on the test set")
-    page.p(f"The exported model (retrain seed {retrain['runs'][0]['seed']}, fp32) on the {len(test.y):,} test "
+    page.p(f"The exported model (retrain seed {retrain.runs[0].seed}, fp32) on the {len(test.y):,} test "
            "images. Read for reporting only: nothing here selected the winner.", "what")
     page.figure(figures, "confusion", F.fig_confusion(cm, names),
                 f"Confusion matrix: rows true class, columns predicted; {int(cm.sum()):,} images, accuracy "
@@ -465,13 +466,12 @@ def publish(study: optuna.Study, path: Path, artifacts: Path) -> str:
                                                        mimetype="text/html")
     r = rec.retrain_results(study)
     lines = [f"## {study.study_name}", ""]
-    for key, tier in sorted((k, k.split(":", 1)[1]) for k in study.user_attrs if k.startswith("retrain:")):
-        t = study.user_attrs[key]
-        lines.append(f"- tier {tier}: trial {t['trial']}, test accuracy **{t['test_acc_mean']:.4f} ± "
-                     f"{t['test_acc_std']:.4f}** (best/{tier}/)")
+    for tier, t in rec.tier_retrain_results(study).items():
+        lines.append(f"- tier {tier}: trial {t.trial}, test accuracy **{t.test_acc_mean:.4f} ± "
+                     f"{t.test_acc_std:.4f}** (best/{tier}/)")
     if r:
-        lines.append(f"Winner: trial {r['trial']}, test accuracy **{r['test_acc_mean']:.4f} ± {r['test_acc_std']:.4f}** "
-                     f"over {len(r['runs'])} seeds (race standings and retrain results: study user attrs).")
+        lines.append(f"Winner: trial {r.trial}, test accuracy **{r.test_acc_mean:.4f} ± {r.test_acc_std:.4f}** "
+                     f"over {len(r.runs)} seeds (race standings and retrain results: study user attrs).")
     lines += ["", f"Study report: [report.html](/artifacts/{study._study_id}/{artifact_id}) (also in "
                   f"`{path}`; figures, sensitivity tables, the winner on the test set)."]
     save_note(study, "\n".join(lines))

@@ -3,10 +3,10 @@
 Every seed trains the same candidate for `retrain.epochs` on the training split (plus the validation
 split with `train_on: train+val`) and is measured once on the test split, in fp32 as the exported model runs.
 With K workers the seeds run in parallel processes with the workers' thread count each: K on GPUs, one per
-seed on CPU where the seeds do not fill whole waves (3 seeds on 2 cores take ~1.6x one seed's time, not 2x;
-search.workers.processes_for). Alone, a seed
-takes the time the budget's `train_seconds` estimate describes (it was timed in a worker). The model of the first seed is the one
-exported: choosing the seed by its test accuracy would select on the test set.
+seed on CPU where the seeds do not fill whole waves, so no core idles in a last short wave
+(search.workers.processes_for). Alone, a seed takes the time the budget's `train_seconds` estimate describes (it
+was timed in a worker). The model of the first seed is the one exported: choosing the seed by its test accuracy
+would select on the test set.
 """
 from __future__ import annotations
 
@@ -15,30 +15,29 @@ import time
 
 import torch
 
-import models
 from search import data as D
 from search import record as rec
+from search.record import Candidate, RetrainResult, SeedRun
 from search.train import evaluate, train
 
 
-def one_seed(cand: dict, space, data: D.Data, seed: int) -> tuple[dict, torch.nn.Module]:
+def one_seed(cand: Candidate, space, data: D.Data, seed: int) -> tuple[SeedRun, torch.nn.Module]:
     r = space.retrain
     train_split, val = data.train, data.val
     if r.train_on == "train+val":
         train_split = D.Split(torch.cat([data.train.x, data.val.x]), torch.cat([data.train.y, data.val.y]))
         val = None
     torch.manual_seed(seed)
-    model = models.build(cand["family"], **cand["model"]).to(data.mean.device)
+    model = cand.build().to(data.mean.device)
     started, t0 = time.time(), time.perf_counter()
-    hist = train(model, train_split, val, data.mean, data.std, cand["train"], r.epochs)
+    hist = train(model, train_split, val, data.mean, data.std, cand.train, r.epochs)
     acc = evaluate(model, data.test, data.mean, data.std, fp32=True)
-    run = {"seed": seed, "test_acc": acc, "end_reason": hist.end_reason, "started": round(started, 2),
-           "seconds": round(time.perf_counter() - t0, 1),
-           "train_loss": [round(v, 5) for v in hist.train_loss], "val_acc": hist.val_acc[-1] if hist.val_acc else None}
+    run = SeedRun(seed, acc, hist.end_reason.value, round(started, 2), round(time.perf_counter() - t0, 1),
+                  [round(v, 5) for v in hist.train_loss], hist.val_acc[-1] if hist.val_acc else None)
     return run, model
 
 
-def _seed_process(cand: dict, space, seed: int, device: str, threads: int, worker: int):
+def _seed_process(cand: Candidate, space, seed: int, device: str, threads: int, worker: int):
     from search.workers import pick_device
 
     torch.set_num_threads(threads)
@@ -49,15 +48,15 @@ def _seed_process(cand: dict, space, seed: int, device: str, threads: int, worke
 
 def retrain(trial, space, data: D.Data, base_seed: int, log=print, workers: int = 1, threads: int = 1,
             device: str = "cpu"):
-    """Retrain a trained trial's candidate on retrain.seeds seeds -> (results dict, model of the first seed).
-    `log` receives one line per seed."""
-    cand, r = rec.candidate(trial), space.retrain
+    """Retrain a trained trial's candidate on retrain.seeds seeds -> (results, model of the first seed). `log`
+    receives one line per seed."""
+    cand, r = rec.read(trial).candidate, space.retrain
     seeds = [base_seed + i for i in range(r.seeds)]
     runs, first = [], None
 
     def done(run):
         runs.append(run)
-        log(f"retrain seed {run['seed']}: test accuracy {run['test_acc']:.4f} ({run['end_reason']}, {run['seconds']:.0f} s)")
+        log(f"retrain seed {run.seed}: test accuracy {run.test_acc:.4f} ({run.end_reason}, {run.seconds:.0f} s)")
 
     if workers > 1 and len(seeds) > 1:
         from search.workers import process_context, processes_for
@@ -67,7 +66,7 @@ def retrain(trial, space, data: D.Data, base_seed: int, log=print, workers: int 
             for i, (run, state) in enumerate(pool.starmap(_seed_process, jobs)):
                 done(run)
                 if i == 0:
-                    first = models.build(cand["family"], **cand["model"])
+                    first = cand.build()
                     first.load_state_dict(state)
     else:
         for seed in seeds:
@@ -75,11 +74,7 @@ def retrain(trial, space, data: D.Data, base_seed: int, log=print, workers: int 
             done(run)
             if first is None:
                 first = model
-    accs = [run["test_acc"] for run in runs]
-    results = {
-        "trial": trial.number, "search_val_acc": trial.value,
-        "epochs": r.epochs, "train_on": r.train_on, "runs": runs,
-        "test_acc_mean": statistics.fmean(accs),
-        "test_acc_std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
-    }
+    accs = [run.test_acc for run in runs]
+    results = RetrainResult(trial.number, trial.value, r.epochs, r.train_on, runs, statistics.fmean(accs),
+                            statistics.stdev(accs) if len(accs) > 1 else 0.0)
     return results, first.eval()

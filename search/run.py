@@ -6,13 +6,13 @@
    `--minutes` leaves only the time the race and the retrain are priced at (clock.py);
 2. race: the top `search.race_top` candidates are trained again on more seeds; the winner has the best mean
    validation accuracy (race.py);
-3. publish_winner: retrain the winner on `retrain.train_on` for `retrain.seeds` seeds, measure the test split
+3. retrain_and_export: retrain the winner on `retrain.train_on` for `retrain.seeds` seeds, measure the test split
    once (retrain.py), write the checkpoint / ONNX / .pt2 / model card (export.py), upload them as artifacts.
 Reruns of the same command resume at whichever step was reached.
 """
 from __future__ import annotations
 
-import json
+import dataclasses
 import os
 import signal
 import time
@@ -32,7 +32,8 @@ from search.mps import shared_gpu
 from search import record as rec
 from search.objective import FAILING, GAVE_UP, Objective
 from search.record import End
-from search.progress import Progress, counts, dashboard_command, summary
+from search.progress import Progress, dashboard_command, summary
+from search.record import RaceRow, RetrainResult
 from search.retrain import retrain
 from search.space import Space
 from search.storage import HEARTBEAT, make_storage
@@ -102,10 +103,10 @@ def run(space: Space, console, opts: RunOptions = RunOptions()) -> int:
         finally:
             signal.signal(signal.SIGTERM, previous)
         all_trials = study.get_trials(deepcopy=False)
-        c = counts(all_trials)
+        c = rec.counts(all_trials)
         console.print(summary(all_trials))
-        console.print(f"trained {c['trained']} (completed {c['completed']}, pruned {c['pruned']}), race runs {c['race']}, "
-                      f"rejected before training {c['rejected']}, duplicates {c['duplicates']}, failed {c['failed']}")
+        console.print(f"trained {c.trained} (completed {c.completed}, pruned {c.pruned}), race runs {c.race}, "
+                      f"rejected before training {c.rejected}, duplicates {c.duplicates}, failed {c.failed}")
         console.print(f"inspect: {dashboard_command(url, str(out / 'artifacts'))}", highlight=False)
         stop_if_failing(space, statuses, obj, all_trials, c, console)
         for tier in space.budget.each_tier():  # a ladder: a race, a retrain and an export per tier
@@ -126,7 +127,7 @@ def finish_tier(study, space: Space, trials, tier: str | None, data: D.Data, out
         print_standings(standings, space, console)
     winner = R.winner(trials, space.search)  # None: no trial of the tier completed
     if opts.retrain_winner and winner is not None:
-        publish_winner(study, space, winner, data, out, console, opts.formats, ctx=ctx, tier=tier)
+        retrain_and_export(study, space, winner, data, out, console, opts.formats, ctx=ctx, tier=tier)
 
 
 def load_data(space: Space, device, console=None) -> D.Data:
@@ -140,7 +141,7 @@ def load_data(space: Space, device, console=None) -> D.Data:
     return data
 
 
-def phase(ctx: RunContext, data: D.Data, race_phase: bool, runs: int = 0) -> tuple[set[int], Objective | None]:
+def run_phase(ctx: RunContext, data: D.Data, race_phase: bool, runs: int = 0) -> tuple[set[int], Objective | None]:
     """Workers until the phase is done -> (their exit statuses, the in-process Objective when K == 1). The race's
     `runs` get a process each on CPU (processes_for), so its last wave leaves no core idle."""
     if ctx.workers == 1:
@@ -152,19 +153,19 @@ def phase(ctx: RunContext, data: D.Data, race_phase: bool, runs: int = 0) -> tup
 
 def search_and_race(ctx: RunContext, study, data: D.Data, console, started: float, minutes: float | None):
     """The search until the target (or the clock), then the race's runs -> (worker statuses, Objective | None)."""
-    statuses, obj = phase(ctx, data, race_phase=False)
+    statuses, obj = run_phase(ctx, data, race_phase=False)
     search_done = not statuses & {GAVE_UP, FAILING}
     now = study.get_trials(deepcopy=False)
-    reached = counts(now)
-    if ctx.clock and search_done and reached["trained"] < ctx.trials:
+    reached = rec.counts(now)
+    if ctx.clock and search_done and reached.trained < ctx.trials:
         tail_minutes = ctx.clock.tail(now) / 60
         tail = f"~{tail_minutes:.1f} min for the race and the retrain"
-        if not reached["completed"]:
-            raise UserError(f"--minutes {minutes:g}: too short: no search trial completed ({reached['trained']} "
+        if not reached.completed:
+            raise UserError(f"--minutes {minutes:g}: too short: no search trial completed ({reached.trained} "
                             f"trained, cut short) in time to leave {tail}; the study is kept: run again with "
                             f"more --minutes to go on")
         elapsed = (time.time() - started) / 60
-        console.print(f"--minutes {minutes:g}: the search stopped at {reached['trained']} of {ctx.trials} trained "
+        console.print(f"--minutes {minutes:g}: the search stopped at {reached.trained} of {ctx.trials} trained "
                       f"trials after {elapsed:.1f} min, to leave {tail} (priced on the slow side: the run "
                       f"ends by ~{elapsed + tail_minutes:.1f} min); run the same command again to go "
                       f"on toward {ctx.trials}", highlight=False)
@@ -178,38 +179,38 @@ def search_and_race(ctx: RunContext, study, data: D.Data, console, started: floa
         per_tier = f" in each of {len(tiers)} tiers" if len(tiers) > 1 else ""
         console.print(f"race: top {s.race_top} candidates{f' and {designs} first_trials designs' if designs else ''}"
                       f"{per_tier} x {s.race_seeds} seeds ({race_needed} race trials to train)")
-        statuses |= phase(ctx, data, race_phase=True, runs=race_needed)[0]
+        statuses |= run_phase(ctx, data, race_phase=True, runs=race_needed)[0]
     return statuses, obj
 
 
-def stop_if_failing(space: Space, statuses: set[int], obj: Objective | None, trials, c: dict, console) -> None:
+def stop_if_failing(space: Space, statuses: set[int], obj: Objective | None, trials, c: rec.Counts, console) -> None:
     """Failures in a row stop the run (exit 1); a space whose candidates keep being rejected is the user's to fix
     (exit 2), unless some trial completed: then the run goes on with what it has, and says so."""
     if FAILING in statuses:
-        last = next(t for t in reversed(trials) if rec.end_of(t)[0] == End.ERROR)
-        raise RunError(f"{space.search.max_failures} trials in a row failed, the last with {rec.end_of(last)[1]} "
+        last = next(t for t in reversed(trials) if rec.read(t).end[0] == End.ERROR)
+        raise RunError(f"{space.search.max_failures} trials in a row failed, the last with {rec.read(last).end[1]} "
                        f"(trial {last.number}); not a trial-level fault: fix the cause and run the same command to resume")
     if GAVE_UP in statuses:
         near = ""
         if obj is not None and obj.nearest:
             n = obj.nearest
-            near = f"; the nearest candidate had {n['key']}={n['value']:,} ({n['overshoot']:.0%} over budget)"
+            near = f"; the nearest candidate had {n.key}={n.value:,} ({n.overshoot:.0%} over budget)"
         msg = (f"{space.file}: budget: {space.search.max_rejections} candidates in a row were rejected before "
                f"training{near}; the space and the budget barely meet (check with nas-run {space.file} --check)")
-        if not c["completed"]:
+        if not c.completed:
             raise UserError(msg)
         console.print(f"[yellow]stopped early: {msg}[/]")
 
 
-def print_standings(standings: list[dict], space: Space, console) -> None:
+def print_standings(standings: list[RaceRow], space: Space, console) -> None:
     for row in standings:
-        vals = ", ".join(f"{v:.4f}" for v in row["val_accs"])
-        design = "" if row.get("first_trial") is None else f" (first_trials[{row['first_trial']}])"
-        counted = "its search run and race rounds" if row.get("search_counts") else "its race rounds"
+        vals = ", ".join(f"{v:.4f}" for v in row.val_accs)
+        design = "" if row.first_trial is None else f" (first_trials[{row.first_trial}])"
+        counted = "its search run and race rounds" if row.search_counts else "its race rounds"
         kept = (f"; kept: no finalist beat it by more than race_margin {space.search.race_margin:g}"
-                if row.get("kept") else "")
-        console.print(f"race: trial {row['trial']}{design} val {row['mean']:.4f} ± {row['std']:.4f} over {counted} "
-                      f"({vals}); search split {row['search_val']:.4f}{kept}", highlight=False)
+                if row.kept else "")
+        console.print(f"race: trial {row.trial}{design} val {row.mean:.4f} ± {row.std:.4f} over {counted} "
+                      f"({vals}); search split {row.search_val:.4f}{kept}", highlight=False)
 
 
 def write_report(study, space: Space, out: Path, data: D.Data | None, console, problem: str = "") -> Path:
@@ -226,47 +227,48 @@ def _raise_terminated(*_):
     raise Terminated()
 
 
-def publish_winner(study, space: Space, trial, data: D.Data, out: Path, console, formats=E.FORMATS,
-                   folder: Path | None = None, ctx: RunContext | None = None, tier: str | None = None) -> dict:
+def retrain_and_export(study, space: Space, trial, data: D.Data, out: Path, console, formats=E.FORMATS,
+                       folder: Path | None = None, ctx: RunContext | None = None,
+                       tier: str | None = None) -> tuple[RetrainResult, E.Exported | None]:
     """Retrain `trial`'s candidate on retrain.seeds seeds, measure the test split once, export. The study's winner
     goes to out/best (a ladder tier's to out/best/TIER) and is uploaded as study artifacts; another trial
-    (nas-export --trial N) to `folder`. The seeds run on `ctx`'s workers (one CPU process without it)."""
+    (nas-export --trial N) to `folder`. The seeds run on `ctx`'s workers (one CPU process without it). -> (the
+    results, what was exported; None when the winner was retrained and exported already)."""
     prev = rec.retrain_results(study, tier)
     best_dir = out / "best" if tier is None else out / "best" / tier
     is_winner = folder is None
     folder = best_dir if is_winner else folder
-    if is_winner and prev and prev.get("trial") == trial.number and (best_dir / "checkpoint.pt").exists():
+    if is_winner and prev and prev.trial == trial.number and (best_dir / "checkpoint.pt").exists():
         console.print(f"trial {trial.number} was already retrained: test accuracy "
-                      f"{prev['test_acc_mean']:.4f} ± {prev['test_acc_std']:.4f} ({best_dir})")
-        return prev
+                      f"{prev.test_acc_mean:.4f} ± {prev.test_acc_std:.4f} ({best_dir})")
+        return prev, None
     r = space.retrain
-    console.print(f"retraining trial {trial.number} ({rec.params(trial) or 0:,} params): "
+    console.print(f"retraining trial {trial.number} ({rec.read(trial).params or 0:,} params): "
                   f"{r.seeds} seeds x {r.epochs} epochs on {r.train_on}")
     results, model = retrain(trial, space, data, rec.trial_seed(space.search.seed, trial.number),
                              log=lambda line: console.print("  " + line, highlight=False),
                              workers=ctx.workers if ctx else 1, threads=ctx.threads if ctx else 1,
                              device=ctx.device if ctx else "cpu")
-    ckpt = E.checkpoint(model, data.mean, data.std, rec.candidate(trial), results, space.text, data.meta.class_names)
-    card = E.export(model, ckpt, data.test, folder, formats, calibration=data.train.x)
-    results["deployment"] = card.get("deployment")
+    ckpt = E.checkpoint(model, data.mean, data.std, rec.read(trial).candidate, results, space.text,
+                        data.meta.class_names)
+    exported = E.export(model, ckpt, data.test, folder, formats, calibration=data.train.x)
+    results = dataclasses.replace(results, deployment=exported.deployment)
     if is_winner:
         rec.store_retrain_results(study, results, tier)
         store = optuna.artifacts.FileSystemArtifactStore(str(out / "artifacts"))
         (out / "artifacts").mkdir(parents=True, exist_ok=True)
         # Optuna refuses to change a finished trial (UpdateFinishedTrialError), and the winner is retrained after
         # it finished: the files go on the study, whose user attr "retrain" names the trial they come from.
-        for name in [*card["files"].values(), "MODEL_CARD.md", "model_card.json"]:
+        for name in exported.uploads():
             optuna.artifacts.upload_artifact(artifact_store=store, file_path=str(folder / name), study_or_trial=study,
                                              mimetype=MIMETYPES.get(Path(name).suffix, "application/octet-stream"))
     target = f" (target {space.target:.4f})" if space.target else ""
-    console.print(f"[bold]test accuracy {results['test_acc_mean']:.4f} ± {results['test_acc_std']:.4f}[/] over "
-                  f"{len(results['runs'])} seeds{target}; {card['params']:,} params, {card['macs']:,} MACs")
-    onnx = card.get("onnx_check", {})
-    if onnx:
-        console.print(f"exported to {folder}: ONNX max |diff| {onnx['max_abs_diff']:.1e}, "
-                      f"{onnx['same_predictions']}/{onnx['images']} identical predictions", highlight=False)
-        console.print("  " + E.deployment_line(card["deployment"]), highlight=False)
-    return results
+    console.print(f"[bold]test accuracy {results.test_acc_mean:.4f} ± {results.test_acc_std:.4f}[/] over "
+                  f"{len(results.runs)} seeds{target}; {exported.params:,} params, {exported.macs:,} MACs")
+    if exported.onnx_check:
+        console.print(f"exported to {folder}: {exported.onnx_check.line()}", highlight=False)
+        console.print("  " + E.deployment_line(results.deployment), highlight=False)
+    return results, exported
 
 
 def export_study(name: str, console, trial: int | None = None, storage: str | None = None, studies: str = "studies",
@@ -280,7 +282,7 @@ def export_study(name: str, console, trial: int | None = None, storage: str | No
         for tier in space.budget.each_tier():
             prev = rec.retrain_results(study, tier)
             winner = R.winner(rec.of_tier(trials.values(), tier), space.search)
-            number = prev["trial"] if prev else winner.number if winner else None
+            number = prev.trial if prev else winner.number if winner else None
             if number is None:
                 raise UserError(f"{name}: no completed trial to export yet")
             _export_one(study, space, trials[number], prev, data, studies, console, formats, out, tier)
@@ -288,26 +290,24 @@ def export_study(name: str, console, trial: int | None = None, storage: str | No
     t = trials.get(trial)
     if t is None or not rec.is_trained(t) or rec.is_race(t):
         raise UserError(f"--trial: expected the number of a trained search trial of {name}, got {trial}")
-    prev = rec.retrain_results(study, rec.tier(t))
-    return _export_one(study, space, t, prev, data, studies, console, formats, out, rec.tier(t))
+    tier = rec.read(t).tier
+    return _export_one(study, space, t, rec.retrain_results(study, tier), data, studies, console, formats, out, tier)
 
 
-def _export_one(study, space: Space, t, prev: dict | None, data: D.Data, studies: str, console, formats,
+def _export_one(study, space: Space, t, prev: RetrainResult | None, data: D.Data, studies: str, console, formats,
                 out: str | None, tier: str | None) -> int:
     """Export trial `t`: the retrained winner again from its checkpoint, another trial retrained first."""
     best = Path(studies) / space.name / "best" / (tier or "") / "checkpoint.pt"
-    if prev and prev["trial"] == t.number and best.exists():  # the retrained winner: export its checkpoint again
+    if prev and prev.trial == t.number and best.exists():  # the retrained winner: export its checkpoint again
         model, ckpt = E.load_checkpoint(best)
         folder = Path(out) / (tier or "") if out else best.parent
-        card = E.export(model, ckpt, data.test, folder, formats, calibration=data.train.x)
+        exported = E.export(model, ckpt, data.test, folder, formats, calibration=data.train.x)
     else:
         folder = Path(out) if out else Path(studies) / space.name / f"trial-{t.number}"
-        publish_winner(study, space, t, data, Path(studies) / space.name, console, formats, folder)
-        card = json.loads((folder / "model_card.json").read_text())
-    console.print(f"trial {t.number} exported to {folder}: {', '.join(card['files'].values())}", highlight=False)
-    if "onnx_check" in card:
-        c = card["onnx_check"]
-        console.print(f"ONNX check: max |diff| {c['max_abs_diff']:.1e}, {c['same_predictions']}/{c['images']} identical predictions")
+        _, exported = retrain_and_export(study, space, t, data, Path(studies) / space.name, console, formats, folder)
+    console.print(f"trial {t.number} exported to {folder}: {', '.join(exported.files.values())}", highlight=False)
+    if exported.onnx_check:
+        console.print(exported.onnx_check.line(), highlight=False)
     return 0
 
 

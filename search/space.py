@@ -1,4 +1,4 @@
-"""YAML search space -> validated `Space`; `space.sample(trial)` -> plain candidate dict.
+"""YAML search space -> validated `Space`; `space.sample(trial, meta)` -> a `record.Candidate`.
 
 Grammar, for every searchable key: a scalar is fixed, a list is a categorical choice, a mapping
 `{low, high, log?, step?}` is a range (int or float as the key's type says). `model.stages` is a list of
@@ -18,8 +18,9 @@ import optuna.distributions
 import yaml
 
 import models
-from search.data import DATASETS, OWN_DATA, Meta
+from search.catalogue import DATASETS, OWN_DATA, Meta
 from search.errors import SpaceError
+from search.record import Augment, Candidate, Recipe
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULERS = ("onecycle", "cosine", "step", "multistep", "exponential", "none")
@@ -246,8 +247,21 @@ def _data_section(raw: dict, file: str) -> DataConfig:
     return DataConfig(**data)
 
 
-for _cls, _specs in ((DataConfig, DATA), (BudgetConfig, BUDGET), (SearchConfig, SEARCH), (RetrainConfig, RETRAIN)):
+for _cls, _specs in ((DataConfig, DATA), (BudgetConfig, BUDGET), (SearchConfig, SEARCH), (RetrainConfig, RETRAIN),
+                     (Recipe, {**TRAIN, "augment": None}), (Augment, AUGMENT)):
     assert [f.name for f in dataclasses.fields(_cls) if f.name != "first_trials"] == list(_specs), _cls
+assert all(f.default == AUGMENT[f.name].default for f in dataclasses.fields(Augment))  # off is off in both
+
+
+def recipe(augment: dict | None = None, **values) -> Recipe:
+    """A training recipe from keyword values (`lr` required), checked and completed with the defaults as a space
+    file's `train` section is."""
+    train = _params(values, TRAIN, "<train>", "train")
+    aug = _params(augment or {}, AUGMENT, "<train>", "train.augment")
+    for p in [*train.values(), *aug.values()]:
+        if p.distribution() is not None:
+            raise SpaceError("<train>", p.name, "a fixed value", p.domain(), show_got=False)
+    return Recipe(**{k: p.value for k, p in train.items()}, augment=Augment(**{k: p.value for k, p in aug.items()}))
 
 
 class _Loader(yaml.SafeLoader):
@@ -306,7 +320,8 @@ class Param:
             return False
         return True
 
-    def describe(self) -> str:
+    def domain(self) -> str:
+        """The values it may take, in words: `choices [...]`, `range low..high [log]` or `fixed value`."""
         if self.choices is not None:
             return f"choices {list(self.choices)}"
         if self.low is not None:
@@ -343,17 +358,17 @@ class Space:
         """Every key by its Optuna name (fixed ones included)."""
         return _by_name(self.model, self.stages, self.train, self.augment)
 
-    def sample(self, trial, meta: Meta) -> dict:
-        """Suggest every searchable value on `trial`; return the JSON-able candidate for data of shape `meta`."""
+    def sample(self, trial, meta: Meta) -> Candidate:
+        """Suggest every searchable value on `trial`; return the candidate for data of shape `meta`."""
         cfg = {"in_channels": meta.channels, "num_classes": meta.classes, "image_size": meta.image_size}
         for key, p in self.model.items():
             cfg[key] = p.sample(trial)
         for i, stage in enumerate(self.stages):
             for key, p in stage.items():
                 cfg.setdefault(key + "s", []).append(p.sample(trial))
-        recipe = {key: p.sample(trial) for key, p in self.train.items()}
-        recipe["augment"] = {key: p.sample(trial) for key, p in self.augment.items()}
-        return {"family": self.family, "model": cfg, "train": recipe}
+        train = {key: p.sample(trial) for key, p in self.train.items()}
+        augment = Augment(**{key: p.sample(trial) for key, p in self.augment.items()})
+        return Candidate(self.family, cfg, Recipe(**train, augment=augment))
 
 
 def load(path: str | Path) -> Space:
@@ -454,7 +469,7 @@ def _first_trials(raw, params: dict[str, Param], file) -> list[dict]:
             inside = any(_same(v, c) for c in p.choices) if p.choices is not None else (
                 _is_number(v) and p.low <= v <= p.high and (not p.is_int or isinstance(v, int)))
             if not inside:
-                raise SpaceError(file, f"{key}.{name}", f"a value of its {p.describe()}", v)
+                raise SpaceError(file, f"{key}.{name}", f"a value of its {p.domain()}", v)
         out.append(dict(entry))
     return out
 

@@ -27,7 +27,7 @@ def _sqlite_for_workers(engine) -> None:
     - Every transaction starts with BEGIN IMMEDIATE (takes the write lock first). Optuna claims an enqueued
       trial by reading it WAITING and writing RUNNING under SELECT ... FOR UPDATE, which SQLite ignores; with
       pysqlite's deferred transactions two workers both read WAITING and both trained the same first trial or
-      race run (measured: 4 processes popping 60 enqueued trials got 68-71). Taking the lock at BEGIN makes the
+      race run (tests/test_faults.py's claim test). Taking the lock at BEGIN makes the
       read and the write one step, as the row lock does on PostgreSQL (SQLAlchemy's documented pysqlite recipe:
       the driver's own implicit BEGIN is turned off, ours is emitted).
     - Write-ahead logging lets readers that are not ours (optuna-dashboard) run beside the writer, and commits

@@ -111,32 +111,32 @@ class TieredPruner(optuna.pruners.BasePruner):
         self.pruner = pruner
 
     def prune(self, study: optuna.Study, trial) -> bool:
-        return self.pruner.prune(_TierView(study, rec.tier(trial)), trial)
+        return self.pruner.prune(_TierView(study, rec.read(trial).tier), trial)
 
 
 class TieredSampler(optuna.samplers.BaseSampler):
     """Optuna's sampler, shown only the trials of the sampled trial's ladder tier, as the pruner is: each tier is
-    searched as its own run would be. Over all tiers TPE's good set fills with the largest tier's trials (ahead by
-    their size) and a small tier is sampled from them; neither way measured better yet (RESULTS.md, "The budget
-    ladder"). The Objective sets a trial's tier before its first suggest, where Optuna's sampling starts."""
+    searched as its own run would be. Shown all tiers, TPE's good set would fill with the largest tier's trials
+    (ahead by their size) and a small tier would be sampled from them (the two ways side by side: RESULTS.md, "The
+    budget ladder"). The Objective sets a trial's tier before its first suggest, where Optuna's sampling starts."""
 
     def __init__(self, sampler: optuna.samplers.BaseSampler):
         self.sampler = sampler
 
     def infer_relative_search_space(self, study, trial):
-        return self.sampler.infer_relative_search_space(_TierView(study, rec.tier(trial)), trial)
+        return self.sampler.infer_relative_search_space(_TierView(study, rec.read(trial).tier), trial)
 
     def sample_relative(self, study, trial, search_space):
-        return self.sampler.sample_relative(_TierView(study, rec.tier(trial)), trial, search_space)
+        return self.sampler.sample_relative(_TierView(study, rec.read(trial).tier), trial, search_space)
 
     def sample_independent(self, study, trial, param_name, param_distribution):
-        return self.sampler.sample_independent(_TierView(study, rec.tier(trial)), trial, param_name, param_distribution)
+        return self.sampler.sample_independent(_TierView(study, rec.read(trial).tier), trial, param_name, param_distribution)
 
     def before_trial(self, study, trial) -> None:  # the tier is not set yet: the sampler's reseeding needs none
         self.sampler.before_trial(study, trial)
 
     def after_trial(self, study, trial, state, values) -> None:
-        self.sampler.after_trial(_TierView(study, rec.tier(trial)), trial, state, values)
+        self.sampler.after_trial(_TierView(study, rec.read(trial).tier), trial, state, values)
 
     def reseed_rng(self) -> None:
         self.sampler.reseed_rng()
@@ -194,5 +194,5 @@ def check_same_space(study: optuna.Study, space: Space) -> None:
         a, b = old_params.get(name), new_params.get(name)
         if a is None or b is None or not a.compatible(b):
             raise UserError(f"{space.file}: {name}: changed since study {space.name!r} began "
-                            f"({a.describe() if a else 'absent'} -> {b.describe() if b else 'absent'}); {how}")
+                            f"({a.domain() if a else 'absent'} -> {b.domain() if b else 'absent'}); {how}")
     rec.replace_space(study, space.text)

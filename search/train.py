@@ -1,9 +1,9 @@
 """The one training loop. Flat on purpose: every step is visible here.
 
 Batches are `randperm` slices of uint8 tensors already on the device; augmentation and normalization run
-batched there. Per-epoch validation accuracy goes to `on_epoch(epoch, val_acc)`, which may return a reason
-string to stop (the objective returns "pruned" or "out_of_time" there). A NaN/inf loss ends training with "diverged";
-a deadline ends it with "time" as soon as the next epoch would overrun it. KeyboardInterrupt propagates.
+batched there. Per-epoch validation accuracy goes to `on_epoch(epoch, val_acc)`, which may return an end
+reason to stop (the objective returns End.PRUNED or End.OUT_OF_TIME there). A NaN/inf loss ends training with
+End.DIVERGED; a deadline ends it with End.TIME_SHARE as soon as the next epoch would overrun it. KeyboardInterrupt propagates.
 No DataLoader, no PIL, no .item() per step: the loss is summed on the device and read every 32 steps.
 """
 from __future__ import annotations
@@ -19,6 +19,7 @@ from torch import nn
 
 from search import augment
 from search.data import Split
+from search.record import End, Recipe
 
 CHECK_EVERY = 32  # steps between host reads of the running loss (NaN check, deadline check)
 
@@ -28,43 +29,43 @@ class History:
     train_loss: list[float] = field(default_factory=list)  # mean per epoch
     val_acc: list[float] = field(default_factory=list)  # per epoch (empty without a val split)
     epoch_seconds: list[float] = field(default_factory=list)
-    end_reason: str = "completed"  # completed | diverged | time | whatever on_epoch returned
+    end_reason: End = End.COMPLETED  # COMPLETED, DIVERGED, TIME_SHARE, or what on_epoch returned
     images: int = 0  # training images processed (for images/s)
 
 
-def make_optimizer(model: nn.Module, r: dict) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, r: Recipe) -> torch.optim.Optimizer:
     """On GPUs the fused kernels: one launch updates every parameter (small nets are launch-bound there)."""
-    params, lr, wd = list(model.parameters()), r["lr"], r["weight_decay"]
+    params, lr, wd = list(model.parameters()), r.lr, r.weight_decay
     fused = bool(params) and params[0].is_cuda
-    if r["optimizer"] == "sgd":
-        nesterov = r["nesterov"] and r["momentum"] > 0
-        return torch.optim.SGD(params, lr=lr, momentum=r["momentum"], nesterov=nesterov, weight_decay=wd, fused=fused)
-    if r["optimizer"] == "adam":
+    if r.optimizer == "sgd":
+        nesterov = r.nesterov and r.momentum > 0
+        return torch.optim.SGD(params, lr=lr, momentum=r.momentum, nesterov=nesterov, weight_decay=wd, fused=fused)
+    if r.optimizer == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=wd, fused=fused)
-    if r["optimizer"] == "adamw":
+    if r.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=lr, weight_decay=wd, fused=fused)
-    raise ValueError(f"unknown optimizer {r['optimizer']!r}")
+    raise ValueError(f"unknown optimizer {r.optimizer!r}")
 
 
-def make_scheduler(opt, r: dict, epochs: int, steps_per_epoch: int):
+def make_scheduler(opt, r: Recipe, epochs: int, steps_per_epoch: int):
     """(scheduler or None, stepped per batch?). Shapes are relative to the run, so a recipe means the same
     at search fidelity (few epochs) and at retrain: step drops by gamma every step_fraction of the run,
     multistep at 50% and 75%, exponential decays to lr * gamma at the end."""
-    kind, total = r["scheduler"], epochs * steps_per_epoch
+    kind, total = r.scheduler, epochs * steps_per_epoch
     S = torch.optim.lr_scheduler
     if kind == "onecycle":  # momentum stays what the recipe says (torch would cycle it 0.95 -> 0.85 -> 0.95)
-        warmup = max(r["warmup_fraction"], 1e-3)
+        warmup = max(r.warmup_fraction, 1e-3)
         if abs(warmup * total - 1) < 1e-9:  # a warm-up of exactly one step divides by zero in torch: make it 1.5
             warmup = 1.5 / total
-        return S.OneCycleLR(opt, max_lr=r["lr"], total_steps=total, pct_start=warmup, cycle_momentum=False), True
+        return S.OneCycleLR(opt, max_lr=r.lr, total_steps=total, pct_start=warmup, cycle_momentum=False), True
     if kind == "cosine":
         return S.CosineAnnealingLR(opt, T_max=total), True
     if kind == "step":
-        return S.StepLR(opt, step_size=max(1, round(r["step_fraction"] * epochs)), gamma=r["gamma"]), False
+        return S.StepLR(opt, step_size=max(1, round(r.step_fraction * epochs)), gamma=r.gamma), False
     if kind == "multistep":
-        return S.MultiStepLR(opt, milestones=[max(1, round(epochs * f)) for f in (0.5, 0.75)], gamma=r["gamma"]), False
+        return S.MultiStepLR(opt, milestones=[max(1, round(epochs * f)) for f in (0.5, 0.75)], gamma=r.gamma), False
     if kind == "exponential":
-        return S.ExponentialLR(opt, gamma=r["gamma"] ** (1 / epochs)), False
+        return S.ExponentialLR(opt, gamma=r.gamma ** (1 / epochs)), False
     if kind == "none":
         return None, False
     raise ValueError(f"unknown scheduler {kind!r}")
@@ -81,18 +82,18 @@ def channels_last(device: torch.device) -> bool:
     return device.type == "cuda" or torch.get_num_threads() == 1
 
 
-def make_step(model: nn.Module, opt, r: dict, mean: torch.Tensor, std: torch.Tensor):
+def make_step(model: nn.Module, opt, r: Recipe, mean: torch.Tensor, std: torch.Tensor):
     """One training step on a uint8 batch: augment, normalize, forward, backward, update -> loss tensor."""
     nhwc = channels_last(mean.device)
     half = bf16(mean.device)
     if nhwc:
         model.to(memory_format=torch.channels_last)
-    aug, smoothing = r.get("augment", {}), r["label_smoothing"]
+    aug, smoothing = r.augment, r.label_smoothing
     mean, std = mean[None, :, None, None], std[None, :, None, None]
 
     def step(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
         x = augment.pixels(xb.float().div_(255), aug)
-        x = augment.cutout((x - mean) / std, int(aug.get("cutout", 0)))
+        x = augment.cutout((x - mean) / std, aug.cutout)
         if nhwc:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=half):
@@ -135,14 +136,14 @@ def train(
     val_split: Split | None,
     mean: torch.Tensor,
     std: torch.Tensor,
-    recipe: dict,
+    recipe: Recipe,
     epochs: int,
-    on_epoch: Callable[[int, float], str | None] | None = None,
+    on_epoch: Callable[[int, float], End | None] | None = None,
     deadline: float | None = None,
 ) -> History:
     """Train `model` in place. Seed torch before building the model; batches use the global RNG too."""
     device = mean.device
-    n, bs = len(train_split), recipe["batch_size"]
+    n, bs = len(train_split), recipe.batch_size
     bs = min(bs, n)
     steps = max(1, n // bs)  # drop the ragged last batch: a batch of 1 breaks BatchNorm
     opt = make_optimizer(model, recipe)
@@ -152,7 +153,7 @@ def train(
     for epoch in range(epochs):
         t0 = time.perf_counter()
         if deadline is not None and hist.epoch_seconds and time.monotonic() + hist.epoch_seconds[-1] > deadline:
-            hist.end_reason = "time"
+            hist.end_reason = End.TIME_SHARE
             break
         model.train()
         perm = torch.randperm(n, device=device)
@@ -164,13 +165,13 @@ def train(
                 sched.step()
             if (i + 1) % CHECK_EVERY == 0 or i + 1 == steps:
                 if not math.isfinite(loss_sum.item()):
-                    hist.end_reason = "diverged"
+                    hist.end_reason = End.DIVERGED
                     break
                 if deadline is not None and time.monotonic() > deadline:
-                    hist.end_reason = "time"
+                    hist.end_reason = End.TIME_SHARE
                     break
         hist.images += bs * (i + 1)
-        if hist.end_reason != "completed":
+        if hist.end_reason != End.COMPLETED:
             break
         if sched is not None and not per_step:
             sched.step()

@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import nas_run, tiny_space, write_space
+from helpers import nas_run, tiny_space, write_space
 from search import cli
 
 BAD = Path(__file__).parent / "bad_inputs"

@@ -7,9 +7,9 @@ import random
 import optuna
 import pytest
 
-from conftest import in_process, tiny_space, write_space
+from helpers import in_process, tiny_space, write_space
 from search import check, cost
-from search import data as D
+from search.catalogue import DATASETS
 from search import space as S
 from search.workers import plan_workers
 
@@ -57,21 +57,21 @@ def test_first_trial_designs_are_priced_at_full_length_and_their_own_speed():
     search = {"min_epochs": 2, "reduction_factor": 3, "race_top": 0}
     plain = S.parse(tiny_space(retrain={"epochs": 15}, search=search))
     with_design = S.parse(tiny_space(retrain={"epochs": 15}, search=search | {"first_trials": [{"train.lr": 0.01}]}))
-    n = {"search": 2400, "val": 600, "retrain": 3000, "race": 2400, "race_val": 600}
+    n = cost.PhaseSizes(search=2400, val=600, retrain=3000, race=2400, race_val=600)
     a, b = (cost.run_cost(sp, 0.01, 64, n, trials=10, workers=1) for sp in (plain, with_design))
     slow = cost.run_cost(with_design, 0.01, 64, n, trials=10, workers=1, designs=[(0.03, 64)])  # 3x the step time
-    per_epoch = a["per_epoch"]
-    assert a["search"] == pytest.approx(10 * cost.expected_epochs(plain.search, 10) * per_epoch)
-    assert b["search"] == pytest.approx((15 + 9 * cost.expected_epochs(plain.search, 9)) * per_epoch)
-    assert b["search"] > a["search"] + per_epoch  # one design at 15 epochs costs more than a pruned trial
-    assert slow["search"] == pytest.approx(b["search"] + 2 * 15 * per_epoch)
-    assert b["epochs_per_trial"] == pytest.approx(b["search"] / per_epoch / 10)
+    per_epoch = a.per_epoch
+    assert a.search == pytest.approx(10 * cost.expected_epochs(plain.search, 10) * per_epoch)
+    assert b.search == pytest.approx((15 + 9 * cost.expected_epochs(plain.search, 9)) * per_epoch)
+    assert b.search > a.search + per_epoch  # one design at 15 epochs costs more than a pruned trial
+    assert slow.search == pytest.approx(b.search + 2 * 15 * per_epoch)
+    assert b.epochs_per_trial == pytest.approx(b.search / per_epoch / 10)
 
 
 def test_design_models_are_the_first_trials_completed_as_the_run_completes_them():
     space = S.parse(tiny_space(search={"first_trials": [{"train.lr": 0.01}]}))
-    [(cand, model)] = check.design_models(space, D.DATASETS["fashion_mnist"])
-    assert cand["train"]["lr"] == 0.01 and cand["family"] == "convnet"
+    [(cand, model)] = check.design_models(space, DATASETS["fashion_mnist"])
+    assert cand.train.lr == 0.01 and cand.family == "convnet"
     assert sum(p.numel() for p in model.parameters()) > 0  # built: what --check times
 
 
@@ -90,17 +90,27 @@ def test_check_prices_the_whole_run(tmp_path):
     assert not (tmp_path / "studies").exists()  # --check writes nothing
 
 
+def test_check_called_from_python_with_its_default_device_prices_the_run():
+    """check.run's device defaults to the CPU (a str "cpu" once reached price_tier and crashed on `.type`)."""
+    from rich.console import Console
+
+    console = Console(record=True, width=200)
+    assert check.run(S.parse(tiny_space()), samples=20, console=console, trials=4) == 0
+    assert "whole run, --trials 4 on 1 worker(s)" in " ".join(console.export_text().split())
+
+
 def test_race_is_priced_on_its_rounds_images():
     """A race round that validates on twice the search's images trains on that many fewer (the search's
-    validation images join training): sizes() counts them as objective.py splits them, and the race costs less."""
+    validation images join training): data_at_hand() counts them as objective.py splits them, and the race costs
+    less."""
     def space(**search):
         return S.parse(tiny_space(retrain={"epochs": 15}, search={"race_top": 2, "race_seeds": 2, **search}))
     same, wide = space(), space(race_val_fraction=0.4)  # tiny_space: data.val_fraction 0.2
-    (n_same, _, _), (n_wide, _, _) = check.sizes(same), check.sizes(wide)
-    assert (n_same["race"], n_same["race_val"]) == (n_same["search"], n_same["val"]) == (2400, 600)
-    assert (n_wide["race"], n_wide["race_val"]) == (1800, 1200)
+    n_same, n_wide = check.data_at_hand(same).sizes, check.data_at_hand(wide).sizes
+    assert (n_same.race, n_same.race_val) == (n_same.search, n_same.val) == (2400, 600)
+    assert (n_wide.race, n_wide.race_val) == (1800, 1200)
     a, b = cost.run_cost(same, 0.01, 64, n_same, trials=10, workers=1), cost.run_cost(wide, 0.01, 64, n_wide, trials=10, workers=1)
-    assert b["race"] < a["race"] and b["search"] == a["search"]
+    assert b.race < a.race and b.search == a.search
 
 
 def test_first_trial_designs_are_priced_as_finalists_too():
@@ -108,8 +118,8 @@ def test_first_trial_designs_are_priced_as_finalists_too():
     def space(**search):
         return S.parse(tiny_space(retrain={"epochs": 15}, search={"race_top": 2, "race_seeds": 3, **search,
                                                                   "first_trials": [{"train.lr": 0.01}, {"train.lr": 0.02}]}))
-    n = {"search": 2400, "val": 600, "retrain": 3000, "race": 2400, "race_val": 600}
-    runs = [cost.run_cost(sp, 0.01, 64, n, trials=10, workers=1)["race_runs"]
+    n = cost.PhaseSizes(search=2400, val=600, retrain=3000, race=2400, race_val=600)
+    runs = [cost.run_cost(sp, 0.01, 64, n, trials=10, workers=1).race_runs
             for sp in (space(), space(race_first_trials=False), space(race_top=0))]
     assert runs == [(2 + 2) * 2, 2 * 2, 0]
 
@@ -117,8 +127,8 @@ def test_first_trial_designs_are_priced_as_finalists_too():
 def test_retrain_seeds_share_the_cores_on_cpu_and_wait_in_waves_on_gpus():
     """3 seeds on 2 CPU workers run as 3 processes at once: 1.5x one seed's time; on GPUs 2 waves of 2."""
     space = S.parse(tiny_space(retrain={"epochs": 15, "seeds": 3}))
-    n = {"search": 2400, "val": 600, "retrain": 3000, "race": 2400, "race_val": 600}
+    n = cost.PhaseSizes(search=2400, val=600, retrain=3000, race=2400, race_val=600)
     cpu, gpu, wide = (cost.run_cost(space, 0.01, 64, n, trials=10, workers=w, cpu=c) for w, c in ((2, True), (2, False), (4, True)))
-    assert cpu["retrain"] == pytest.approx(1.5 * cpu["retrain_one"])
-    assert gpu["retrain"] == pytest.approx(2 * gpu["retrain_one"])
-    assert wide["retrain"] == pytest.approx(wide["retrain_one"])  # more workers than seeds: one seed's time
+    assert cpu.retrain == pytest.approx(1.5 * cpu.retrain_one)
+    assert gpu.retrain == pytest.approx(2 * gpu.retrain_one)
+    assert wide.retrain == pytest.approx(wide.retrain_one)  # more workers than seeds: one seed's time

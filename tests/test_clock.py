@@ -9,21 +9,21 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from conftest import FM_SLICE, in_process, tiny_space, write_space
+from helpers import FM_SLICE, in_process, stored_candidate, tiny_space, write_space
 from search import clock as C
 from search import cost
-from search import data as D
+from search.cost import PhaseSizes
 from search import race as R
 from search import space as S
 from search.record import trained
 from search.study import open_study
 from search.workers import RunContext, run_worker
 
-N = {"search": 900, "val": 300, "race": 900, "race_val": 300, "retrain": 1200}  # an epoch: 900 + 300/3 = 1,000 image-works
+N = PhaseSizes(search=900, val=300, race=900, race_val=300, retrain=1200)  # an epoch: 900 + 300/3 = 1,000 image-works
 
 
 def _trial(number: int, value: float, spe: float, seconds: float = 30.0):
-    t = optuna.trial.create_trial(value=value, user_attrs={"trained": True, "candidate": {"n": number},
+    t = optuna.trial.create_trial(value=value, user_attrs={"trained": True, "candidate": stored_candidate(n=number),
                                                           "seconds_per_epoch": spe})
     t.number, t.datetime_start = number, dt.datetime(2026, 1, 1)
     t.datetime_complete = t.datetime_start + dt.timedelta(seconds=seconds)
@@ -76,12 +76,12 @@ class _RunsOutInTheThirdTrial(C.Clock):
         return len(trained(trials)) >= 2
 
 
-def test_out_of_time_the_worker_cuts_its_trial_and_starts_none_but_race_runs_train_in_full(tmp_path):
+def test_out_of_time_the_worker_cuts_its_trial_and_starts_none_but_race_runs_train_in_full(tmp_path, fm_data):
     raw = tiny_space(search={"seed": 0, "epochs": 3, "pruner": "none", "race_top": 2, "race_seeds": 2},
                      budget={"params": 100_000})
     space = S.parse(raw)
     url = f"sqlite:///{tmp_path / 'clock.db'}"
-    data = D.load(space.data, "cpu", 0)
+    data = fm_data
     clock = _RunsOutInTheThirdTrial(0.0, space, N, workers=1)
     threads = torch.get_num_threads()  # run_worker sets it for the process: keep what later tests train with
     obj = run_worker(RunContext(space, url, 10, "cpu", threads=threads, clock=clock), data=data)

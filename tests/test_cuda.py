@@ -9,11 +9,11 @@ import pytest
 import torch
 
 import models
-from conftest import FM_SLICE, nas_run, tiny_space, write_space
+from helpers import FM_SLICE, nas_run, tiny_space, write_space
 from search import data as D
 from search.space import data_config
 from search.export import load_checkpoint
-from search.space import TRAIN
+from search import space as S
 from search.train import evaluate, make_optimizer, predict, train
 from search.workers import plan_workers
 
@@ -21,10 +21,8 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA d
 CFG = data_config(dataset="fashion_mnist", root=str(FM_SLICE), val_fraction=0.2)
 
 
-def recipe() -> dict:
-    r = {k: spec.default for k, spec in TRAIN.items()}
-    r.update(lr=0.05, batch_size=64, optimizer="sgd", momentum=0.9, scheduler="onecycle", augment={"rotate": 7.0})
-    return r
+def recipe():
+    return S.recipe(lr=0.05, batch_size=64, optimizer="sgd", momentum=0.9, scheduler="onecycle", augment={"rotate": 7.0})
 
 
 def trained_on(device: str):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import chromium, need
+from helpers import chromium, need
 
 
 def _free_port() -> int:

@@ -9,8 +9,9 @@ import shutil
 import pytest
 import torch
 
-from conftest import FM_SLICE
+from helpers import FM_SLICE
 from search import augment
+from search.record import Augment
 from search import data as D
 from search.space import data_config
 from search.errors import UserError
@@ -100,17 +101,16 @@ def test_missing_files_offline_is_one_line(tmp_path, monkeypatch):
     assert "\n" not in msg and "train-images-idx3-ubyte.gz" in msg and str(tmp_path / "nothing") in msg
 
 
-@pytest.fixture(scope="module")
-def batch():
-    d = D.load(CFG, "cpu", 0)
-    return d.train.x[:64].float() / 255
+@pytest.fixture
+def batch(fm_data):
+    return fm_data.train.x[:64].float() / 255
 
 
 @pytest.mark.parametrize("aug", [{"crop": 2}, {"flip": True}, {"rotate": 15.0}, {"scale": 0.2},
                                  {"brightness": 0.2}, {"contrast": 0.3}])
 def test_each_augmentation_keeps_shape_and_dtype_and_changes_the_batch(batch, aug):
     torch.manual_seed(0)
-    out = augment.pixels(batch.clone(), aug)
+    out = augment.pixels(batch.clone(), Augment(**aug))
     assert out.shape == batch.shape and out.dtype == batch.dtype
     assert not torch.equal(out, batch)
     assert 0 <= out.min() and out.max() <= 1
@@ -124,7 +124,7 @@ def test_cutout_zeroes_a_square(batch):
 
 
 def test_off_means_identity(batch):
-    assert torch.equal(augment.pixels(batch.clone(), {}), batch)
+    assert torch.equal(augment.pixels(batch.clone(), Augment()), batch)
     assert torch.equal(augment.cutout(batch, 0), batch)
 
 

@@ -15,7 +15,7 @@ import torch
 from optuna.trial import TrialState
 
 from claim_worker import claim_enqueued
-from conftest import in_process, need, nas_run, search_trials, study_once_created, tiny_space, write_space
+from helpers import in_process, need, nas_run, search_trials, study_once_created, tiny_space, write_space
 from search import objective as O
 from search import space as S
 from search.workers import RunContext, plan_workers, processes_for, run_worker
@@ -236,11 +236,10 @@ def test_each_enqueued_trial_is_claimed_by_one_worker(tmp_path, backend):
 
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # asked and told by hand here, as two workers would
-def test_of_two_workers_that_asked_at_once_with_one_trial_left_the_later_stands_down(tmp_path):
+def test_of_two_workers_that_asked_at_once_with_one_trial_left_the_later_stands_down(tmp_path, fm_data):
     """Two workers checked the target (2 trained of 3), found room for one more and asked at the same instant. The
     later claim ends `surplus`, untrained and unsampled; the earlier trains: the study stops at 3, not 4. (On CI's
     2 cores the `finished` run trained 4 of `--trials 3` this way.) An enqueued design never stands down."""
-    from search import data as D
     from search import record as rec
     from search.storage import make_storage
     from search.study import open_study
@@ -251,7 +250,7 @@ def test_of_two_workers_that_asked_at_once_with_one_trial_left_the_later_stands_
         t = study.ask()
         t.set_user_attr("trained", True)
         study.tell(t, value)
-    obj = O.Objective(space, D.load(space.data, torch.device("cpu"), 0), torch.device("cpu"), trials=3)
+    obj = O.Objective(space, fm_data, torch.device("cpu"), trials=3)
     earlier, later = study.ask(), study.ask()
     with pytest.raises(optuna.TrialPruned):
         obj(later)
@@ -259,7 +258,7 @@ def test_of_two_workers_that_asked_at_once_with_one_trial_left_the_later_stands_
     value = obj(earlier)  # the later claim has ended: nothing is ahead of the earlier but the 2 trained
     study.tell(earlier, value)
     trials = study.get_trials()
-    assert rec.end_of(trials[later.number])[0] == rec.End.SURPLUS and not trials[later.number].params
+    assert rec.read(trials[later.number]).end[0] == rec.End.SURPLUS and not trials[later.number].params
     assert rec.is_trained(trials[earlier.number]) and len(rec.trained(trials)) == 3
     assert not obj.may_ask(study) and obj.finished(study) and not obj.gave_up
     study.enqueue_trial({"train.lr": 0.005}, user_attrs={"first_trial": 0})  # a design: past the target it trains

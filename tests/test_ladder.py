@@ -11,13 +11,14 @@ import torch
 from torch import nn
 
 import models
-from conftest import in_process, tiny_space, write_space
+from helpers import in_process, tiny_space, write_space
 from search import budget as B
-from search import deploy
+from search import deploy, measure
 from search import record as rec
 from search import study as ST
-from search.data import Meta
+from search.catalogue import Meta
 from search.space import BudgetConfig, parse
+from search.space import recipe as recipe_of
 
 TIERS = [1500, 3000, 6000]
 
@@ -40,35 +41,31 @@ def test_every_tier_gets_a_winner_under_its_limit_exported_in_its_own_folder(lad
     tmp, result, study = ladder_run
     searched = [t for t in study.trials if rec.is_trained(t) and not rec.is_race(t)]
     assert len(searched) == 6
-    assert sorted(rec.tier(t) for t in searched) == sorted(f"params_{p}" for p in TIERS for _ in range(2))
+    assert sorted(rec.read(t).tier for t in searched) == sorted(f"params_{p}" for p in TIERS for _ in range(2))
     for limit in TIERS:
         tier = f"params_{limit}"
         r = study.user_attrs[f"retrain:{tier}"]
         winner = study.trials[r["trial"]]
-        assert rec.tier(winner) == tier and not rec.is_race(winner)
-        assert rec.params(winner) <= limit
+        assert rec.read(winner).tier == tier and not rec.is_race(winner)
+        assert rec.read(winner).params <= limit
         folder = tmp / "studies" / "ladder" / "best" / tier
         card = json.loads((folder / "model_card.json").read_text())
-        assert card["params"] == rec.params(winner) <= limit
+        assert card["params"] == rec.read(winner).params <= limit
         assert {"checkpoint.pt", "model.onnx", "model.int8.onnx", "MODEL_CARD.md"} <= {p.name for p in folder.iterdir()}
         # the race ran within the tier: its finalists are the tier's trials
-        assert all(rec.tier(study.trials[row["trial"]]) == tier for row in study.user_attrs[f"race:{tier}"])
+        assert all(rec.read(study.trials[row["trial"]]).tier == tier for row in study.user_attrs[f"race:{tier}"])
         assert f"tier {tier}" in result.stdout
     assert "retrain" not in study.user_attrs  # a ladder has no single winner
     html = (tmp / "studies" / "ladder" / "report.html").read_text()
     assert "The budget ladder" in html and all(f"params_{p}" in html for p in TIERS)
 
 
-def test_the_int8_model_runs_in_onnxruntime_and_its_accuracy_is_reported(ladder_run):
-    from search import data as D
-    from search.space import data_config
-    from conftest import FM_SLICE
-
+def test_the_int8_model_runs_in_onnxruntime_and_its_accuracy_is_reported(ladder_run, fm_data):
     tmp, _, _ = ladder_run
     folder = tmp / "studies" / "ladder" / "best" / f"params_{TIERS[-1]}"
     card = json.loads((folder / "model_card.json").read_text())
     q = card["deployment"]["int8"]
-    test = D.load(data_config(dataset="fashion_mnist", root=str(FM_SLICE), val_fraction=0.2), "cpu", 0).test
+    test = fm_data.test
     assert q["test_acc"] == round(deploy.onnx_accuracy(folder / "model.int8.onnx", test.x, test.y), 4)
     assert q["fp32_test_acc"] == round(deploy.onnx_accuracy(folder / "model.onnx", test.x, test.y), 4)
     assert 0.1 < q["test_acc"] <= 1  # it learned something, and int8 kept it
@@ -179,7 +176,7 @@ def test_peak_memory_of_a_small_sequential_net_equals_a_hand_count():
                         nn.Linear(8, 10))
     # input 1x8x8 = 64; conv1 out 4x8x8 = 256 (input still live: 320); BN, ReLU in place; pool out 4x4x4 = 64
     # (+256 live: 320); conv2 out 8x4x4 = 128 (+64: 192); GAP 8; flatten a view; linear 10
-    assert deploy.peak_memory(net, Meta(1, 8, 8, tuple("abcdefghij"))) == {"fp32": 320 * 4, "int8": 320}
+    assert measure.peak_memory(net, Meta(1, 8, 8, tuple("abcdefghij"))) == {"fp32": 320 * 4, "int8": 320}
 
 
 class _Residual(nn.Module):
@@ -194,7 +191,7 @@ class _Residual(nn.Module):
 
 def test_peak_memory_keeps_a_residual_branch_alive():
     # input 64; a's output 256 (+64: 320); b writes 256 while a's output waits for the add: 512; add, ReLU in place
-    assert deploy.peak_activation_elements(_Residual(), Meta(1, 8, 8, tuple("abcdefghij"))) == 512
+    assert measure.peak_activation_elements(_Residual(), Meta(1, 8, 8, tuple("abcdefghij"))) == 512
 
 
 def test_latency_and_peak_memory_budgets_reject_nets_measured_over_them(torch_threads):
@@ -203,21 +200,21 @@ def test_latency_and_peak_memory_budgets_reject_nets_measured_over_them(torch_th
     small = models.build("convnet", in_channels=1, num_classes=10, image_size=28, widths=(4, 8), depths=(1, 1))
     large = models.build("convnet", in_channels=1, num_classes=10, image_size=28, widths=(64, 128), depths=(2, 2),
                          pools=(False, False))
-    recipe = {"batch_size": 32}
+    recipe, cpu = recipe_of(lr=0.1, batch_size=32), torch.device("cpu")
     unbounded = BudgetConfig(None, None, None, False, latency_ms=1e9)
-    small_cost = B.check(small, recipe, unbounded, meta, n_train=100, n_eval=0, epochs=1)[0]
+    small_cost = B.measure(small, recipe, unbounded, meta, n_train=100, n_eval=0, epochs=1, device=cpu)[0]
     t_small = small_cost.latency_ms
-    t_large = B.check(large, recipe, unbounded, meta, n_train=100, n_eval=0, epochs=1)[0].latency_ms
+    t_large = B.measure(large, recipe, unbounded, meta, n_train=100, n_eval=0, epochs=1, device=cpu)[0].latency_ms
     assert t_large > 5 * t_small  # ~60x the MACs
     limit = (t_small * t_large) ** 0.5
     budget = BudgetConfig(None, None, None, False, latency_ms=limit)
-    cost, over = B.check(large, recipe, budget, meta, n_train=100, n_eval=0, epochs=1)  # measured again, over it
+    cost, over = B.measure(large, recipe, budget, meta, n_train=100, n_eval=0, epochs=1, device=cpu)  # again, over it
     assert over["latency_ms"] > 0 and cost.latency_ms > limit
     assert B.violations(small_cost, budget)["latency_ms"] <= 0
-    kb = deploy.peak_memory(small, meta)["fp32"] / 1000
+    kb = measure.peak_memory(small, meta)["fp32"] / 1000
     budget = BudgetConfig(None, None, None, False, latency_ms=None, peak_memory_kb=kb * 1.01)
-    assert B.check(small, recipe, budget, meta, n_train=100, n_eval=0, epochs=1)[1]["peak_memory_kb"] <= 0
-    assert B.check(large, recipe, budget, meta, n_train=100, n_eval=0, epochs=1)[1]["peak_memory_kb"] > 0
+    assert B.measure(small, recipe, budget, meta, n_train=100, n_eval=0, epochs=1, device=cpu)[1]["peak_memory_kb"] <= 0
+    assert B.measure(large, recipe, budget, meta, n_train=100, n_eval=0, epochs=1, device=cpu)[1]["peak_memory_kb"] > 0
 
 
 def test_a_ladder_tier_fills_candidates_to_its_own_limit():
@@ -227,8 +224,8 @@ def test_a_ladder_tier_fills_candidates_to_its_own_limit():
     for tier, limit in zip(space.budget.tiers(), TIERS):
         study.enqueue_trial({"model.head": "gap"})
         cand, model = B.candidate_model(space, study.ask(), meta, tier)
-        assert cand["tier"] == tier
-        assert 0.6 * limit < B.count_params(model) <= limit
+        assert cand.tier == tier
+        assert 0.6 * limit < measure.count_params(model) <= limit
 
 
 def test_check_prices_every_tier_of_a_ladder(torch_threads):

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import models
-from search.budget import count_macs, count_params
-from search.data import DATASETS, Meta
+from search.measure import count_macs, count_params
+from search.catalogue import DATASETS, Meta
 
 
 def conv(cin, cout, k, bias=False, bn=True, separable=False):
@@ -161,7 +161,7 @@ def test_seed_designs_are_expressible():
     assert mnist.features(torch.zeros(1, 1, 28, 28)).shape[-1] == 5  # 28 -> 26 -> 24 -> 22, pool 11 -> 9 -> 7 -> 5
     assert [m.padding for m in mnist.modules() if isinstance(m, torch.nn.Conv2d)] == [(0, 0)] * 7
     # ... and the same net is a point of spaces/mnist_8k.yaml (with fill off, so widths are taken as sampled)
-    from conftest import ROOT
+    from helpers import ROOT
     from search import space as S
 
     raw = S.read_yaml((ROOT / "spaces" / "mnist_8k.yaml").read_text())
@@ -174,7 +174,7 @@ def test_seed_designs_are_expressible():
              "model.dropout": 0.05}
     rest = {n: p.choices[0] if p.choices else p.low for n, p in space.params().items() if p.value is None}
     cand = space.sample(optuna.trial.FixedTrial(rest | point), DATASETS["mnist"])
-    assert count_params(models.build(cand["family"], **cand["model"])) == 8034
+    assert count_params(cand.build()) == 8034
     cifar100 = models.build("convnet", in_channels=3, num_classes=100, image_size=32, widths=[32, 64, 128],
                             depths=[1, 1, 1], final_pool=True, head="flatten_fc", fc_width=420, fc_dropout=0.2, bias=True)
     assert count_params(cifar100) == 996_376  # exactly the report's count

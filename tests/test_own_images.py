@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import FM_SLICE, WORDS, console_script, in_process, write_image_folder
+from helpers import FM_SLICE, WORDS, console_script, in_process, write_image_folder
 from search import data as D
 from search import images as I
 from search.space import data_config

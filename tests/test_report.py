@@ -15,7 +15,7 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from conftest import chromium, console_script, in_process, search_trials, study_once_created, tiny_space, write_space
+from helpers import chromium, console_script, in_process, search_trials, study_once_created, tiny_space, write_space
 from search import data as D
 from search import report as RP
 from search import space as S

@@ -1,4 +1,4 @@
-"""The space grammar: scalars fixed, lists choices, mappings ranges; candidates are plain JSON."""
+"""The space grammar: scalars fixed, lists choices, mappings ranges; candidates store as plain JSON."""
 from __future__ import annotations
 
 import json
@@ -7,10 +7,11 @@ import optuna
 import pytest
 
 import models
-from conftest import ROOT, tiny_space, write_space
-from search import data as D
+from helpers import ROOT, tiny_space, write_space
+from search.catalogue import DATASETS, builtin_meta
 from search import space as S
 from search.errors import SpaceError
+from search.record import Candidate
 
 SPACES = sorted((ROOT / "spaces").glob("*.yaml"))
 
@@ -20,9 +21,9 @@ def test_shipped_spaces_load_and_sample_buildable_json_candidates(path):
     space = S.load(path)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
     for _ in range(20):
-        cand = space.sample(study.ask(), D.builtin_meta(space.data))
-        assert json.loads(json.dumps(cand)) == cand
-        models.build(cand["family"], **cand["model"])
+        cand = space.sample(study.ask(), builtin_meta(space.data))
+        assert Candidate.from_json(json.loads(json.dumps(cand.to_json()))) == cand
+        cand.build()
 
 
 def test_grammar(tmp_path):
@@ -37,13 +38,13 @@ def test_grammar(tmp_path):
     assert space.search.epochs == 1 and space.retrain.train_on == "train+val"  # defaults filled in
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     trial = study.ask()
-    cand = space.sample(trial, D.DATASETS["fashion_mnist"])
+    cand = space.sample(trial, DATASETS["fashion_mnist"])
     assert set(trial.params) == {"model.stage0.width", "model.stage1.width", "model.stage1.depth", "model.head",
                                  "train.optimizer", "train.lr", "train.weight_decay", "train.augment.crop"}
-    assert cand["model"]["in_channels"] == 1 and len(cand["model"]["widths"]) == 2
-    assert cand["train"]["weight_decay"] in (0.0, 0.0005, 0.001)
+    assert cand.model["in_channels"] == 1 and len(cand.widths) == 2
+    assert cand.train.weight_decay in (0.0, 0.0005, 0.001) and cand.train.augment.crop in (0, 2)
     # The same parameters give the same candidate (retrain rebuilds the winner this way).
-    assert space.sample(optuna.trial.FixedTrial(trial.params), D.DATASETS["fashion_mnist"]) == cand
+    assert space.sample(optuna.trial.FixedTrial(trial.params), DATASETS["fashion_mnist"]) == cand
 
 
 def test_yaml_exponent_floats_are_numbers(tmp_path):

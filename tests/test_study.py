@@ -10,9 +10,8 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from conftest import in_process, search_trials, tiny_space
-from search import budget as B
-from search import data as D
+from helpers import in_process, search_trials, stored_candidate, tiny_space
+from search.measure import count_params
 from search import objective as O
 from search import space as S
 from search import study as ST
@@ -34,7 +33,7 @@ def test_storage_holds_trained_and_rejected_trials_with_constraints_and_reasons(
     assert "optuna-dashboard sqlite:///" in result.stdout and "--artifact-dir" in result.stdout
 
 
-def test_winner_retrained_on_two_seeds_and_exported(finished):
+def test_winner_retrained_on_two_seeds_and_exported(finished, fm_data):
     tmp, _, result, study = finished
     r = study.user_attrs["retrain"]
     best = study.trials[study.user_attrs["race"][0]["trial"]]  # the race winner (test_race_... checks the race)
@@ -50,7 +49,7 @@ def test_winner_retrained_on_two_seeds_and_exported(finished):
     assert "test accuracy" in (best_dir / "MODEL_CARD.md").read_text()
     # The checkpoint rebuilds the model (weights_only) and agrees with the torch.export program.
     model, ckpt = load_checkpoint(best_dir / "checkpoint.pt")
-    data = D.load(S.parse(tiny_space()).data, "cpu", 0)
+    data = fm_data
     x = data.test.x[:64].float() / 255
     program = torch.export.load(str(best_dir / "model.pt2")).module()
     mean, std = torch.tensor(ckpt["mean"]).view(1, -1, 1, 1), torch.tensor(ckpt["std"]).view(1, -1, 1, 1)
@@ -119,16 +118,15 @@ def test_nas_export_rewrites_formats_from_the_checkpoint(finished):
 
 def _fake_train(model, *args, **kw):
     """Stands in for training where only the sampler is under test: 'accuracy' grows with size."""
-    return History(val_acc=[B.count_params(model) / 8000], epoch_seconds=[1e-3], images=1)
+    return History(val_acc=[count_params(model) / 8000], epoch_seconds=[1e-3], images=1)
 
 
-def _rejection_shares(kind: str, seed: int, monkeypatch) -> tuple[float, float]:
+def _rejection_shares(kind: str, seed: int, monkeypatch, data) -> tuple[float, float]:
     raw = tiny_space(model={"family": "convnet", "stages": [{"width": {"low": 4, "high": 64}, "depth": [1, 2, 3]}] * 3,
                             "head": ["gap", "gap_fc"], "fc_width": [0, 32]},
                      budget={"params": 8000}, search={"epochs": 1, "seed": seed, "sampler": kind, "max_rejections": 1000})
     space = S.parse(raw)
     monkeypatch.setattr(O, "train", _fake_train)
-    data = D.load(space.data, "cpu", 0)
     worker = O.Objective(space, data, torch.device("cpu"), trials=10**6)
     study = optuna.create_study(direction="maximize", sampler=ST.make_sampler(space.search, seed))
     study.optimize(worker, n_trials=60)
@@ -136,24 +134,24 @@ def _rejection_shares(kind: str, seed: int, monkeypatch) -> tuple[float, float]:
     return sum(rejected[:20]) / 20, sum(rejected[30:]) / 30
 
 
-def test_sampler_learns_the_feasible_region_from_constraints(monkeypatch):
+def test_sampler_learns_the_feasible_region_from_constraints(monkeypatch, fm_data):
     """With a budget that excludes most of the space, TPE (fed by Trial.set_constraint) proposes fewer
     over-budget candidates after ~30 asks; random sampling does not improve."""
-    tpe = [_rejection_shares("tpe", s, monkeypatch) for s in (0, 1)]
-    rnd = [_rejection_shares("random", s, monkeypatch) for s in (0, 1)]
+    tpe = [_rejection_shares("tpe", s, monkeypatch, fm_data) for s in (0, 1)]
+    rnd = [_rejection_shares("random", s, monkeypatch, fm_data) for s in (0, 1)]
     tpe_late = sum(late for _, late in tpe) / 2
     rnd_early, rnd_late = sum(e for e, _ in rnd) / 2, sum(late for _, late in rnd) / 2
     assert rnd_early > 0.8 and rnd_late > 0.8  # the budget excludes most of the space
     assert tpe_late < rnd_late - 0.25, (tpe, rnd)
 
 
-def test_an_identical_candidate_is_not_trained_twice(monkeypatch):
+def test_an_identical_candidate_is_not_trained_twice(monkeypatch, fm_data):
     fixed = tiny_space(model={"family": "convnet", "stages": [{"width": 8, "depth": 1}]},
                        train={"batch_size": 64, "optimizer": "adamw", "lr": 0.01})
     space = S.parse(fixed)
     calls = []
     monkeypatch.setattr(O, "train", lambda *a, **k: calls.append(1) or History(val_acc=[0.5], epoch_seconds=[1e-3], images=1))
-    data = D.load(space.data, "cpu", 0)
+    data = fm_data
     worker = O.Objective(space, data, torch.device("cpu"), trials=10)
     study = optuna.create_study(direction="maximize")
     study.optimize(worker, n_trials=3)
@@ -168,7 +166,7 @@ def _curve_train(model, train_split, val_split, mean, std, recipe, epochs, on_ep
     time through the real on_epoch (report + should_prune), exactly as train() calls it."""
     hist = History()
     for epoch in range(epochs):
-        hist.val_acc.append(recipe["lr"] * (1 - 0.5 ** (epoch + 1)))
+        hist.val_acc.append(recipe.lr * (1 - 0.5 ** (epoch + 1)))
         hist.epoch_seconds.append(1e-3)
         reason = on_epoch(epoch, hist.val_acc[-1])
         if reason:
@@ -178,7 +176,7 @@ def _curve_train(model, train_split, val_split, mean, std, recipe, epochs, on_ep
 
 
 @pytest.mark.parametrize("pruner", ["successive_halving", "hyperband"])
-def test_trials_are_planned_full_length_and_survivors_of_every_rung_train_it(pruner, monkeypatch):
+def test_trials_are_planned_full_length_and_survivors_of_every_rung_train_it(pruner, monkeypatch, fm_data):
     """search.epochs defaults to retrain.epochs; a pruned trial stopped exactly at a rung (min_epochs x factor^i);
     a trial that survives every rung reports all 9 epochs and is the completed value."""
     raw = tiny_space(search={"seed": 0, "pruner": pruner, "min_epochs": 1, "reduction_factor": 3, "race_top": 0},
@@ -186,7 +184,7 @@ def test_trials_are_planned_full_length_and_survivors_of_every_rung_train_it(pru
     space = S.parse(raw)
     assert space.search.epochs == 9
     monkeypatch.setattr(O, "train", _curve_train)
-    obj = O.Objective(space, D.load(space.data, "cpu", 0), torch.device("cpu"), trials=10**6)
+    obj = O.Objective(space, fm_data, torch.device("cpu"), trials=10**6)
     # a fixed name: Hyperband assigns brackets by hashing the study name, and an unnamed study gets a random one
     study = optuna.create_study(study_name="rungs", direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0),
                                 pruner=ST.make_pruner(space.search))
@@ -202,14 +200,14 @@ def test_trials_are_planned_full_length_and_survivors_of_every_rung_train_it(pru
     assert sum(t.user_attrs["epochs_run"] for t in trained) < 0.7 * 9 * len(trained)  # most stop early
 
 
-def test_first_trials_are_trained_first_once_and_the_rest_is_sampled(tmp_path):
+def test_first_trials_are_trained_first_once_and_the_rest_is_sampled(tmp_path, fm_data):
     """search.first_trials: a known design is trial 0 with exactly its values (the left-out ones sampled); a
     resumed study does not enqueue it again, and a design added to the file on resume is trained next."""
     design = {"model.stage0.width": 24, "model.head": "gap", "train.lr": 0.01}
     space = S.parse(tiny_space(search={"epochs": 1, "seed": 0, "race_top": 0, "first_trials": [design]}))
     storage = f"sqlite:///{tmp_path / 'first.db'}"
     study = ST.open_study(space, storage)
-    obj = O.Objective(space, D.load(space.data, "cpu", 0), torch.device("cpu"), trials=2)
+    obj = O.Objective(space, fm_data, torch.device("cpu"), trials=2)
     study.optimize(obj, n_trials=2)
     first = study.trials[0]
     assert first.user_attrs["first_trial"] == 0 and first.user_attrs["trained"]
@@ -227,7 +225,7 @@ def test_first_trials_are_trained_first_once_and_the_rest_is_sampled(tmp_path):
     assert third.user_attrs["first_trial"] == 1 and {k: third.params[k] for k in added} == added
 
 
-def test_a_first_trial_design_trains_the_full_length_where_the_pruner_would_stop_it(tmp_path, torch_threads):
+def test_a_first_trial_design_trains_the_full_length_where_the_pruner_would_stop_it(tmp_path, torch_threads, fm_data):
     """A design named in search.first_trials is the reference the search must beat: it is measured at full length.
     Here it joins a study whose rung (epoch 1, 1 in 8 goes on) it does not top, and trains all 3 epochs anyway.
     (Two torch threads whatever ran before: the rung's order depends on the numerics.)"""
@@ -236,7 +234,7 @@ def test_a_first_trial_design_trains_the_full_length_where_the_pruner_would_stop
               "reduction_factor": 8, "startup_trials": 2}
     space = S.parse(tiny_space(search=search, budget={"params": 100_000}))  # every candidate trains
     storage = f"sqlite:///{tmp_path / 'keep.db'}"
-    obj = O.Objective(space, D.load(space.data, "cpu", 0), torch.device("cpu"), trials=3)
+    obj = O.Objective(space, fm_data, torch.device("cpu"), trials=3)
     ST.open_study(space, storage).optimize(obj, n_trials=3)
     weak = {"model.stage0.width": 4, "model.stage1.width": 8, "model.stage1.depth": 1, "train.lr": 0.003}
     edited = S.parse(tiny_space(search=search | {"first_trials": [weak]}, budget={"params": 100_000}))
@@ -249,11 +247,11 @@ def test_a_first_trial_design_trains_the_full_length_where_the_pruner_would_stop
     assert design.intermediate_values[1] < max(others)  # not the best at the rung: SH would have stopped it
 
 
-def test_search_data_fraction_applies_to_race_rounds_too():
+def test_search_data_fraction_applies_to_race_rounds_too(fm_data):
     """search.data_fraction: the search and every race round train on the same share of their training split,
     and a race round validates on as many images as the search."""
     space = S.parse(tiny_space(search={"epochs": 1, "seed": 0, "data_fraction": 0.5}))
-    obj = O.Objective(space, D.load(space.data, "cpu", 0), torch.device("cpu"), trials=1)
+    obj = O.Objective(space, fm_data, torch.device("cpu"), trials=1)
     search_train, search_val = obj.splits(None)
     race_train, race_val = obj.splits(1)
     assert len(search_train) == len(race_train) == len(obj.data.train) // 2 and search_val is obj.data.val
@@ -276,7 +274,7 @@ def test_race_ranks_its_rounds_and_the_search_split_only_breaks_ties():
 
     def add(value, x, **attrs):
         study.add_trial(optuna.trial.create_trial(value=value, params={"x": x}, distributions=dist,
-                                                  user_attrs={"trained": True, "candidate": {"x": x}, **attrs}))
+                                                  user_attrs={"trained": True, "candidate": stored_candidate(x=x), **attrs}))
 
     add(0.8925, 0.1)  # 0: best on the search split
     add(0.8788, 0.2)  # 1
@@ -287,21 +285,21 @@ def test_race_ranks_its_rounds_and_the_search_split_only_breaks_ties():
             add(v, f / 10 + 0.1, race_of=f, race_fold=r)
     race = _search(race_top=3, race_first_trials=True, race_margin=0.0)
     rows = R.standings(study.trials, race)
-    assert [r["trial"] for r in rows] == [1, 0, 2]  # counted as a third seed, the search value would tie 0 and 1
-    assert rows[0]["val_accs"] == [0.89375, 0.8825] and rows[0]["search_val"] == 0.8788
-    assert rows[0]["mean"] == pytest.approx((0.89375 + 0.8825) / 2)
+    assert [r.trial for r in rows] == [1, 0, 2]  # counted as a third seed, the search value would tie 0 and 1
+    assert rows[0].val_accs == [0.89375, 0.8825] and rows[0].search_val == 0.8788
+    assert rows[0].mean == pytest.approx((0.89375 + 0.8825) / 2)
     assert R.winner(study.trials, race).number == 1
 
     tied = optuna.create_study(direction="maximize")
     for value, x in ((0.87, 0.1), (0.88, 0.2)):
         tied.add_trial(optuna.trial.create_trial(value=value, params={"x": x}, distributions=dist,
-                                                 user_attrs={"trained": True, "candidate": {"x": x}}))
+                                                 user_attrs={"trained": True, "candidate": stored_candidate(x=x)}))
     for f, vals in ((0, (0.9, 0.8, 0.7)), (1, (0.7, 0.9, 0.8))):  # equal means, summed in another order
         for r, v in enumerate(vals, 1):
             tied.add_trial(optuna.trial.create_trial(value=v, params={"x": f / 10 + 0.1}, distributions=dist,
-                                                     user_attrs={"trained": True, "candidate": {"x": f / 10 + 0.1},
+                                                     user_attrs={"trained": True, "candidate": stored_candidate(x=f / 10 + 0.1),
                                                                  "race_of": f, "race_fold": r}))
-    assert [r["trial"] for r in R.standings(tied.trials, replace(race, race_top=2))] == [1, 0]  # the tie goes to the better search value
+    assert [r.trial for r in R.standings(tied.trials, replace(race, race_top=2))] == [1, 0]  # the tie goes to the better search value
 
 
 def test_first_trials_designs_race_wherever_they_ranked_and_their_search_run_counts():
@@ -316,7 +314,7 @@ def test_first_trials_designs_race_wherever_they_ranked_and_their_search_run_cou
 
     def add(value, x, **attrs):
         study.add_trial(optuna.trial.create_trial(value=value, params={"x": x}, distributions=dist,
-                                                  user_attrs={"trained": True, "candidate": {"x": x}, **attrs}))
+                                                  user_attrs={"trained": True, "candidate": stored_candidate(x=x), **attrs}))
 
     add(0.860, 0.1, first_trial=0)  # 0: a design, 4th on the search split
     add(0.870, 0.2, first_trial=1)  # 1: a design among the top 2
@@ -335,11 +333,11 @@ def test_first_trials_designs_race_wherever_they_ranked_and_their_search_run_cou
         add(v, next(t.params["x"] for t in study.trials if t.number == f), race_of=f, race_fold=1)
     rows = R.standings(study.trials, race)
     # trial 2's search value (0.880) picked it: only its round counts (0.869); the designs' search runs count
-    assert [(r["trial"], r["first_trial"], round(r["mean"], 4)) for r in rows] == [(2, None, 0.869), (1, 1, 0.867), (0, 0, 0.866)]
-    assert [r["search_counts"] for r in rows] == [False, True, True] and rows[1]["val_accs"] == [0.864]
+    assert [(r.trial, r.first_trial, round(r.mean, 4)) for r in rows] == [(2, None, 0.869), (1, 1, 0.867), (0, 0, 0.866)]
+    assert [r.search_counts for r in rows] == [False, True, True] and rows[1].val_accs == [0.864]
     assert R.winner(study.trials, race).number == 2
     plain = R.standings(study.trials, replace(race, race_first_trials=False))  # designs picked for their rank: rounds only
-    assert [(r["trial"], r["mean"]) for r in plain] == [(2, 0.869), (1, 0.864)]
+    assert [(r.trial, r.mean) for r in plain] == [(2, 0.869), (1, 0.864)]
 
 
 def test_a_sampled_finalist_replaces_the_best_design_only_beyond_race_margin():
@@ -354,7 +352,7 @@ def test_a_sampled_finalist_replaces_the_best_design_only_beyond_race_margin():
 
         def add(value, x, **attrs):
             study.add_trial(optuna.trial.create_trial(value=value, params={"x": x}, distributions=dist,
-                                                      user_attrs={"trained": True, "candidate": {"x": x}, **attrs}))
+                                                      user_attrs={"trained": True, "candidate": stored_candidate(x=x), **attrs}))
 
         add(0.866, 0.1, first_trial=0)  # 0: the hand net, mean (0.866 + 0.864) / 2 = 0.865
         add(0.860, 0.2, first_trial=1)  # 1: another design, mean 0.861
@@ -366,8 +364,8 @@ def test_a_sampled_finalist_replaces_the_best_design_only_beyond_race_margin():
     race = _search(race_top=1, race_first_trials=True, race_seeds=2, race_margin=0.005)
     close, clear = study_of(0.869), study_of(0.871)  # 0.4 pt and 0.6 pt ahead of the hand net's 0.865
     rows = R.standings(close, race)
-    assert [r["trial"] for r in rows] == [0, 2, 1] and rows[0]["kept"] and R.winner(close, race).number == 0
-    assert [r["trial"] for r in R.standings(clear, race)] == [2, 0, 1] and R.winner(clear, race).number == 2
+    assert [r.trial for r in rows] == [0, 2, 1] and rows[0].kept and R.winner(close, race).number == 0
+    assert [r.trial for r in R.standings(clear, race)] == [2, 0, 1] and R.winner(clear, race).number == 2
     assert R.winner(close, replace(race, race_margin=0.0)).number == 2
     behind = study_of(0.850)
-    assert R.winner(behind, race).number == 0 and not R.standings(behind, race)[0].get("kept")
+    assert R.winner(behind, race).number == 0 and not R.standings(behind, race)[0].kept

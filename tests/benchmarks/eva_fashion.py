@@ -14,7 +14,8 @@ import torch
 import models
 from search import data as D
 from search.space import data_config
-from search.budget import count_params
+from search.measure import count_params
+from search.record import Recipe
 from search.space import TRAIN
 from search.train import evaluate, train
 
@@ -34,7 +35,7 @@ def main():
     torch.manual_seed(0)
     model = models.build("convnet", **NET)
     t0 = time.perf_counter()
-    hist = train(model, full, None, data.mean, data.std, r, args.epochs)
+    hist = train(model, full, None, data.mean, data.std, Recipe.from_json(r), args.epochs)
     seconds = time.perf_counter() - t0
     acc = evaluate(model, data.test, data.mean, data.std)
     print(f"{count_params(model):,} params, {args.epochs} epochs on {len(full):,} images: test accuracy {acc:.4f}, "

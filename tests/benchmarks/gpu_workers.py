@@ -37,6 +37,7 @@ def worker(rank, ks, candidate, device, threads, impl, barrier, results):
     from search import data as D
     from search.space import data_config
     from search import train as T
+    from search.record import Recipe
 
     torch.set_num_threads(threads)
     if impl == "foreach":  # torch's default multi-tensor optimizer, instead of the fused kernel
@@ -44,7 +45,7 @@ def worker(rank, ks, candidate, device, threads, impl, barrier, results):
         T.make_optimizer = lambda model, r: _foreach(plain, model, r)
     dev = torch.device(device)
     data = D.load(data_config(dataset="fashion_mnist", root=str(FM), val_fraction=0.1), dev, seed=0)
-    r = seed_recipe()
+    r = Recipe.from_json(seed_recipe())
     torch.manual_seed(rank)
     warm = D.Split(data.train.x[:128 * 40], data.train.y[:128 * 40])
     T.train(models.build("convnet", **CANDIDATES[candidate]).to(dev), warm, None, data.mean, data.std, r, 1)
@@ -97,7 +98,7 @@ def main():
     args = p.parse_args()
     import models
     from search import data as D
-    from search.budget import count_params
+    from search.measure import count_params
     from search.space import data_config
     from search.mps import shared_gpu
 

@@ -31,6 +31,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 from search import data as D  # noqa: E402
+from search.catalogue import DATASETS  # noqa: E402
 from search import images as I  # noqa: E402
 from search.space import data_config  # noqa: E402
 
@@ -48,7 +49,7 @@ def write_folder(out: Path, x: torch.Tensor, y: torch.Tensor, names, ext: str) -
 
 
 def _names():
-    return [n.replace("/", "-").replace(" ", "_").lower() for n in D.DATASETS["fashion_mnist"].class_names]
+    return [n.replace("/", "-").replace(" ", "_").lower() for n in DATASETS["fashion_mnist"].class_names]
 
 
 def _child(what: str, folder: str) -> None:

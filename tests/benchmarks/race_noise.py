@@ -33,10 +33,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).parent))
-import models  # noqa: E402
 from search import budget as B  # noqa: E402
 from search import data as D  # noqa: E402
+from search.catalogue import DATASETS  # noqa: E402
 from search import space as S  # noqa: E402
+from search.measure import count_params  # noqa: E402
+from search.record import Candidate  # noqa: E402
 from search.train import predict, train  # noqa: E402
 from vs_hand import build_task, load_task  # noqa: E402
 
@@ -47,9 +49,9 @@ VAL_FRACTION = 0.1  # vs_hand.load_task's split
 def finalists() -> dict[str, dict]:
     """spaces/mnist_8k.yaml's two first trials as nas-run trains them: sampled from the space, then filled."""
     space = S.load(ROOT / "spaces" / "mnist_8k.yaml")
-    meta = D.DATASETS["fashion_mnist"]
+    meta = DATASETS["fashion_mnist"]
     cands = [B.fill(space.sample(optuna.trial.FixedTrial(ft), meta), space.budget, meta) for ft in space.search.first_trials]
-    return {"hand net filled": cands[0], "separable hand net filled": cands[1]}
+    return {"hand net filled": cands[0].to_json(), "separable hand net filled": cands[1].to_json()}
 
 
 def correct_on_test(job) -> tuple[str, int, torch.Tensor, float]:
@@ -61,9 +63,10 @@ def correct_on_test(job) -> tuple[str, int, torch.Tensor, float]:
     if race_val_fraction:  # train as race round seed + 1 does: without its held-out images
         full, _ = D.race_fold(data, seed + 1, D.race_val_size(len(data.val), race_val_fraction, VAL_FRACTION))
     torch.manual_seed(seed)
-    model = models.build(cand["family"], **cand["model"])
+    cand = Candidate.from_json(cand)  # as a trial stores it
+    model = cand.build()
     t0 = time.perf_counter()
-    train(model, full, None, data.mean, data.std, cand["train"], 15)
+    train(model, full, None, data.mean, data.std, cand.train, 15)
     ok = predict(model, data.test, data.mean, data.std, fp32=True).cpu() == data.test.y.cpu()
     return name, seed, ok, time.perf_counter() - t0
 
@@ -80,8 +83,8 @@ def main():
     data, full = load_task(root)
     nets = finalists()
     for name, cand in nets.items():
-        m = models.build(cand["family"], **cand["model"])
-        print(f"{name}: widths {cand['model']['widths']}, {B.count_params(m):,} params", flush=True)
+        c = Candidate.from_json(cand)
+        print(f"{name}: widths {c.widths}, {count_params(c.build()):,} params", flush=True)
     jobs = [(name, cand, seed, str(root), args.race_val_fraction) for seed in range(args.seeds) for name, cand in nets.items()]
     ok = {}
     with ProcessPoolExecutor(2) as pool:

@@ -15,10 +15,9 @@ import time
 import optuna
 import torch
 
-import models
 from search import budget as B
 from search import space as S
-from search.data import DATASETS
+from search.catalogue import DATASETS
 
 
 def main():
@@ -38,8 +37,9 @@ def main():
         t0 = time.perf_counter()
         trial = study.ask()
         cand = space.sample(trial, meta)
-        model = models.build(cand["family"], **cand["model"])
-        cost, over = B.check(model, cand["train"], budget, meta, n_train=60000, n_eval=0, epochs=15)
+        model = cand.build()
+        cost, over = B.measure(model, cand.train, budget, meta, n_train=60000, n_eval=0, epochs=15,
+                               device=torch.device("cpu"))
         for k, v in over.items():
             trial.set_constraint(k, v)
         study.tell(trial, state=optuna.trial.TrialState.PRUNED)

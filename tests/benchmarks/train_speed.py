@@ -22,17 +22,16 @@ import torch.nn.functional as F
 import models
 from search import data as D
 from search.space import data_config
-from search.space import TRAIN
+from search import space as S
+from search.record import Recipe
 from search.train import evaluate, make_optimizer, make_scheduler, train
 
 FM = Path("/usr/share/datasets/fashion-mnist")
 NET = dict(widths=[12, 16, 16], depths=[2, 2, 1], transition="pool_1x1", squeeze=0.5, head="gap_fc", fc_width=16, dropout=0.05)
 
 
-def recipe(bs: int) -> dict:
-    r = {k: s.default for k, s in TRAIN.items()}
-    r.update(batch_size=bs, optimizer="sgd", lr=0.05, scheduler="onecycle", augment={"rotate": 10.0})
-    return r
+def recipe(bs: int) -> Recipe:
+    return S.recipe(batch_size=bs, optimizer="sgd", lr=0.05, scheduler="onecycle", augment={"rotate": 10.0})
 
 
 def reference(data: D.Data, train_idx, epochs: int, bs: int, workers: int, device: torch.device):

@@ -38,7 +38,8 @@ sys.path.insert(0, str(ROOT))
 import models  # noqa: E402
 from search import data as D  # noqa: E402
 from search.space import data_config  # noqa: E402
-from search.budget import count_params  # noqa: E402
+from search.measure import count_params  # noqa: E402
+from search.record import Recipe  # noqa: E402
 from search.space import TRAIN  # noqa: E402
 from search.train import evaluate, train  # noqa: E402
 
@@ -88,7 +89,7 @@ def train_and_test(family: str, model_kw: dict, recipe: dict, data, full, seeds:
     for seed in range(seeds):
         torch.manual_seed(seed)
         model = models.build(family, **model_kw)
-        train(model, full, None, data.mean, data.std, recipe, epochs)
+        train(model, full, None, data.mean, data.std, Recipe.from_json(recipe), epochs)
         accs.append(evaluate(model, data.test, data.mean, data.std))
         if label:
             print(f"{label} seed {seed}: test {accs[-1]:.4f}", flush=True)
