@@ -2,7 +2,8 @@
 
 Over budget: constraint values set (the sampler learns the feasible region from them), told PRUNED, zero
 training steps, not counted as trained. Within budget: train for the full planned length (`search.epochs`, by
-default the retrain's), report validation accuracy per epoch; the pruner stops most trials early. Race runs
+default the retrain's), report validation accuracy per epoch; a sampled trial near chance after its first epoch
+stops (`search.first_epoch_floor`), and the pruner stops most of the others early. Race runs
 (enqueued by the pipeline, see race.py) and `search.first_trials` designs are never pruned: a design the user
 named is the reference the search has to beat, measured at full length. Trial-level trouble (divergence, time
 overrun, a RuntimeError such as CUDA OOM) ends the trial and the study goes on; `search.max_failures` failures
@@ -107,11 +108,17 @@ class Objective:
         """Train at full planned length, reporting each epoch; the pruner (unless `keep_going`) and the clock may
         stop it. Records the outcome; an interrupted trial is enqueued again."""
         epochs = self.space.search.epochs
+        floor = self.space.search.first_epoch_floor / self.data.meta.classes
 
         def on_epoch(epoch: int, val_acc: float) -> End | None:
             trial.report(val_acc, epoch + 1)  # step = epochs trained: the pruners' rungs are in epochs
             if epoch + 1 == epochs:  # a trial that reached the end is measured, not pruned
                 return None
+            # Near chance after an epoch, a trial has told the sampler all it will (a collapsed net, an lr far off):
+            # it stops here rather than at the pruner's first rung. Checked here, not in a pruner wrapped around the
+            # study's: Optuna's samplers recognise a HyperbandPruner by its type and sample per bracket.
+            if epoch == 0 and not keep_going and val_acc <= floor:
+                return End.BELOW_CHANCE
             if not rec.is_race(trial) and self.clock and self.clock.must_stop(trial.study.get_trials(deepcopy=False)):
                 self.out_of_time = True
                 return End.OUT_OF_TIME

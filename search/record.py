@@ -9,7 +9,8 @@ reports as it is.
 
 End reasons. Untrained: `rejected:<params|macs|time>` (over budget), `invalid: <message>` (does not build),
 `duplicate_of:<n>` (the same candidate trained already), `surplus` (asked for past what the phase needs: during
-the race, or past the target by workers that asked at once). Trained: `completed`, `pruned`, `diverged`
+the race, or past the target by workers that asked at once). Trained: `completed`, `pruned`, `below_chance` (at or
+below `search.first_epoch_floor` x chance after the first epoch), `diverged`
 (non-finite loss), `time` (ran past its share of `budget.train_seconds`), `out_of_time` (`--minutes` left no time
 before the race and the retrain). Ended by trouble: `interrupted` (Ctrl-C / SIGTERM; enqueued again),
 `error:<type>: <message>` (CUDA OOM ...).
@@ -32,6 +33,7 @@ class End(str, Enum):
     SURPLUS = "surplus"
     COMPLETED = "completed"
     PRUNED = "pruned"
+    BELOW_CHANCE = "below_chance"
     DIVERGED = "diverged"
     TIME_SHARE = "time"
     OUT_OF_TIME = "out_of_time"

@@ -100,6 +100,8 @@ SEARCH = {
     "reduction_factor": Spec(int, 3, "an integer >= 2 (1 in reduction_factor trials goes on at each rung)", _num(2)),
     "startup_trials": Spec(int, 10, "an integer >= 0", _num(0)),
     "warmup_epochs": Spec(int, 1, "an integer >= 0", _num(0)),
+    "first_epoch_floor": Spec(float, 2.0, "a number >= 0 (a sampled trial at or below this multiple of chance after "
+                              "its first epoch stops; 0: never)", _num(0)),
     "race_top": Spec(int, 3, "an integer >= 0 (finalists raced on more seeds; 0: no race)", _num(0)),
     "race_first_trials": Spec(bool, True, "true or false (the search.first_trials designs race too, wherever they "
                               "ranked: the winner has to beat them on fresh images)"),
@@ -208,6 +210,7 @@ class SearchConfig:
     reduction_factor: int
     startup_trials: int
     warmup_epochs: int
+    first_epoch_floor: float  # x chance (1 / classes): the validation accuracy a sampled trial must pass at epoch 1
     race_top: int
     race_first_trials: bool
     race_margin: float

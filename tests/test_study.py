@@ -14,6 +14,7 @@ from helpers import in_process, search_trials, stored_candidate, tiny_space
 from search.measure import count_params
 from search import objective as O
 from search import space as S
+from search import record as rec
 from search import study as ST
 from search.export import load_checkpoint
 from search.train import History
@@ -179,7 +180,8 @@ def _curve_train(model, train_split, val_split, mean, std, recipe, epochs, on_ep
 def test_trials_are_planned_full_length_and_survivors_of_every_rung_train_it(pruner, monkeypatch, fm_data):
     """search.epochs defaults to retrain.epochs; a pruned trial stopped exactly at a rung (min_epochs x factor^i);
     a trial that survives every rung reports all 9 epochs and is the completed value."""
-    raw = tiny_space(search={"seed": 0, "pruner": pruner, "min_epochs": 1, "reduction_factor": 3, "race_top": 0},
+    raw = tiny_space(search={"seed": 0, "pruner": pruner, "min_epochs": 1, "reduction_factor": 3, "race_top": 0,
+                             "first_epoch_floor": 0},  # the curves start below chance: only the pruner stops them
                      retrain={"epochs": 9, "seeds": 1}, budget={})
     space = S.parse(raw)
     assert space.search.epochs == 9
@@ -198,6 +200,60 @@ def test_trials_are_planned_full_length_and_survivors_of_every_rung_train_it(pru
     for t in done:
         assert sorted(t.intermediate_values) == list(range(1, 10)) and t.value == t.intermediate_values[9]
     assert sum(t.user_attrs["epochs_run"] for t in trained) < 0.7 * 9 * len(trained)  # most stop early
+
+
+def _slow_or_stuck_train(model, train_split, val_split, mean, std, recipe, epochs, on_epoch=None, deadline=None):
+    """Stands in for training: lr < 0.01 stays at chance (0.10, 10 classes); lr >= 0.01 starts slowly, just above
+    twice chance (0.21), and climbs 0.1 an epoch. Through the real on_epoch, as train() calls it."""
+    hist = History()
+    for epoch in range(epochs):
+        hist.val_acc.append(0.10 if recipe.lr < 0.01 else 0.21 + 0.1 * epoch)
+        hist.epoch_seconds.append(1e-3)
+        reason = on_epoch(epoch, hist.val_acc[-1])
+        if reason:
+            hist.end_reason = reason
+            break
+    return hist
+
+
+@pytest.mark.parametrize("floor", [2.0, 0.0])
+def test_a_sampled_trial_at_chance_after_one_epoch_stops_and_a_slow_starter_goes_on(monkeypatch, fm_data, floor):
+    """search.first_epoch_floor 2 (x chance, 0.2 with 10 classes): a sampled trial at chance after its first epoch
+    ends `below_chance` (pruned, 1 epoch); one at 0.21 trains the full length; a design at chance is the user's
+    reference and trains the full length too. 0 turns the stop off."""
+    space = S.parse(tiny_space(search={"seed": 0, "pruner": "none", "race_top": 0, "first_epoch_floor": floor,
+                                       "first_trials": [{"train.lr": 0.003}]}, retrain={"epochs": 4, "seeds": 1},
+                               budget={}))
+    monkeypatch.setattr(O, "train", _slow_or_stuck_train)
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    study.enqueue_trial(space.search.first_trials[0], user_attrs=rec.first_trial_attrs(0))
+    for lr in (0.004, 0.02):
+        study.enqueue_trial({"train.lr": lr})
+    study.optimize(O.Objective(space, fm_data, torch.device("cpu"), trials=3), n_trials=3)
+    design, stuck, slow = study.trials
+    assert [rec.read(t).end_reason for t in (design, slow)] == ["completed", "completed"]
+    assert len(design.intermediate_values) == len(slow.intermediate_values) == 4
+    if floor:
+        assert rec.read(stuck).end_reason == "below_chance" and stuck.state == TrialState.PRUNED
+        assert list(stuck.intermediate_values) == [1] and rec.is_trained(stuck)
+    else:
+        assert rec.read(stuck).end_reason == "completed" and len(stuck.intermediate_values) == 4
+
+
+def test_a_net_diverged_to_chance_stops_after_one_epoch_where_a_good_one_trains_on(fm_data):
+    """Real training: adamw at lr 10 collapses to predicting one class (0.10, no NaN to catch) and stops after its
+    first epoch; lr 0.01 is far above the floor after one epoch and trains its 3."""
+    space = S.parse(tiny_space(model={"family": "convnet", "stages": [{"width": 8, "depth": 1}, {"width": 16, "depth": 1}]},
+                               train={"batch_size": 64, "optimizer": "adamw", "scheduler": "none",
+                                      "lr": {"low": 0.001, "high": 10.0, "log": True}},
+                               search={"seed": 0, "pruner": "none", "race_top": 0}, retrain={"epochs": 3, "seeds": 1}))
+    study = optuna.create_study(direction="maximize")
+    for lr in (10.0, 0.01):
+        study.enqueue_trial({"train.lr": lr})
+    study.optimize(O.Objective(space, fm_data, torch.device("cpu"), trials=2), n_trials=2)
+    diverged, good = study.trials
+    assert rec.read(diverged).end_reason == "below_chance" and diverged.intermediate_values[1] <= 0.2
+    assert rec.read(good).end_reason == "completed" and len(good.intermediate_values) == 3
 
 
 def test_first_trials_are_trained_first_once_and_the_rest_is_sampled(tmp_path, fm_data):
