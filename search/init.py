@@ -86,7 +86,7 @@ model:
 train:
   batch_size: [64, 128, 256]
   optimizer: [sgd, adamw]
-  lr: {{low: 0.003, high: 0.3, log: true}}
+  lr: {{by: optimizer, sgd: {{low: 0.02, high: 0.3, log: true}}, adamw: {{low: 0.001, high: 0.01, log: true}}}}
   momentum: 0.9
   weight_decay: {{low: 1e-5, high: 1e-3, log: true}}
   scheduler: [onecycle, cosine]
@@ -113,7 +113,7 @@ search:
   first_trials:           # trained first, at full length: the seed task's hand net and recipe, plain and separable
     - &hand_net {{{hand}, model.padding: valid, model.separable: false, model.transition: pool_1x1,
        model.squeeze: 0.5, model.head: gap, model.fc_width: 0, model.dropout: 0.05,
-       train.batch_size: 128, train.optimizer: sgd, train.lr: 0.1, train.weight_decay: 1.0e-4,
+       train.batch_size: 128, train.optimizer: sgd, train.lr.sgd: 0.1, train.weight_decay: 1.0e-4,
        train.scheduler: onecycle, train.label_smoothing: 0.0,
        train.augment.rotate: 7.0, train.augment.crop: 0, train.augment.flip: false}}
     - {{<<: *hand_net, model.separable: true}}

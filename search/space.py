@@ -1,9 +1,13 @@
 """YAML search space -> validated `Space`; `space.sample(trial, meta)` -> a `record.Candidate`.
 
 Grammar, for every searchable key: a scalar is fixed, a list is a categorical choice, a mapping
-`{low, high, log?, step?}` is a range (int or float as the key's type says). `model.stages` is a list of
-per-stage mappings (one entry per stage, each value again scalar / choice / range). The sections data,
-budget, search and retrain hold fixed values only. Every error names file, key path and expected form.
+`{low, high, log?, step?}` is a range (int or float as the key's type says), and a mapping `{by: KEY, VALUE: ...}`
+is conditional: one scalar / choice / range per value of the categorical key KEY (a key of the same section, or a
+parameter's full name), e.g. `lr: {by: optimizer, sgd: {low: 0.02, high: 0.3}, adamw: {low: 0.001, high: 0.01}}`.
+Only the branch of the value sampled for KEY is sampled, under a name of its own (`train.lr.sgd`): a name whose
+range changed from trial to trial would drop out of multivariate TPE's joint model. `model.stages` is a list of
+per-stage mappings (one entry per stage, each value again scalar / choice / range / conditional). The sections
+data, budget, search and retrain hold fixed values only. Every error names file, key path and expected form.
 """
 from __future__ import annotations
 
@@ -262,7 +266,7 @@ def recipe(augment: dict | None = None, **values) -> Recipe:
     train = _params(values, TRAIN, "<train>", "train")
     aug = _params(augment or {}, AUGMENT, "<train>", "train.augment")
     for p in [*train.values(), *aug.values()]:
-        if p.distribution() is not None:
+        if p.distribution() is not None or p.by is not None:
             raise SpaceError("<train>", p.name, "a fixed value", p.domain(), show_got=False)
     return Recipe(**{k: p.value for k, p in train.items()}, augment=Augment(**{k: p.value for k, p in aug.items()}))
 
@@ -289,7 +293,8 @@ def read_yaml(text: str):
 
 @dataclass(frozen=True)
 class Param:
-    """A searchable key: fixed value, categorical choice or range. `name` is the Optuna name."""
+    """A searchable key: fixed value, categorical choice, range, or conditional (a branch per value of the
+    categorical parameter `by`, each a Param with a name of its own). `name` is the Optuna name."""
 
     name: str
     value: Any = None
@@ -299,6 +304,12 @@ class Param:
     log: bool = False
     step: float | None = None
     is_int: bool = False
+    by: str | None = None  # conditional: the Optuna name of the categorical parameter that picks the branch
+    branches: tuple = ()  # conditional: ((value of `by`, Param), ...)
+
+    def branch(self, chosen) -> Param:
+        """The branch for the value `chosen` of `by`."""
+        return next(p for value, p in self.branches if _same(chosen, value))
 
     def distribution(self):
         """Optuna's distribution for this key, or None for a fixed value."""
@@ -324,14 +335,20 @@ class Param:
         return True
 
     def domain(self) -> str:
-        """The values it may take, in words: `choices [...]`, `range low..high [log]` or `fixed value`."""
+        """The values it may take, in words: `choices [...]`, `range low..high [log]`, `fixed value`, or per value of
+        `by` for a conditional key."""
+        if self.by is not None:
+            return f"by {self.by}: " + "; ".join(f"{_text(v)}: {p.domain()}" for v, p in self.branches)
         if self.choices is not None:
             return f"choices {list(self.choices)}"
         if self.low is not None:
             return f"range {self.low}..{self.high}" + (" log" if self.log else "")
         return f"fixed {self.value!r}"
 
-    def sample(self, trial):
+    def sample(self, trial, chosen=None):
+        """Suggest this key's value on `trial` (a conditional key: its branch for `chosen`, the value of `by`)."""
+        if self.by is not None:
+            return self.branch(chosen).sample(trial)
         if self.choices is not None:
             return trial.suggest_categorical(self.name, list(self.choices))
         if self.low is not None:
@@ -358,19 +375,27 @@ class Space:
     text: str = field(repr=False, default="")
 
     def params(self) -> dict[str, Param]:
-        """Every key by its Optuna name (fixed ones included)."""
+        """Every key by its Optuna name (fixed ones included; a conditional key's branches by theirs)."""
         return _by_name(self.model, self.stages, self.train, self.augment)
 
+    def conditionals(self) -> dict[str, str]:
+        """Conditional keys by name -> the name of the parameter that picks their branch."""
+        return {p.name: p.by for p in _keys(self.model, self.stages, self.train, self.augment) if p.by is not None}
+
     def sample(self, trial, meta: Meta) -> Candidate:
-        """Suggest every searchable value on `trial`; return the candidate for data of shape `meta`."""
+        """Suggest every searchable value on `trial`; return the candidate for data of shape `meta`. Conditional
+        keys come after the others (their `by` is known then); without them the order is the file's."""
+        keys = _keys(self.model, self.stages, self.train, self.augment)
+        values = {p.name: p.sample(trial) for p in keys if p.by is None}
+        values |= {p.name: p.sample(trial, values[p.by]) for p in keys if p.by is not None}
         cfg = {"in_channels": meta.channels, "num_classes": meta.classes, "image_size": meta.image_size}
         for key, p in self.model.items():
-            cfg[key] = p.sample(trial)
-        for i, stage in enumerate(self.stages):
+            cfg[key] = values[p.name]
+        for stage in self.stages:
             for key, p in stage.items():
-                cfg.setdefault(key + "s", []).append(p.sample(trial))
-        train = {key: p.sample(trial) for key, p in self.train.items()}
-        augment = Augment(**{key: p.sample(trial) for key, p in self.augment.items()})
+                cfg.setdefault(key + "s", []).append(values[p.name])
+        train = {key: values[p.name] for key, p in self.train.items()}
+        augment = Augment(**{key: values[p.name] for key, p in self.augment.items()})
         return Candidate(self.family, cfg, Recipe(**train, augment=augment))
 
 
@@ -423,6 +448,7 @@ def parse(raw: Any, file: str = "<space>", text: str = "") -> Space:
     augment_raw = _mapping(train_raw.get("augment", {}), file, "train.augment")
     train = _params({k: v for k, v in train_raw.items() if k != "augment"}, TRAIN, file, "train")
     augment = _params(augment_raw, AUGMENT, file, "train.augment")
+    model, train, augment, *stages = _resolve_conditionals([model, train, augment, *stages], file)
 
     target = raw.get("target")
     if target is not None and not (_is_number(target) and 0 < target <= 1):
@@ -439,26 +465,75 @@ def parse(raw: Any, file: str = "<space>", text: str = "") -> Space:
                          "within each tier)", search["pruner"])
     if search["min_epochs"] > search["epochs"]:
         raise SpaceError(file, "search.min_epochs", f"at most search.epochs ({search['epochs']})", search["min_epochs"])
-    first_trials = _first_trials(first_trials_raw, _by_name(model, stages, train, augment), file)
+    first_trials = _first_trials(first_trials_raw, model, stages, train, augment, file)
     return Space(file, name, data, family, model, stages, train, augment, budget,
                  SearchConfig(**search, first_trials=tuple(first_trials)), retrain, target, text)
 
 
+def _keys(model, stages, train, augment) -> list[Param]:
+    """Every key of the space, in the file's order (model, stages, train, augment)."""
+    return [*model.values(), *(p for stage in stages for p in stage.values()), *train.values(), *augment.values()]
+
+
 def _by_name(model, stages, train, augment) -> dict[str, Param]:
-    """Every key by its Optuna name (fixed ones included)."""
-    out = {p.name: p for p in [*model.values(), *train.values(), *augment.values()]}
-    for stage in stages:
-        out.update({p.name: p for p in stage.values()})
+    """Every key by its Optuna name (fixed ones included; a conditional key's branches by theirs)."""
+    out = {}
+    for p in _keys(model, stages, train, augment):
+        out.update({b.name: b for _, b in p.branches} if p.by is not None else {p.name: p})
     return out
 
 
-def _first_trials(raw, params: dict[str, Param], file) -> list[dict]:
+def _resolve_conditionals(groups: list[dict[str, Param]], file) -> list[dict[str, Param]]:
+    """Conditional keys' `by` as a full parameter name, checked: a categorical parameter (a list of choices), one
+    branch per choice, no branch for anything else."""
+    names = {p.name: p for group in groups for p in group.values()}
+    out = []
+    for group in groups:
+        resolved = {}
+        for key, p in group.items():
+            if p.by is not None:
+                section = p.name.rsplit(".", 1)[0]
+                by = p.by if p.by in names else f"{section}.{p.by}"
+                target = names.get(by)
+                if target is None or target.choices is None:
+                    what = "not a parameter of this space" if target is None else "not a list of choices"
+                    raise SpaceError(file, f"{_key_path(p.name)}.by", "a categorical key of the same section or a "
+                                     f"parameter's full name, with a list of choices ({p.by} is {what})", p.by)
+                for value, branch in p.branches:
+                    if not any(_same(value, c) for c in target.choices):
+                        raise SpaceError(file, f"{_key_path(p.name)}.{_text(value)}", f"a value of {by} (one of "
+                                         f"{', '.join(map(_text, target.choices))}), one branch each", value)
+                missing = [c for c in target.choices if not any(_same(v, c) for v, _ in p.branches)]
+                if missing:
+                    raise SpaceError(file, f"{_key_path(p.name)}.{_text(missing[0])}", f"a branch for every value of "
+                                     f"{by}", None, show_got=False)
+                branches = tuple((c, p.branch(c)) for c in target.choices)  # in the order of by's choices
+                p = dataclasses.replace(p, by=by, branches=branches)
+            resolved[key] = p
+        out.append(resolved)
+    return out
+
+
+def _key_path(name: str) -> str:
+    """The file's key path of an Optuna name: model.stage1.width -> model.stages[1].width."""
+    return re.sub(r"^model\.stage(\d+)\.", r"model.stages[\1].", name)
+
+
+def _text(v) -> str:
+    """A value as the YAML file spells it (true, not True)."""
+    return str(v).lower() if isinstance(v, bool) else str(v)
+
+
+def _first_trials(raw, model, stages, train, augment, file) -> list[dict]:
     """`search.first_trials`: designs trained before anything is sampled (a hand net, a known recipe), each a
-    mapping from searched parameters' names (as the dashboard shows them) to values inside their ranges or
-    choices; the parameters left out are sampled as usual."""
+    mapping from searched parameters' names (as the dashboard shows them; a conditional key's branch by its own
+    name) to values inside their ranges or choices; the parameters left out are sampled as usual."""
     if not isinstance(raw, list):
         raise SpaceError(file, "search.first_trials", "a list of mappings {parameter name: value}", raw)
+    params = _by_name(model, stages, train, augment)
     searched = {name: p for name, p in params.items() if p.distribution() is not None}
+    parents = {p.name: p for p in _keys(model, stages, train, augment) if p.by is not None}
+    branch_of = {b.name: (parent, value) for parent in parents.values() for value, b in parent.branches}
     out = []
     for i, entry in enumerate(raw):
         key = f"search.first_trials[{i}]"
@@ -466,9 +541,16 @@ def _first_trials(raw, params: dict[str, Param], file) -> list[dict]:
         for name, v in entry.items():
             p = searched.get(name)
             if p is None:
-                what = "fixed in this space" if name in params else "not a parameter of this space"
+                what = ("conditional: name its branch, " + " or ".join(b.name for _, b in parents[name].branches)
+                        if name in parents else "fixed in this space" if name in params else
+                        "not a parameter of this space")
                 raise SpaceError(file, f"{key}.{name}", "the name of a searched parameter, e.g. "
                                  f"{next(iter(searched), 'model.stage0.width')} ({name} is {what})", v, show_got=False)
+            if name in branch_of:
+                parent, value = branch_of[name]
+                if parent.by in entry and not _same(entry[parent.by], value):
+                    raise SpaceError(file, f"{key}.{name}", f"the branch of {parent.by}: {_text(entry[parent.by])} "
+                                     f"({parent.branch(entry[parent.by]).name})", v)
             inside = any(_same(v, c) for c in p.choices) if p.choices is not None else (
                 _is_number(v) and p.low <= v <= p.high and (not p.is_int or isinstance(v, int)))
             if not inside:
@@ -557,6 +639,19 @@ def _value(v, spec: Spec, file, key, fixed=False):
 
 
 def _param(v, spec: Spec, file, key, name) -> Param:
+    if isinstance(v, dict) and "by" in v:
+        by = v["by"]
+        if not isinstance(by, str):
+            raise SpaceError(file, key + ".by", "the name of a categorical key (a list of choices)", by)
+        branches = tuple((value, _param(branch, spec, file, f"{key}.{_text(value)}", f"{name}.{_text(value)}"))
+                         for value, branch in v.items() if value != "by")
+        if not branches:
+            raise SpaceError(file, key, f"a branch per value of {by} (a conditional key)", v)
+        for value, branch in branches:
+            if branch.by is not None:
+                raise SpaceError(file, f"{key}.{_text(value)}", "a scalar, a list of choices or a range (branches do "
+                                 "not nest)", "a conditional", show_got=True)
+        return Param(name, by=by, branches=branches)
     if isinstance(v, list):
         if not v:
             raise SpaceError(file, key, "a non-empty list of choices", v)
@@ -628,6 +723,8 @@ def _model_specs(family: str) -> tuple[dict[str, Spec], dict[str, Spec]]:
 
 def _values(p: Param) -> tuple:
     """The values a key can take (a range by its low end only, enough for the checks above)."""
+    if p.by is not None:
+        return tuple(v for _, b in p.branches for v in _values(b))
     return p.choices if p.choices is not None else (p.low,) if p.low is not None else (p.value,)
 
 

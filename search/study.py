@@ -55,11 +55,16 @@ class SeededRandomSampler(_SeededPerTrial, optuna.samplers.RandomSampler):
     pass
 
 
-def make_sampler(search: SearchConfig, seed: int) -> optuna.samplers.BaseSampler:
+def make_sampler(search: SearchConfig, seed: int, conditional: bool = False) -> optuna.samplers.BaseSampler:
+    """`conditional`: the space has conditional keys; multivariate TPE then models each set of parameters that
+    occur together (`group`), so a branch's parameter is modelled jointly with the rest, not sampled alone."""
     kind = search.sampler
     if kind == "tpe":
-        return SeededTPESampler(seed=seed, multivariate=search.multivariate, constant_liar=True,
-                                n_startup_trials=search.startup_trials, study_seed=search.seed)
+        with warnings.catch_warnings():  # `group` is experimental since Optuna 2.8, and what conditional spaces need
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return SeededTPESampler(seed=seed, multivariate=search.multivariate, constant_liar=True,
+                                    group=search.multivariate and conditional,
+                                    n_startup_trials=search.startup_trials, study_seed=search.seed)
     if kind == "random":
         return SeededRandomSampler(seed=seed, study_seed=search.seed)
     if kind == "qmc":
@@ -160,7 +165,7 @@ def open_study(space: Space, storage, worker: int = 0) -> optuna.Study:
             if not optuna.Study._should_skip_enqueue(_TierView(study, tier), params):
                 study.enqueue_trial(params, user_attrs=rec.first_trial_attrs(i, tier))
     existing = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)))
-    sampler = make_sampler(space.search, sampler_seed(space.search, worker, existing))
+    sampler = make_sampler(space.search, sampler_seed(space.search, worker, existing), bool(space.conditionals()))
     study.sampler = TieredSampler(sampler) if space.budget.tiers() else sampler
     return study
 
@@ -189,6 +194,11 @@ def check_same_space(study: optuna.Study, space: Space) -> None:
         if key not in ("trials", "first_trials") and getattr(old.search, key) != getattr(space.search, key):
             raise UserError(f"{space.file}: search.{key}: changed since study {space.name!r} began "
                             f"({getattr(old.search, key)!r} -> {getattr(space.search, key)!r}); {how}")
+    if old.conditionals() != space.conditionals():
+        a, b = old.conditionals(), space.conditionals()
+        name = min(set(a) ^ set(b) or {n for n in a if a[n] != b[n]})
+        raise UserError(f"{space.file}: {name}: changed since study {space.name!r} began (conditional on "
+                        f"{a.get(name, 'nothing')} -> {b.get(name, 'nothing')}); {how}")
     old_params, new_params = old.params(), space.params()
     for name in sorted(set(old_params) | set(new_params)):
         a, b = old_params.get(name), new_params.get(name)

@@ -65,3 +65,58 @@ def test_every_model_field_but_dataset_ones_is_searchable():
         plain, stage = S._model_specs(family)
         assert set(stage) == {f[:-1] for f in models.per_stage_fields(family)}
         assert not set(plain) & set(S.SET_BY_DATASET)
+
+
+CONDITIONAL_TRAIN = {"batch_size": 64, "optimizer": ["sgd", "adamw"],
+                     "lr": {"by": "optimizer", "sgd": {"low": 0.02, "high": 0.3, "log": True},
+                            "adamw": {"low": 0.001, "high": 0.01, "log": True}},
+                     "weight_decay": {"by": "train.optimizer", "sgd": 5e-4, "adamw": [0.01, 0.05]}}
+
+
+def test_a_conditional_range_samples_only_the_active_branch_under_its_own_name():
+    space = S.parse(tiny_space(train=CONDITIONAL_TRAIN), "x.yaml")
+    assert space.conditionals() == {"train.lr": "train.optimizer", "train.weight_decay": "train.optimizer"}
+    assert {"train.lr.sgd", "train.lr.adamw", "train.weight_decay.adamw"} <= set(space.params())
+    assert "train.lr" not in space.params()
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+    for _ in range(30):
+        trial = study.ask()
+        cand = space.sample(trial, DATASETS["fashion_mnist"])
+        opt, other = cand.train.optimizer, {"sgd": "adamw", "adamw": "sgd"}[cand.train.optimizer]
+        assert trial.params[f"train.lr.{opt}"] == cand.train.lr and f"train.lr.{other}" not in trial.params
+        assert 0.02 <= cand.train.lr <= 0.3 if opt == "sgd" else 0.001 <= cand.train.lr <= 0.01
+        assert cand.train.weight_decay == 5e-4 if opt == "sgd" else cand.train.weight_decay in (0.01, 0.05)
+        assert space.sample(optuna.trial.FixedTrial(trial.params), DATASETS["fashion_mnist"]) == cand  # the retrain's way
+        seen.add(opt)
+    assert seen == {"sgd", "adamw"}
+
+
+def test_a_space_without_conditional_keys_samples_in_the_files_order():
+    """The conditional keys come last; without them the suggest order (and so every seeded sample) is the file's."""
+    space = S.parse(tiny_space(), "x.yaml")
+    trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
+    space.sample(trial, DATASETS["fashion_mnist"])
+    assert list(trial.params) == ["model.head", "model.stage0.width", "model.stage1.width", "model.stage1.depth",
+                                  "train.lr"]
+
+
+def test_a_design_names_a_branch_and_tpe_models_the_branches_jointly(tmp_path):
+    from helpers import in_process
+    from search import record as rec
+    from search import study as ST
+
+    raw = tiny_space(train=CONDITIONAL_TRAIN, budget={})
+    raw["search"].update(first_trials=[{"train.optimizer": "sgd", "train.lr.sgd": 0.1}], race_top=1)
+    space = write_space(tmp_path / "cond.yaml", raw)
+    assert ST.make_sampler(S.load(space).search, 0, conditional=True)._group  # the joint model per group of params
+    r = in_process("nas-run", space, "--trials", 4, "--studies", tmp_path / "studies", "--workers", 1,
+                   "--format", "checkpoint")
+    assert r.returncode == 0, r.stderr
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path}/studies/tiny.db")
+    design = study.trials[0]
+    assert design.params["train.lr.sgd"] == 0.1 and rec.read(design).candidate.train.lr == 0.1
+    for t in rec.trained(study.trials):
+        branch = f"train.lr.{t.params['train.optimizer']}"
+        assert branch in t.params and rec.read(t).candidate.train.lr == t.params[branch]
+    assert "Sensitivity" in (tmp_path / "studies" / "tiny" / "report.html").read_text()
