@@ -10,6 +10,7 @@ in search/figures.py.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import html
 import math
@@ -162,6 +163,45 @@ def importances(trials) -> dict[str, float] | str:
         return f"not computable yet ({e})"
 
 
+@dataclass(frozen=True)
+class SearchGain:
+    """What the search added to the user's designs (search.first_trials), on the validation split: the best
+    design's full-length value, how many sampled full-length trials beat it, and the race's verdict (the winner's
+    mean against the best raced design's, when both raced)."""
+
+    design_trial: int
+    design_val: float
+    sampled: int  # sampled search trials that trained the full length
+    beat: int  # of them, ahead of the best design's value
+    winner_trial: int | None = None
+    winner_is_design: bool = False
+    race_gain: float | None = None  # winner's race mean - the best raced design's (0 when a design won)
+
+    def line(self) -> str:
+        won = ("a design won the race" if self.winner_is_design else
+               f"the race's winner, trial {self.winner_trial}, is ahead of the best raced design by "
+               f"{100 * self.race_gain:+.1f} pt" if self.race_gain is not None else "no race yet")
+        return (f"{self.beat} of {self.sampled} sampled full-length trials beat the best design (trial "
+                f"{self.design_trial}, val {self.design_val:.4f}) on the search split; {won}")
+
+
+def search_gain(trials, race: list[RaceRow]) -> SearchGain | None:
+    """The search against the designs (None: no design trained the full length)."""
+    done = full_length(trials)
+    designs = [t for t in done if rec.read(t).first_trial is not None]
+    if not designs:
+        return None
+    best = max(designs, key=lambda t: t.value)
+    sampled = [t for t in done if rec.read(t).first_trial is None]
+    gain = SearchGain(best.number, best.value, len(sampled), sum(t.value > best.value for t in sampled))
+    raced_designs = [r for r in race if r.first_trial is not None]
+    if race and raced_designs:
+        winner = race[0]
+        return dataclasses.replace(gain, winner_trial=winner.trial, winner_is_design=winner.first_trial is not None,
+                                   race_gain=winner.mean - max(r.mean for r in raced_designs))
+    return gain
+
+
 def search_seconds(trials) -> float:
     """Wall-clock from the first trial's start to the last trial's end (search and race, all workers)."""
     starts = [t.datetime_start for t in trials if t.datetime_start]
@@ -243,11 +283,11 @@ def write(study: optuna.Study, space, out: Path, data: D.Data | None = None, dat
     page = Page(f"nas-run study {study.study_name}")
     page.p(f"Written {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z} from the study storage"
            + ("" if retrain else "; the winner is not retrained yet, so its sections are not here") + ".", "what")
-    _summary(page, space, trials, retrain, data.meta if data is not None else builtin_meta(space.data))
+    races = {tier: rec.race_standings(study, tier) for tier in space.budget.each_tier()}
+    _summary(page, space, trials, retrain, data.meta if data is not None else builtin_meta(space.data), races)
     if tiers:
         _ladder(page, trials, ladder)
-    _search(page, figures, space, trials, {tier: rec.race_standings(study, tier) for tier in space.budget.each_tier()},
-            [r for r in (ladder.values() if tiers else [retrain]) if r])
+    _search(page, figures, space, trials, races, [r for r in (ladder.values() if tiers else [retrain]) if r])
     _what_mattered(page, figures, trials)
     _curves(page, figures, trials, retrain)
     meta = data.meta if data is not None else builtin_meta(space.data)
@@ -269,7 +309,8 @@ def write(study: optuna.Study, space, out: Path, data: D.Data | None = None, dat
     return path
 
 
-def _summary(page: Page, space, trials, retrain: RetrainResult | None, meta: Meta | None) -> None:
+def _summary(page: Page, space, trials, retrain: RetrainResult | None, meta: Meta | None,
+             races: dict[str | None, list[RaceRow]]) -> None:
     page.h2("Summary")
     c = rec.counts(trials)
     shape = f" ({meta.channels}×{meta.height}×{meta.width}, {meta.classes} classes)" if meta else ""
@@ -288,6 +329,10 @@ def _summary(page: Page, space, trials, retrain: RetrainResult | None, meta: Met
     if epochs:
         rows.append(["epochs per trained trial", f"{statistics.fmean(epochs):.1f} of {space.search.epochs} "
                                                  f"(pruner {space.search.pruner})"])
+    for tier, race in races.items():
+        gain = search_gain(rec.of_tier(trials, tier), race)
+        if gain is not None:
+            rows.append([f"what the search added{f' ({tier})' if tier else ''}", gain.line()])
     winner = next((t for t in trials if retrain and t.number == retrain.trial), None)
     if winner is not None:
         r = rec.read(winner)

@@ -175,3 +175,26 @@ def test_rung_fidelity_counts_full_length_search_trials_only():
     curves = [[0.5, 0.1, 0.1], [0.4, 0.2, 0.2], [0.3, 0.3, 0.3], [0.2, 0.4, 0.4], [0.1, 0.5, 0.5]]
     trials = [trial(c) for c in curves] + [trial([0.9], TrialState.PRUNED), trial([0.0, 0.0, 0.9], race_of=0)]
     assert RP.rung_fidelity(trials) == [(1, pytest.approx(-1.0), 5), (2, pytest.approx(1.0), 5)]
+
+
+def test_what_the_search_added_counts_sampled_trials_past_the_best_design_and_the_race_gain():
+    from helpers import stored_candidate
+    from search.record import RaceRow
+
+    def trial(number, value, **attrs):
+        t = optuna.trial.create_trial(value=value, user_attrs={"trained": True, "candidate": stored_candidate(n=number),
+                                                               **attrs})
+        t.number = number
+        return t
+
+    trials = [trial(0, 0.860, first_trial=0), trial(1, 0.870, first_trial=1), trial(2, 0.880), trial(3, 0.865),
+              trial(4, 0.875), trial(5, 0.900, race_of=2, race_fold=1)]
+    assert RP.search_gain(trials[2:5], []) is None  # no design: nothing to compare with
+    race = [RaceRow(2, 0.880, [0.884], False, 0.884, 0.0, 7000, None),
+            RaceRow(1, 0.870, [0.874], True, 0.872, 0.003, 6000, 1)]
+    gain = RP.search_gain(trials, race)
+    assert (gain.design_trial, gain.sampled, gain.beat) == (1, 3, 2)  # 0.880 and 0.875 beat 0.870; race runs not counted
+    assert gain.winner_trial == 2 and not gain.winner_is_design and gain.race_gain == pytest.approx(0.012)
+    assert "2 of 3 sampled full-length trials beat the best design (trial 1" in gain.line() and "+1.2 pt" in gain.line()
+    kept = RP.search_gain(trials, [RaceRow(1, 0.870, [0.874], True, 0.872, 0.003, 6000, 1, kept=True), race[0]])
+    assert kept.winner_is_design and "a design won the race" in kept.line()
