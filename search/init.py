@@ -1,9 +1,11 @@
 """`nas-init DATA [--params N] [--macs M] [--minutes T] [--out FILE]`: look at your images, write a space for them.
 
 DATA is an image folder (a sub-folder per class, or train/ and test/ holding them) or a Keras-style .npz. The
-space follows spaces/mnist_8k.yaml's design (stage slots, fill, the hand net and its separable twin as first
-trials, a race), with pools in front that bring large images down to ~28 px early, so the MACs budget holds. The
-file is checked as nas-run will check it (parsed, and a candidate within budget found) before it is written.
+space has stage slots, fill, two designs as first trials (plain and separable) and a race. Its designs suit the
+images: small grey ones get spaces/mnist_8k.yaml's hand net; colour or larger ones the plain net a user would
+write for them, halving the map stage by stage down to 8 px or less. The training length follows the number of
+training images, and the augmentation the colour. The file is checked as nas-run will check it (parsed, and a
+candidate within budget found) before it is written.
 """
 from __future__ import annotations
 
@@ -58,9 +60,12 @@ def data_summary(data: D.Data, kind: str) -> list[str]:
     return lines
 
 
-# The space nas-init writes: spaces/mnist_8k.yaml's design; {fields} are filled by space_text.
-TEMPLATE = """# Written by nas-init for {root}: {classes} classes, {height}x{width} px, {channels} channel(s).
-# The design of spaces/mnist_8k.yaml (read it for the why of each key), scaled to these images and this budget.
+# The space nas-init writes; {fields} are filled by space_text. Two designs: small grey images get
+# spaces/mnist_8k.yaml's (the seed task's hand net: unpadded convs, one pool, a 1x1 squeeze); colour or larger
+# images get the plain net a user would write (a conv-BN-ReLU stage per halving of the map down to 8 px or less,
+# then a last pool), which the digit net does not suit.
+TEMPLATE = """# Written by nas-init for {root}: {classes} classes, {height}x{width} px, {channels} channel(s),
+# {n_train:,} training images. {design_note}
 # Run: nas-run {file} --trials 40{minutes}    Price it first: nas-run {file} --check
 name: {name}
 
@@ -73,13 +78,7 @@ model:
   family: convnet
   stages:                 # a stage = `depth` 3x3 convs of `width` channels; pool: true starts it with a transition
 {stages}
-  padding: [same, valid]
-  separable: [false, true]      # depthwise 3x3 + pointwise 1x1 after the stem: more channels in the same params
-  transition: [pool, pool_1x1]
-  squeeze: [0.5, 0.75, 1.0]
-  head: [gap, gap_fc]
-  fc_width: [0, 16]
-  dropout: {{low: 0.0, high: 0.1}}
+{model_keys}
   bn: true
   bias: false
 
@@ -92,9 +91,7 @@ train:
   scheduler: [onecycle, cosine]
   label_smoothing: [0.0, 0.05, 0.1]
   augment:
-    rotate: {{low: 0.0, high: 15.0}}   # degrees
-    crop: [0, {crop}]                    # random translation up to this many pixels
-    flip: [false, true]                # right for most objects, wrong for text and digits: the search finds out
+{augment}
 
 budget:
   params: {params}
@@ -103,34 +100,60 @@ budget:
 
 search:
   trials: 40
-  pruner: successive_halving
-  min_epochs: 2
+  pruner: successive_halving  # first rung at ~epochs / 7 (search.min_epochs), 1 in 3 goes on at each rung
   reduction_factor: 3
   race_top: 3
   race_seeds: 2
   race_margin: 0.005
   seed: 0
-  first_trials:           # trained first, at full length: the seed task's hand net and recipe, plain and separable
-    - &hand_net {{{hand}, model.padding: valid, model.separable: false, model.transition: pool_1x1,
-       model.squeeze: 0.5, model.head: gap, model.fc_width: 0, model.dropout: 0.05,
-       train.batch_size: 128, train.optimizer: sgd, train.lr.sgd: 0.1, train.weight_decay: 1.0e-4,
-       train.scheduler: onecycle, train.label_smoothing: 0.0,
-       train.augment.rotate: 7.0, train.augment.crop: 0, train.augment.flip: false}}
-    - {{<<: *hand_net, model.separable: true}}
+  first_trials:           # trained first, at full length: {design_name} and recipe, plain and separable
+    - &design {{{design}}}
+    - {{<<: *design, model.separable: true}}
 
 retrain:
-  epochs: 15
+  epochs: {epochs}             # {epochs_note}
   seeds: 3
 """
+DIGIT_MODEL_KEYS = """  padding: [same, valid]
+  separable: [false, true]      # depthwise 3x3 + pointwise 1x1 after the stem: more channels in the same params
+  transition: [pool, pool_1x1]
+  squeeze: [0.5, 0.75, 1.0]
+  head: [gap, gap_fc]
+  fc_width: [0, 16]
+  dropout: {low: 0.0, high: 0.1}"""
+PLAIN_MODEL_KEYS = """  final_pool: [true, false]     # a last 2x2 max-pool before the head (the plain net's last stage pools too)
+  separable: [false, true]      # depthwise 3x3 + pointwise 1x1 after the stem: more channels in the same params
+  head: [gap, gap_fc]
+  fc_width: [0, 32]
+  dropout: {low: 0.0, high: 0.2}"""
+PLAIN_WIDTHS = (12, 24, 32, 48, 64, 96, 128)  # the plain design's widths per stage: a user's 12-24-32-48 net, on
+PLAIN_HIGHS = (32, 48, 64, 96, 128, 160, 192)  # the upper ends of the searched width ranges (fill sets the size)
+FINAL_MAP = 8  # the plain design halves the map until its last convs run at this many px or fewer
+REFERENCE = (8000, 15)  # mnist_8k's training length: 15 epochs for 8,000 images; a set n times smaller trains
+EPOCHS_RANGE = (10, 60)  # sqrt(n) times as many epochs (22 at 3,800 images, 42 at 1,000), within this range
 
 
-def space_text(name: str, file: str, root: str, kind: str, size: tuple[int, int] | None, channels: int | None, meta: Meta,
-               n_train: int, params: int, macs: int, minutes: float | None) -> str:
-    """The space file, commented for the reader who will edit it."""
-    side = max(meta.height, meta.width)
-    early = max(0, math.ceil(math.log2(side / 32))) if side > 32 else 0  # pools that bring the map to <= 32 px
-    val = 0.25 if n_train <= 20_000 else 0.1
-    crop = max(1, round(side / 14))
+def training_epochs(n_train: int) -> int:
+    """Epochs for `n_train` training images: more passes over a smaller set, so that it still takes enough optimizer
+    steps, but fewer than its size alone would ask (a small set also overfits sooner)."""
+    images, epochs = REFERENCE
+    return max(EPOCHS_RANGE[0], min(EPOCHS_RANGE[1], round(epochs * math.sqrt(images / max(1, n_train)))))
+
+
+def _yaml_items(design: dict, width: int = 110) -> str:
+    """A flow mapping's items, wrapped for the reader (continuation lines indented under the first)."""
+    items = [f"{k}: {str(v).lower() if isinstance(v, bool) else v}" for k, v in design.items()]
+    lines = [""]
+    for item in items:
+        if lines[-1] and len(lines[-1]) + len(item) + 2 > width:
+            lines.append("")
+        lines[-1] += (", " if lines[-1] else "") + item
+    return ",\n       ".join(lines)
+
+
+def digit_design(side: int) -> tuple[list[str], dict]:
+    """(stage lines, design) of spaces/mnist_8k.yaml, with early pools that bring a map over 32 px to <= 32."""
+    early = max(0, math.ceil(math.log2(side / 32))) if side > 32 else 0
     stages = ["    - {width: {low: 4, high: 16}, depth: [1, 2]}                 # the stem, at full resolution"]
     stages += ["    - {width: {low: 4, high: 16}, depth: 1, pool: true}          # an early pool: halves the map"] * early
     stages += ["    - {width: {low: 4, high: 24}, depth: [0, 1, 2], pool: false}  # wider, same resolution (0: no stage)",
@@ -141,15 +164,78 @@ def space_text(name: str, file: str, root: str, kind: str, size: tuple[int, int]
     design = {f"model.stage{i}.width": 8 for i in range(n)} | {"model.stage0.depth": 1}  # early stages: depth fixed
     design |= {f"model.stage{n}.width": 12, f"model.stage{n}.depth": 1, f"model.stage{n + 1}.width": 16,
                f"model.stage{n + 1}.depth": 1, f"model.stage{n + 2}.width": 12, f"model.stage{n + 2}.depth": 1,
-               f"model.stage{n + 3}.width": 16, f"model.stage{n + 3}.depth": 2, f"model.stage{n + 3}.pool": False}
-    hand = ", ".join(f"{k}: {str(v).lower() if isinstance(v, bool) else v}" for k, v in design.items())
+               f"model.stage{n + 3}.width": 16, f"model.stage{n + 3}.depth": 2, f"model.stage{n + 3}.pool": False,
+               "model.padding": "valid", "model.separable": False, "model.transition": "pool_1x1",
+               "model.squeeze": 0.5, "model.head": "gap", "model.fc_width": 0, "model.dropout": 0.05,
+               "train.batch_size": 128, "train.optimizer": "sgd", "train.lr.sgd": 0.1, "train.weight_decay": 1.0e-4,
+               "train.scheduler": "onecycle", "train.label_smoothing": 0.0,
+               "train.augment.rotate": 7.0, "train.augment.crop": 0, "train.augment.flip": False}
+    return stages, design
+
+
+def plain_design(height: int, width: int, colour: bool) -> tuple[list[str], dict]:
+    """(stage lines, design) of the plain net: a stem at full resolution, then a stage per halving of the map until
+    its convs run at FINAL_MAP px or fewer (or the short side would vanish), each one conv-BN-ReLU at widths
+    12-24-32-48..., a last pool, GAP; AdamW with OneCycle, random crops (and flips for colour images)."""
+    side = max(height, width)
+    pools = max(1, min(math.ceil(math.log2(side / FINAL_MAP)), int(math.log2(min(height, width))) - 1))
+    stages, design, size = [], {}, side
+    for i in range(pools + 1):
+        low, high = (8 if i < 2 else 16), PLAIN_HIGHS[min(i, len(PLAIN_HIGHS) - 1)]
+        where = f"the stem, at {size} px" if i == 0 else f"pool to {size} px"
+        pool = "" if i == 0 else ", pool: true"
+        stages.append(f"    - {{width: {{low: {low}, high: {high}}}, depth: [1, 2]{pool}}}".ljust(66) + f"# {where}")
+        design |= {f"model.stage{i}.width": PLAIN_WIDTHS[min(i, len(PLAIN_WIDTHS) - 1)], f"model.stage{i}.depth": 1}
+        size //= 2
+    design |= {"model.final_pool": True, "model.separable": False, "model.head": "gap", "model.fc_width": 0,
+               "model.dropout": 0.0, "train.batch_size": 64, "train.optimizer": "adamw", "train.lr.adamw": 0.005,
+               "train.weight_decay": 5.0e-4, "train.scheduler": "onecycle", "train.label_smoothing": 0.0,
+               "train.augment.crop": _crop(side), "train.augment.flip": colour}
+    return stages, design
+
+
+def _crop(side: int) -> int:
+    return max(1, round(side / 14))
+
+
+def augment_lines(side: int, colour: bool) -> str:
+    """Colour photos: crops, flips and colour jitter; grey images (digits, text, scans): small rotations and crops,
+    flips left to the search (wrong for digits, right for clothes)."""
+    lines = [f"    crop: [0, {_crop(side)}]                    # random translation up to this many pixels",
+             "    flip: [false, true]                # right for most objects, wrong for text and digits: the search finds out"]
+    if colour:
+        lines += ["    brightness: [0.0, 0.2]", "    contrast: [0.0, 0.2]"]
+    else:
+        lines.insert(0, "    rotate: {low: 0.0, high: 15.0}   # degrees")
+    return "\n".join(lines)
+
+
+def space_text(name: str, file: str, root: str, kind: str, size: tuple[int, int] | None, channels: int | None, meta: Meta,
+               n_train: int, params: int, macs: int, minutes: float | None) -> str:
+    """The space file, commented for the reader who will edit it."""
+    side = max(meta.height, meta.width)
+    colour = meta.channels == 3
+    if colour or side > 32:
+        stages, design = plain_design(meta.height, meta.width, colour)
+        keys, design_name = PLAIN_MODEL_KEYS, "a plain conv-BN-ReLU-pool net"
+        note = ("Designs: the plain net a user would write for them (a conv-BN-ReLU\n# stage per halving of the "
+                f"map down to <= {FINAL_MAP} px, AdamW + OneCycle), plain and separable; the search starts there.")
+    else:
+        stages, design = digit_design(side)
+        keys, design_name = DIGIT_MODEL_KEYS, "the seed task's hand net"
+        note = "The design of spaces/mnist_8k.yaml (read it for the why of each\n# key), scaled to this budget."
+    epochs = training_epochs(n_train)
     size_line = f"  image_size: {list(size) if size[0] != size[1] else size[0]}   # resized once at load (antialiased)\n" if size else ""
     channel_line = f"  channels: {channels}\n" if channels else ""
     return TEMPLATE.format(
         root=root, root_yaml=json.dumps(root), classes=meta.classes, height=meta.height, width=meta.width,
-        channels=meta.channels, file=file, minutes=f" --minutes {minutes:g}" if minutes else "", name=name, kind=kind,
-        size_line=size_line, channel_line=channel_line, val=val, stages="\n".join(stages), crop=crop, params=params,
-        macs=macs, hand=hand)
+        channels=meta.channels, n_train=n_train, design_note=note, file=file,
+        minutes=f" --minutes {minutes:g}" if minutes else "", name=name, kind=kind, size_line=size_line,
+        channel_line=channel_line, val=0.25 if n_train <= 20_000 else 0.1, stages="\n".join(stages), model_keys=keys,
+        augment=augment_lines(side, colour), params=params, macs=macs, design_name=design_name,
+        design=_yaml_items(design), epochs=epochs,
+        epochs_note=f"{REFERENCE[1]} x sqrt({REFERENCE[0]:,} / {n_train:,} training images): a smaller set needs "
+                    f"more passes; in {EPOCHS_RANGE[0]}-{EPOCHS_RANGE[1]}")
 
 
 def init(data_path: str, params: int = 8000, macs: int | None = None, minutes: float | None = None,
@@ -180,7 +266,9 @@ def init(data_path: str, params: int = 8000, macs: int | None = None, minutes: f
     B.preflight(space, m)  # a budget no candidate of this space meets is one line here, not a file that fails later
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(text)
-    console.print(f"wrote {target}: convnet space, <= {params:,} params and {macs:,} MACs per image, "
-                  f"{max(0, len(space.stages) - 5)} early pool(s) for {m.height}x{m.width} px", highlight=False)
+    pools = sum(1 for stage in space.stages if stage["pool"].value is True)
+    console.print(f"wrote {target}: convnet space, <= {params:,} params and {macs:,} MACs per image, {pools} pool(s) "
+                  f"for {m.height}x{m.width} px, {space.retrain.epochs} epochs for {len(data.train) + len(data.val):,} "
+                  "training images", highlight=False)
     console.print(f"next: nas-run {target} --trials 40{f' --minutes {minutes:g}' if minutes else ''}", highlight=False)
     return 0

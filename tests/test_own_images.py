@@ -83,15 +83,59 @@ def test_grey_and_colour_mixed_are_converted_and_image_size_resizes(tmp_path):
 
 
 def test_nas_init_pools_large_images_early_so_the_macs_budget_holds(tmp_path):
-    """96-px colour images and an 8k-param budget: the space starts with two early pools (96 -> 48 -> 24) and a
-    candidate within params and MACs exists (nas-init checks it as nas-run's preflight does)."""
+    """96-px colour images and an 8k-param budget: the plain design's stages halve the map down to 6 px (four
+    pools: 96 -> 48 -> 24 -> 12 -> 6) and a candidate within params and MACs exists (nas-init checks it as nas-run's
+    preflight does)."""
     images = write_image_folder(tmp_path / "big", "png", channels=3, size=96, per_class=3)
     r = console_script("nas-init", images, "--out", tmp_path / "big.yaml", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert "2 early pool(s) for 96x96 px" in r.stdout
+    assert "4 pool(s) for 96x96 px" in r.stdout
     raw = yaml.safe_load((tmp_path / "big.yaml").read_text())
-    assert [st.get("pool") for st in raw["model"]["stages"][:3]] == [None, True, True]
+    assert [st.get("pool") for st in raw["model"]["stages"]] == [None, True, True, True, True]
     assert raw["budget"]["macs"] < 25_000_000 and raw["data"]["channels"] == 3
+
+
+def _designs(space_file):
+    """The space nas-init wrote, and its first_trials designs' model configs as the run builds them."""
+    from search import check
+    from search import space as S
+
+    space = S.load(space_file)
+    meta = D.load(space.data, "cpu", 0).meta
+    return space, [model.config for _, model in check.design_models(space, meta)]
+
+
+def test_nas_init_on_a_64_px_colour_folder_writes_designs_that_pool_to_8_px_and_trains_small_sets_longer(tmp_path):
+    """The plain net a user would write for 64-px colour images: its convs end at <= 8 px before the last pool and
+    the head, AdamW + OneCycle, crops and flips; the training length grows as the training set shrinks."""
+    from search.init import training_epochs
+
+    lengths = {}
+    for per_class in (100, 30):
+        images = write_image_folder(tmp_path / f"c{per_class}", "png", channels=3, size=64, per_class=per_class)
+        out = tmp_path / f"c{per_class}.yaml"
+        r = in_process("nas-init", images, "--params", 25000, "--out", out, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        space, configs = _designs(out)
+        assert len(configs) == 2 and [c.separable for c in configs] == [False, True]
+        for c in configs:
+            assert max(c.final_size()) <= 8 and c.final_pool and c.head == "gap"  # convs end at 8 px, pooled to 4
+        design = space.search.first_trials[0]
+        assert design["train.optimizer"] == "adamw" and design["train.scheduler"] == "onecycle"
+        assert design["train.augment.flip"] is True and design["train.augment.crop"] > 0
+        assert {"brightness", "contrast"} <= set(yaml.safe_load(out.read_text())["train"]["augment"])
+        lengths[per_class] = space.retrain.epochs
+    assert lengths[30] > lengths[100]  # 300 training images train longer than 1,000
+    assert training_epochs(8000) == 15 and training_epochs(3800) == 22 and training_epochs(60_000) == 10
+
+
+def test_nas_init_keeps_the_digit_design_for_small_grey_images(tmp_path):
+    images = write_image_folder(tmp_path / "grey", "png", channels=1, per_class=30)
+    out = tmp_path / "grey.yaml"
+    assert in_process("nas-init", images, "--out", out, cwd=tmp_path).returncode == 0
+    space, configs = _designs(out)
+    assert configs[0].padding == "valid" and configs[0].transition == "pool_1x1"  # spaces/mnist_8k.yaml's hand net
+    assert space.search.first_trials[0]["train.lr.sgd"] == 0.1
 
 
 def _tiny(space_file, name):
