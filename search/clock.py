@@ -8,18 +8,25 @@ if the search stopped now, and the slowest of them as the retrain's candidate, c
   on average (the trial would be cut before it told the pruner much);
 - a running search trial stops after the epoch at which the time left no longer covers the tail (end_reason
   `out_of_time`, pruned; its epochs count like a pruned trial's);
-- the race and the retrain are never cut: they are what the time was kept for.
+- the race and the retrain are never cut: they are what the time was kept for. They are sized to the budget
+  instead: where the space's race and retrain would take more than TAIL_SHARE of the command's minutes, they
+  shrink step by step (retrain seeds to 2, finalists to 1, race rounds to 1, retrain seeds to 1; the first_trials
+  designs always race) until they fit, so the search keeps the larger share (`plan`).
 
 The budget belongs to one command: a rerun resumes toward `--trials` with its own `--minutes`.
 """
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import time
 
 from search import record as rec
 from search.cost import PhaseSizes, tail_seconds
+from search.record import TailPlan
 from search.space import Space
+
+TAIL_SHARE = 0.4  # the race and the retrain are sized to at most this share of a --minutes command: the search >= 60%
 
 
 def mean_trial_seconds(trials) -> float:
@@ -29,17 +36,62 @@ def mean_trial_seconds(trials) -> float:
     return statistics.fmean(took) if took else 0.0
 
 
+def own_plan(space: Space) -> TailPlan:
+    return TailPlan(space.search.race_top, space.search.race_seeds, space.retrain.seeds)
+
+
+def smaller_plans(space: Space) -> list[TailPlan]:
+    """The space's own plan, then each step smaller: retrain seeds down to 2 (a mean and a std), finalists down to 1
+    (the designs race besides), race rounds down to 1, retrain seeds to 1."""
+    plans = [own_plan(space)]
+
+    def step(**change):
+        plans.append(dataclasses.replace(plans[-1], **change))
+
+    while plans[-1].retrain_seeds > 2:
+        step(retrain_seeds=plans[-1].retrain_seeds - 1)
+    while plans[-1].race_top > 1:
+        step(race_top=plans[-1].race_top - 1)
+    while plans[-1].race_top and plans[-1].race_seeds > 2:
+        step(race_seeds=plans[-1].race_seeds - 1)
+    if plans[-1].retrain_seeds > 1:
+        step(retrain_seeds=1)
+    return plans
+
+
+def sized(space: Space, plan: TailPlan) -> Space:
+    """The space with the race and the retrain of `plan`."""
+    return dataclasses.replace(
+        space, search=dataclasses.replace(space.search, race_top=plan.race_top, race_seeds=plan.race_seeds),
+        retrain=dataclasses.replace(space.retrain, seeds=plan.retrain_seeds))
+
+
 class Clock:
     """The deadline of one `nas-run --minutes M` command, and what the search may still do before it."""
 
-    def __init__(self, deadline: float, space: Space, n: PhaseSizes, workers: int, cpu: bool = True):
+    def __init__(self, deadline: float, space: Space, n: PhaseSizes, workers: int, cpu: bool = True,
+                 started: float | None = None):
         self.deadline, self.space, self.n, self.workers, self.cpu = deadline, space, n, workers, cpu
+        self.budget = None if started is None else deadline - started  # seconds of the whole command
 
     def tail(self, trials) -> float:
+        """Seconds of the race and the retrain as `plan` sizes them."""
+        return self._price(trials, sized(self.space, self.plan(trials)))
+
+    def plan(self, trials) -> TailPlan:
+        """The largest of the space's own race and retrain and the smaller ones (smaller_plans) priced within
+        TAIL_SHARE of the command's minutes, else the smallest; the space's own without a start time."""
+        plans = smaller_plans(self.space)
+        if self.budget is None:
+            return plans[0]
+        return next((p for p in plans if self._price(trials, sized(self.space, p)) <= TAIL_SHARE * self.budget),
+                    plans[-1])
+
+    def _price(self, trials, space: Space) -> float:
         from search import race as R
 
-        return sum(tail_seconds(R.finalists(rec.of_tier(trials, tier), self.space.search), self.space, self.n,
-                                self.workers, self.cpu) for tier in self.space.budget.each_tier())
+        return sum(tail_seconds(R.finalists(rec.of_tier(trials, tier), space.search), space, self.n, self.workers,
+                                self.cpu) for tier in space.budget.each_tier())
 
     def left(self, trials, now: float | None = None) -> float:
         """Seconds the search has left: until the deadline, less the tail."""

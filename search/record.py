@@ -525,6 +525,20 @@ class RetrainResult:
                    Deployment.from_json(d.get("deployment")))
 
 
+@dataclass(frozen=True)
+class TailPlan:
+    """The race and the retrain as one `--minutes` command sized them (clock.py): finalists, race seeds (rounds + 1)
+    and retrain seeds."""
+
+    race_top: int
+    race_seeds: int
+    retrain_seeds: int
+
+    def describe(self) -> str:
+        race = (f"race of the top {self.race_top} x {self.race_seeds - 1} round(s)" if self.race_top else "no race")
+        return f"{race}, retrain on {self.retrain_seeds} seed(s)"
+
+
 # --- the study's own record (user attrs of the study, not of a trial) ---
 
 def stored_space(study) -> tuple[str, str] | None:
@@ -581,6 +595,20 @@ def retrain_results(study, tier_name: str | None = None) -> RetrainResult | None
 
 def store_retrain_results(study, results: RetrainResult, tier_name: str | None = None) -> None:
     study.set_user_attr(_key("retrain", tier_name), results.to_json())
+
+
+def tail_plan(study) -> TailPlan | None:
+    """The race and retrain sizes the last `--minutes` command that reached them chose; None: the space's own."""
+    stored = study.user_attrs.get("tail")
+    return None if stored is None else TailPlan(**stored)
+
+
+def store_tail_plan(study, plan: TailPlan | None) -> None:
+    if plan is None:
+        if "tail" in study.user_attrs:
+            study.set_user_attr("tail", None)
+        return
+    study.set_user_attr("tail", dataclasses.asdict(plan))
 
 
 def tier_retrain_results(study) -> dict[str, RetrainResult]:

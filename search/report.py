@@ -29,7 +29,7 @@ from search.catalogue import Meta, builtin_meta
 from search import figures as F
 from search import record as rec
 from search.export import deployment_line, load_checkpoint, normalization
-from search.record import RaceRow, Recipe, RetrainResult, full_length, trained
+from search.record import RaceRow, Recipe, RetrainResult, TailPlan, full_length, trained
 from search.train import predict
 
 UNITS = {"params": "trainable parameters", "macs": "multiply-adds per image", "train_seconds": "s per retrain seed",
@@ -284,7 +284,8 @@ def write(study: optuna.Study, space, out: Path, data: D.Data | None = None, dat
     page.p(f"Written {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z} from the study storage"
            + ("" if retrain else "; the winner is not retrained yet, so its sections are not here") + ".", "what")
     races = {tier: rec.race_standings(study, tier) for tier in space.budget.each_tier()}
-    _summary(page, space, trials, retrain, data.meta if data is not None else builtin_meta(space.data), races)
+    _summary(page, space, trials, retrain, data.meta if data is not None else builtin_meta(space.data), races,
+             rec.tail_plan(study))
     if tiers:
         _ladder(page, trials, ladder)
     _search(page, figures, space, trials, races, [r for r in (ladder.values() if tiers else [retrain]) if r])
@@ -310,7 +311,7 @@ def write(study: optuna.Study, space, out: Path, data: D.Data | None = None, dat
 
 
 def _summary(page: Page, space, trials, retrain: RetrainResult | None, meta: Meta | None,
-             races: dict[str | None, list[RaceRow]]) -> None:
+             races: dict[str | None, list[RaceRow]], plan: TailPlan | None = None) -> None:
     page.h2("Summary")
     c = rec.counts(trials)
     shape = f" ({meta.channels}×{meta.height}×{meta.width}, {meta.classes} classes)" if meta else ""
@@ -325,6 +326,9 @@ def _summary(page: Page, space, trials, retrain: RetrainResult | None, meta: Met
                                 f"{c.trained} (full length {c.completed}, pruned {c.pruned}), race runs "
                                 f"{c.race}, rejected before training {c.rejected}, duplicates {c.duplicates}, "
                                 f"failed {c.failed}, running {c.running}"])
+    if plan is not None:
+        rows.append(["race and retrain", f"{plan.describe()}: sized by --minutes to leave the search most of the time "
+                                         "(the space's own sizes otherwise)"])
     epochs = [rec.read(t).epochs_run for t in trained(trials)]
     if epochs:
         rows.append(["epochs per trained trial", f"{statistics.fmean(epochs):.1f} of {space.search.epochs} "

@@ -25,7 +25,7 @@ from search import budget as B
 from search import data as D
 from search import export as E
 from search import race as R
-from search.clock import Clock
+from search.clock import TAIL_SHARE, Clock, own_plan, sized
 from search.cost import phase_sizes
 from search.errors import RunError, UserError
 from search.mps import shared_gpu
@@ -85,7 +85,7 @@ def run(space: Space, console, opts: RunOptions = RunOptions()) -> int:
     clock = None
     if opts.minutes:
         n = phase_sizes(space, len(data.train), len(data.val))
-        clock = Clock(started + opts.minutes * 60, space, n, k, cpu=not gpus_of(opts.device))
+        clock = Clock(started + opts.minutes * 60, space, n, k, cpu=not gpus_of(opts.device), started=started)
     ctx = RunContext(space, url, trials, opts.device, k, threads, opts.heartbeat, clock)
     with shared_gpu(gpus_of(opts.device), k, console.print) as sharing:
         shared = f" ({sharing})" if sharing else ""
@@ -95,7 +95,7 @@ def run(space: Space, console, opts: RunOptions = RunOptions()) -> int:
         previous = signal.signal(signal.SIGTERM, _raise_terminated)
         try:
             with Progress(study, trials, console, k):
-                statuses, obj = search_and_race(ctx, study, data, console, started, opts.minutes)
+                statuses, obj, ctx = search_and_race(ctx, study, data, console, started, opts.minutes)
         except KeyboardInterrupt as e:
             console.print(summary(study.get_trials(deepcopy=False)))
             console.print("interrupted: the running trial was stopped and marked 'interrupted'; run the same command to resume")
@@ -110,8 +110,11 @@ def run(space: Space, console, opts: RunOptions = RunOptions()) -> int:
         console.print(f"inspect: {dashboard_command(url, str(out / 'artifacts'))}", highlight=False)
         stop_if_failing(space, statuses, obj, all_trials, c, console)
         for tier in space.budget.each_tier():  # a ladder: a race, a retrain and an export per tier
-            finish_tier(study, space, rec.of_tier(all_trials, tier), tier, data, out, console, ctx, opts)
+            finish_tier(study, ctx.space, rec.of_tier(all_trials, tier), tier, data, out, console, ctx, opts)
         write_report(study, space, out, data, console)
+        if ctx.space != space:
+            console.print(f"--minutes {opts.minutes:g} sized the tail: {own_plan(ctx.space).describe()} (the space: "
+                          f"{own_plan(space).describe()})", highlight=False)
         return 0
 
 
@@ -152,7 +155,8 @@ def run_phase(ctx: RunContext, data: D.Data, race_phase: bool, runs: int = 0) ->
 
 
 def search_and_race(ctx: RunContext, study, data: D.Data, console, started: float, minutes: float | None):
-    """The search until the target (or the clock), then the race's runs -> (worker statuses, Objective | None)."""
+    """The search until the target (or the clock), then the race's runs -> (worker statuses, Objective | None, the
+    context the race ran with: with `--minutes`, its space's race and retrain sized to the budget)."""
     statuses, obj = run_phase(ctx, data, race_phase=False)
     search_done = not statuses & {GAVE_UP, FAILING}
     now = study.get_trials(deepcopy=False)
@@ -169,6 +173,8 @@ def search_and_race(ctx: RunContext, study, data: D.Data, console, started: floa
                       f"trials after {elapsed:.1f} min, to leave {tail} (priced on the slow side: the run "
                       f"ends by ~{elapsed + tail_minutes:.1f} min); run the same command again to go "
                       f"on toward {ctx.trials}", highlight=False)
+    if ctx.clock and search_done:
+        ctx = size_tail(ctx, study, console, minutes)
     s = ctx.space.search
     tiers = ctx.space.budget.each_tier()
     race_needed = search_done and s.race_top and R.enqueue(study, s, tiers)
@@ -180,7 +186,20 @@ def search_and_race(ctx: RunContext, study, data: D.Data, console, started: floa
         console.print(f"race: top {s.race_top} candidates{f' and {designs} first_trials designs' if designs else ''}"
                       f"{per_tier} x {s.race_seeds} seeds ({race_needed} race trials to train)")
         statuses |= run_phase(ctx, data, race_phase=True, runs=race_needed)[0]
-    return statuses, obj
+    return statuses, obj, ctx
+
+
+def size_tail(ctx: RunContext, study, console, minutes: float) -> RunContext:
+    """The race and the retrain as the clock sizes them for the rest of this command (clock.Clock.plan), recorded
+    on the study for the report."""
+    plan = ctx.clock.plan(study.get_trials(deepcopy=False))
+    own = own_plan(ctx.space)
+    rec.store_tail_plan(study, None if plan == own else plan)
+    if plan == own:
+        return ctx
+    console.print(f"--minutes {minutes:g}: the race and the retrain sized to {TAIL_SHARE:.0%} of the time or less: "
+                  f"{plan.describe()} (the space: {own.describe()})", highlight=False)
+    return dataclasses.replace(ctx, space=sized(ctx.space, plan))
 
 
 def stop_if_failing(space: Space, statuses: set[int], obj: Objective | None, trials, c: rec.Counts, console) -> None:

@@ -103,3 +103,52 @@ def test_minutes_too_short_for_any_trial_is_one_line_and_keeps_the_study(tmp_pat
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.strip().count("\n") == 0 and "--minutes 0.01: too short: no search trial completed" in r.stderr
     assert (tmp_path / "studies" / "tiny.db").exists()  # kept: the same command with more --minutes goes on
+
+
+def test_the_tail_shrinks_step_by_step_retrain_seeds_then_finalists_then_rounds():
+    space = S.parse(tiny_space(search={"seed": 0, "epochs": 4, "race_top": 3, "race_seeds": 3},
+                               retrain={"epochs": 6, "seeds": 3}))
+    assert [(p.race_top, p.race_seeds, p.retrain_seeds) for p in C.smaller_plans(space)] == [
+        (3, 3, 3), (3, 3, 2), (2, 3, 2), (1, 3, 2), (1, 2, 2), (1, 2, 1)]
+    assert [(p.race_top, p.race_seeds, p.retrain_seeds) for p in C.smaller_plans(_space(race_top=0))] == [
+        (0, 3, 2), (0, 3, 1)]  # no race: only the retrain shrinks
+    small = C.sized(space, C.smaller_plans(space)[-1])
+    assert (small.search.race_top, small.search.race_seeds, small.retrain.seeds) == (1, 2, 1)
+    assert small.search.epochs == space.search.epochs and small.budget == space.budget  # nothing else changes
+
+
+def test_with_minutes_the_clock_sizes_the_tail_to_its_share_of_the_budget():
+    """The largest plan priced within TAIL_SHARE of the command's seconds; the smallest when none fits; the space's
+    own when it fits or when the clock has no start time."""
+    trials = [_trial(0, 0.9, 2.0), _trial(1, 0.8, 3.0), _trial(2, 0.5, 10.0)]
+    space = _space()  # race_top 2, race_seeds 3, retrain seeds 2
+    plans = C.smaller_plans(space)
+    prices = [C.Clock(1000.0, space, N, workers=2)._price(trials, C.sized(space, p)) for p in plans]
+    assert prices == sorted(prices, reverse=True) and prices[0] > prices[-1]
+    for budget, want in ((prices[0] / C.TAIL_SHARE + 1, plans[0]), (prices[1] / C.TAIL_SHARE + 1, plans[1]),
+                         (prices[-1] / C.TAIL_SHARE - 1, plans[-1])):
+        clock = C.Clock(1000.0 + budget, space, N, workers=2, started=1000.0)
+        assert clock.plan(trials) == want
+        assert clock.tail(trials) == pytest.approx(prices[plans.index(want)])
+    assert C.Clock(1000.0, space, N, workers=2).plan(trials) == plans[0]
+
+
+def test_a_short_minutes_run_races_and_retrains_less_and_says_so(tmp_path):
+    """--minutes 2 on the tiny space: the tail's overhead alone is over 40% of 2 minutes, so the race and the retrain
+    take the smallest plan (1 finalist x 1 round, 1 retrain seed); the run, the study and the report say so."""
+    from search import record as rec
+
+    raw = tiny_space(search={"seed": 0, "race_top": 2, "race_seeds": 3}, retrain={"epochs": 1, "seeds": 2})
+    space = write_space(tmp_path / "tiny.yaml", raw)
+    r = in_process("nas-run", space, "--trials", 3, "--minutes", 2, "--studies", tmp_path / "studies", "--workers", 1,
+                   "--format", "checkpoint")
+    assert r.returncode == 0, r.stderr
+    out = " ".join(r.stdout.split())
+    assert ("--minutes 2: the race and the retrain sized to 40% of the time or less: race of the top 1 x 1 round(s), "
+            "retrain on 1 seed(s) (the space: race of the top 2 x 2 round(s), retrain on 2 seed(s))") in out
+    assert "--minutes 2 sized the tail: race of the top 1 x 1 round(s), retrain on 1 seed(s)" in out
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path}/studies/tiny.db")
+    assert rec.tail_plan(study) == rec.TailPlan(1, 2, 1) and len(rec.retrain_results(study).runs) == 1
+    assert len([t for t in study.trials if rec.is_race(t)]) == 1
+    assert "race of the top 1 x 1 round(s), retrain on 1 seed(s): sized by --minutes" in (
+        tmp_path / "studies" / "tiny" / "report.html").read_text()
