@@ -102,6 +102,7 @@ SEARCH = {
     "pruner": _s(PRUNERS, "successive_halving"),
     "min_epochs": Spec(int, None, "an integer >= 1 (epochs every trial trains before its first rung)", _num(1)),
     "reduction_factor": Spec(int, 3, "an integer >= 2 (1 in reduction_factor trials goes on at each rung)", _num(2)),
+    "startup": _s(("random", "neighbourhood"), "random"),
     "startup_trials": Spec(int, 10, "an integer >= 0", _num(0)),
     "warmup_epochs": Spec(int, 1, "an integer >= 0", _num(0)),
     "first_epoch_floor": Spec(float, 2.0, "a number >= 0 (a sampled trial at or below this multiple of chance after "
@@ -212,6 +213,7 @@ class SearchConfig:
     pruner: str
     min_epochs: int
     reduction_factor: int
+    startup: str  # random: the sampler's own start-up; neighbourhood: 1-3 parameters from the incumbent
     startup_trials: int
     warmup_epochs: int
     first_epoch_floor: float  # x chance (1 / classes): the validation accuracy a sampled trial must pass at epoch 1

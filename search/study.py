@@ -12,6 +12,7 @@ import optuna
 from optuna.trial import TrialState
 
 from search.errors import UserError
+from search.neighbourhood import NeighbourhoodSampler
 from search import record as rec
 from search.record import STUDY_SEED_STRIDE
 from search.space import SearchConfig, Space
@@ -166,6 +167,8 @@ def open_study(space: Space, storage, worker: int = 0) -> optuna.Study:
                 study.enqueue_trial(params, user_attrs=rec.first_trial_attrs(i, tier))
     existing = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)))
     sampler = make_sampler(space.search, sampler_seed(space.search, worker, existing), bool(space.conditionals()))
+    if space.search.startup == "neighbourhood":
+        sampler = NeighbourhoodSampler(sampler, space.search.startup_trials, space.search.seed)
     study.sampler = TieredSampler(sampler) if space.budget.tiers() else sampler
     return study
 
