@@ -165,11 +165,13 @@ def run_cost(space: Space, sps: float, bs: int, n: PhaseSizes, trials: int, work
     timed = [estimate_train_seconds(d_sps, d_bs, n.search, n.val, 1) for d_sps, d_bs in designs][:first]
     first_seconds = s.epochs * (sum(timed) + (first - len(timed)) * per_epoch)
     epochs = expected_epochs(s, trials - first)
+    # the epochs up to the first rung train on first_rung_fraction of the images: that much cheaper
+    cheap = 0.0 if s.pruner == "none" else (1 - s.first_rung_fraction) * min(s.min_epochs, epochs)
     # at most: a design that ranks among the top race_top is raced once, as one of them
     finals = s.race_top + (first if s.race_first_trials else 0)
     race = race_runs(s, finals)
     retrain_one = estimate_train_seconds(sps, bs, n.retrain, 0, r.epochs)
-    return RunCost(search=(first_seconds + (trials - first) * epochs * per_epoch) / workers,
+    return RunCost(search=(first_seconds + (trials - first) * (epochs - cheap) * per_epoch) / workers,
                    race=race_seconds([s.epochs * race_epoch] * race, workers),
                    retrain=retrain_seconds(retrain_one, r.seeds, workers, cpu), race_runs=race,
                    epochs_per_trial=(first * s.epochs + (trials - first) * epochs) / max(1, trials),

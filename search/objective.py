@@ -128,9 +128,11 @@ class Objective:
         deadline = time.monotonic() + share if share else None
         train_split, val = self.splits(rec.read(trial).race_fold)
         rec.write_val_images(trial, len(val))
+        s = self.space.search
+        cheap = 0 if keep_going or s.pruner == "none" else s.min_epochs  # the first rung decides at lower fidelity
         try:
             hist = train(model, train_split, val, self.data.mean, self.data.std, cand.train, epochs,
-                         on_epoch=on_epoch, deadline=deadline)
+                         on_epoch=on_epoch, deadline=deadline, cheap_epochs=cheap, cheap_fraction=s.first_rung_fraction)
         except KeyboardInterrupt:
             rec.end(trial, End.INTERRUPTED)
             trial.study.enqueue_trial(trial.params, user_attrs=rec.retry_attrs(trial))

@@ -246,8 +246,8 @@ def write_training(trial, hist) -> None:
     trial.set_user_attr("trained", True)
     trial.set_user_attr("end_reason", End(hist.end_reason).value)
     trial.set_user_attr("epochs_run", len(hist.val_acc))
-    if hist.epoch_seconds:
-        trial.set_user_attr("seconds_per_epoch", round(sum(hist.epoch_seconds) / len(hist.epoch_seconds), 2))
+    if hist.epoch_seconds:  # an epoch on all the training images, even where the first ones trained on a share
+        trial.set_user_attr("seconds_per_epoch", round(hist.seconds_per_full_epoch(), 2))
         trial.set_user_attr("images_per_second", round(hist.images / sum(hist.epoch_seconds)))
     trial.set_user_attr("images", hist.images)
 

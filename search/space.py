@@ -102,6 +102,8 @@ SEARCH = {
     "pruner": _s(PRUNERS, "successive_halving"),
     "min_epochs": Spec(int, None, "an integer >= 1 (epochs every trial trains before its first rung)", _num(1)),
     "reduction_factor": Spec(int, 3, "an integer >= 2 (1 in reduction_factor trials goes on at each rung)", _num(2)),
+    "first_rung_fraction": Spec(float, 1.0, "a number in (0, 1] (share of the training images each epoch before the "
+                                "first rung trains on; 1: all)", _num(0, 1, lo_open=True)),
     "startup": _s(("random", "neighbourhood"), "random"),
     "startup_trials": Spec(int, 10, "an integer >= 0", _num(0)),
     "warmup_epochs": Spec(int, 1, "an integer >= 0", _num(0)),
@@ -213,6 +215,7 @@ class SearchConfig:
     pruner: str
     min_epochs: int
     reduction_factor: int
+    first_rung_fraction: float  # the epochs up to the first rung (min_epochs) train on this share of the images
     startup: str  # random: the sampler's own start-up; neighbourhood: 1-3 parameters from the incumbent
     startup_trials: int
     warmup_epochs: int

@@ -31,6 +31,19 @@ class History:
     epoch_seconds: list[float] = field(default_factory=list)
     end_reason: End = End.COMPLETED  # COMPLETED, DIVERGED, TIME_SHARE, or what on_epoch returned
     images: int = 0  # training images processed (for images/s)
+    epoch_images: list[int] = field(default_factory=list)  # per epoch: fewer in the cheap epochs before a first rung
+    cheap_epochs: int = 0  # how many of the first epochs trained on a share of the images
+    images_per_full_epoch: int = 0
+
+    def seconds_per_full_epoch(self) -> float | None:
+        """Mean seconds of an epoch on all the training images (what the race and the retrain are priced from): the
+        full epochs', else the cheap epochs' seconds per image times a full epoch's images."""
+        full = self.epoch_seconds[self.cheap_epochs:]
+        if full:
+            return sum(full) / len(full)
+        if not self.epoch_seconds:
+            return None
+        return sum(self.epoch_seconds) / sum(self.epoch_images[:len(self.epoch_seconds)]) * self.images_per_full_epoch
 
 
 def make_optimizer(model: nn.Module, r: Recipe) -> torch.optim.Optimizer:
@@ -47,11 +60,12 @@ def make_optimizer(model: nn.Module, r: Recipe) -> torch.optim.Optimizer:
     raise ValueError(f"unknown optimizer {r.optimizer!r}")
 
 
-def make_scheduler(opt, r: Recipe, epochs: int, steps_per_epoch: int):
+def make_scheduler(opt, r: Recipe, epochs: int, steps_per_epoch: int, total_steps: int | None = None):
     """(scheduler or None, stepped per batch?). Shapes are relative to the run, so a recipe means the same
     at search fidelity (few epochs) and at retrain: step drops by gamma every step_fraction of the run,
-    multistep at 50% and 75%, exponential decays to lr * gamma at the end."""
-    kind, total = r.scheduler, epochs * steps_per_epoch
+    multistep at 50% and 75%, exponential decays to lr * gamma at the end. `total_steps`: the run's steps where
+    its epochs differ in length (cheap first epochs)."""
+    kind, total = r.scheduler, total_steps or epochs * steps_per_epoch
     S = torch.optim.lr_scheduler
     if kind == "onecycle":  # momentum stays what the recipe says (torch would cycle it 0.95 -> 0.85 -> 0.95)
         warmup = max(r.warmup_fraction, 1e-3)
@@ -140,17 +154,24 @@ def train(
     epochs: int,
     on_epoch: Callable[[int, float], End | None] | None = None,
     deadline: float | None = None,
+    cheap_epochs: int = 0,
+    cheap_fraction: float = 1.0,
 ) -> History:
-    """Train `model` in place. Seed torch before building the model; batches use the global RNG too."""
+    """Train `model` in place. Seed torch before building the model; batches use the global RNG too. The first
+    `cheap_epochs` epochs each train on `cheap_fraction` of the images (a fresh random share each epoch): a pruner's
+    first rung then compares trials at that cheaper fidelity, and the survivors go on at full."""
     device = mean.device
     n, bs = len(train_split), recipe.batch_size
     bs = min(bs, n)
     steps = max(1, n // bs)  # drop the ragged last batch: a batch of 1 breaks BatchNorm
+    cheap_epochs = min(cheap_epochs, epochs) if cheap_fraction < 1 else 0
+    cheap_steps = max(1, round(cheap_fraction * n) // bs)
     opt = make_optimizer(model, recipe)
-    sched, per_step = make_scheduler(opt, recipe, epochs, steps)
+    sched, per_step = make_scheduler(opt, recipe, epochs, steps, cheap_epochs * cheap_steps + (epochs - cheap_epochs) * steps)
     step = make_step(model, opt, recipe, mean, std)
-    hist = History()
+    hist = History(cheap_epochs=cheap_epochs, images_per_full_epoch=steps * bs)
     for epoch in range(epochs):
+        epoch_steps = cheap_steps if epoch < cheap_epochs else steps
         t0 = time.perf_counter()
         if deadline is not None and hist.epoch_seconds and time.monotonic() + hist.epoch_seconds[-1] > deadline:
             hist.end_reason = End.TIME_SHARE
@@ -158,12 +179,12 @@ def train(
         model.train()
         perm = torch.randperm(n, device=device)
         loss_sum = torch.zeros((), device=device)
-        for i in range(steps):
+        for i in range(epoch_steps):
             idx = perm[i * bs : (i + 1) * bs]
             loss_sum += step(train_split.x[idx], train_split.y[idx])
             if sched is not None and per_step:
                 sched.step()
-            if (i + 1) % CHECK_EVERY == 0 or i + 1 == steps:
+            if (i + 1) % CHECK_EVERY == 0 or i + 1 == epoch_steps:
                 if not math.isfinite(loss_sum.item()):
                     hist.end_reason = End.DIVERGED
                     break
@@ -171,11 +192,12 @@ def train(
                     hist.end_reason = End.TIME_SHARE
                     break
         hist.images += bs * (i + 1)
+        hist.epoch_images.append(bs * (i + 1))
         if hist.end_reason != End.COMPLETED:
             break
         if sched is not None and not per_step:
             sched.step()
-        hist.train_loss.append(loss_sum.item() / steps)
+        hist.train_loss.append(loss_sum.item() / epoch_steps)
         if val_split is not None:
             hist.val_acc.append(evaluate(model, val_split, mean, std))
         hist.epoch_seconds.append(time.perf_counter() - t0)

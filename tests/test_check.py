@@ -113,6 +113,20 @@ def test_race_is_priced_on_its_rounds_images():
     assert b.race < a.race and b.search == a.search
 
 
+def test_cheap_first_rungs_are_priced_at_their_share_of_the_images():
+    """first_rung_fraction 0.5, first rung at 2 epochs: each sampled trial's first 2 epochs cost 1 epoch; designs
+    and a search without a pruner are not cheaper."""
+    n = cost.PhaseSizes(search=2400, val=600, retrain=3000, race=2400, race_val=600)
+
+    def price(**search):
+        space = S.parse(tiny_space(retrain={"epochs": 15}, search={"min_epochs": 2, "race_top": 0, **search}))
+        return cost.run_cost(space, 0.01, 64, n, trials=10, workers=2)
+
+    full, cheap = price(), price(first_rung_fraction=0.5)
+    assert full.search - cheap.search == pytest.approx(10 * 0.5 * 2 * full.per_epoch / 2)
+    assert price(pruner="none", first_rung_fraction=0.5).search == price(pruner="none").search
+
+
 def test_first_trial_designs_are_priced_as_finalists_too():
     """The designs race wherever they ranked (search.race_first_trials): at most race_top + designs finalists."""
     def space(**search):

@@ -162,18 +162,25 @@ def test_an_identical_candidate_is_not_trained_twice(monkeypatch, fm_data):
     assert [bool(t.user_attrs.get("trained")) for t in study.trials] == [True, False, False]
 
 
-def _curve_train(model, train_split, val_split, mean, std, recipe, epochs, on_epoch=None, deadline=None):
-    """Stands in for training where only the pruner is under test: a learning curve set by the lr, one epoch at a
-    time through the real on_epoch (report + should_prune), exactly as train() calls it."""
-    hist = History()
-    for epoch in range(epochs):
-        hist.val_acc.append(recipe.lr * (1 - 0.5 ** (epoch + 1)))
-        hist.epoch_seconds.append(1e-3)
-        reason = on_epoch(epoch, hist.val_acc[-1])
-        if reason:
-            hist.end_reason = reason
-            break
-    return hist
+def _stand_in_train(curve):
+    """Stands in for training where only the pruner and the first-epoch stop are under test: the validation accuracy
+    `curve(recipe, epoch)`, one epoch at a time through the real on_epoch (report + should_prune), as train() calls
+    it."""
+    def fake_train(model, train_split, val_split, mean, std, recipe, epochs, on_epoch=None, deadline=None):
+        hist = History()
+        for epoch in range(epochs):
+            hist.val_acc.append(curve(recipe, epoch))
+            hist.epoch_seconds.append(1e-3)
+            reason = on_epoch(epoch, hist.val_acc[-1])
+            if reason:
+                hist.end_reason = reason
+                break
+        return hist
+
+    return fake_train
+
+
+_curve_train = _stand_in_train(lambda recipe, epoch: recipe.lr * (1 - 0.5 ** (epoch + 1)))  # set by the lr
 
 
 @pytest.mark.parametrize("pruner", ["successive_halving", "hyperband"])
@@ -202,18 +209,8 @@ def test_trials_are_planned_full_length_and_survivors_of_every_rung_train_it(pru
     assert sum(t.user_attrs["epochs_run"] for t in trained) < 0.7 * 9 * len(trained)  # most stop early
 
 
-def _slow_or_stuck_train(model, train_split, val_split, mean, std, recipe, epochs, on_epoch=None, deadline=None):
-    """Stands in for training: lr < 0.01 stays at chance (0.10, 10 classes); lr >= 0.01 starts slowly, just above
-    twice chance (0.21), and climbs 0.1 an epoch. Through the real on_epoch, as train() calls it."""
-    hist = History()
-    for epoch in range(epochs):
-        hist.val_acc.append(0.10 if recipe.lr < 0.01 else 0.21 + 0.1 * epoch)
-        hist.epoch_seconds.append(1e-3)
-        reason = on_epoch(epoch, hist.val_acc[-1])
-        if reason:
-            hist.end_reason = reason
-            break
-    return hist
+# lr < 0.01 stays at chance (0.10, 10 classes); lr >= 0.01 starts slowly, just above twice chance (0.21), and climbs
+_slow_or_stuck_train = _stand_in_train(lambda recipe, epoch: 0.10 if recipe.lr < 0.01 else 0.21 + 0.1 * epoch)
 
 
 @pytest.mark.parametrize("floor", [2.0, 0.0])
@@ -254,6 +251,22 @@ def test_a_net_diverged_to_chance_stops_after_one_epoch_where_a_good_one_trains_
     diverged, good = study.trials
     assert rec.read(diverged).end_reason == "below_chance" and diverged.intermediate_values[1] <= 0.2
     assert rec.read(good).end_reason == "completed" and len(good.intermediate_values) == 3
+
+
+def test_a_sampled_trial_trains_up_to_its_first_rung_on_a_share_of_the_images_and_a_design_on_all(fm_data):
+    """search.first_rung_fraction 0.5 with the first rung after epoch 1: a sampled trial's first epoch trains on
+    1,200 of the 2,400 images and every later one on all; a design trains the full fidelity throughout."""
+    space = S.parse(tiny_space(budget={}, search={"seed": 0, "epochs": 3, "min_epochs": 1, "race_top": 0,
+                                                  "first_rung_fraction": 0.5, "first_epoch_floor": 0,
+                                                  "first_trials": [{"train.lr": 0.01}]}))
+    study = optuna.create_study(direction="maximize", pruner=ST.make_pruner(space.search))
+    study.enqueue_trial(space.search.first_trials[0], user_attrs=rec.first_trial_attrs(0))
+    study.optimize(O.Objective(space, fm_data, torch.device("cpu"), trials=3), n_trials=3)
+    design, *sampled = study.trials
+    assert rec.read(design).images == 3 * 2368  # 37 batches of 64 a full epoch
+    for t in sampled:
+        r = rec.read(t)
+        assert r.images == 1152 + 2368 * (r.epochs_run - 1)  # 18 batches of 64 in the cheap first epoch
 
 
 def test_first_trials_are_trained_first_once_and_the_rest_is_sampled(tmp_path, fm_data):

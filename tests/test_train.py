@@ -106,6 +106,26 @@ def test_every_optimizer_and_augmentation_setting_changes_what_is_learned(data):
     assert not torch.equal(adam, adamw)  # L2 vs decoupled weight decay
 
 
+def test_cheap_first_epochs_train_on_a_share_of_the_images_and_the_rest_on_all(data):
+    """A first rung at lower fidelity: the first 2 epochs on a quarter of the 640 images (5 batches of 32), the
+    other 2 on all (20 batches); the lr schedule spans the run's 50 steps; an epoch is priced at full size."""
+    small = data.train.subset(torch.arange(640))
+    hist = train(small_net(), small, data.val, data.mean, data.std, recipe(batch_size=32), 4, cheap_epochs=2,
+                 cheap_fraction=0.25)
+    assert hist.end_reason == End.COMPLETED and hist.epoch_images == [160, 160, 640, 640] and hist.images == 1600
+    assert hist.seconds_per_full_epoch() == pytest.approx(sum(hist.epoch_seconds[2:]) / 2)
+    cut = train(small_net(), small, data.val, data.mean, data.std, recipe(batch_size=32), 4, cheap_epochs=2,
+                cheap_fraction=0.25, on_epoch=lambda e, acc: End.PRUNED if e == 1 else None)  # stopped at the rung
+    assert cut.epoch_images == [160, 160]
+    assert cut.seconds_per_full_epoch() == pytest.approx(sum(cut.epoch_seconds) / 320 * 640)  # scaled to 640 images
+    from search.train import make_optimizer, make_scheduler
+
+    r = recipe(scheduler="onecycle", lr=0.1)
+    opt = make_optimizer(small_net(), r)
+    sched, _ = make_scheduler(opt, r, 4, 20, total_steps=50)
+    assert sched.total_steps == 50
+
+
 def test_a_diverging_lr_ends_with_diverged(data):
     model = models.build("convnet", widths=[8, 16], depths=[1, 1], bn=False)
     hist = train(model, data.train, data.val, data.mean, data.std,
