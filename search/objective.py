@@ -2,8 +2,8 @@
 
 Over budget: constraint values set (the sampler learns the feasible region from them), told PRUNED, zero
 training steps, not counted as trained. Within budget: train for the full planned length (`search.epochs`, by
-default the retrain's), report validation accuracy per epoch; a sampled trial near chance after its first epoch
-stops (`search.first_epoch_floor`), and the pruner stops most of the others early. Race runs
+default the retrain's), report validation accuracy per epoch; the pruner stops most trials early (and, where
+`search.first_epoch_floor` is set, a sampled trial near chance after its first epoch). Race runs
 (enqueued by the pipeline, see race.py) and `search.first_trials` designs are never pruned: a design the user
 named is the reference the search has to beat, measured at full length. Trial-level trouble (divergence, time
 overrun, a RuntimeError such as CUDA OOM) ends the trial and the study goes on; `search.max_failures` failures

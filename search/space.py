@@ -107,7 +107,9 @@ SEARCH = {
     "startup": _s(("random", "neighbourhood"), "random"),
     "startup_trials": Spec(int, 10, "an integer >= 0", _num(0)),
     "warmup_epochs": Spec(int, 1, "an integer >= 0", _num(0)),
-    "first_epoch_floor": Spec(float, 2.0, "a number >= 0 (a sampled trial at or below this multiple of chance after "
+    # off by default: a OneCycle warm-up can leave a good trial at chance after its first epoch (RESULTS.md,
+    # "The first-epoch stop")
+    "first_epoch_floor": Spec(float, 0.0, "a number >= 0 (a sampled trial at or below this multiple of chance after "
                               "its first epoch stops; 0: never)", _num(0)),
     "race_top": Spec(int, 3, "an integer >= 0 (finalists raced on more seeds; 0: no race)", _num(0)),
     "race_first_trials": Spec(bool, True, "true or false (the search.first_trials designs race too, wherever they "

@@ -166,7 +166,7 @@ def _stand_in_train(curve):
     """Stands in for training where only the pruner and the first-epoch stop are under test: the validation accuracy
     `curve(recipe, epoch)`, one epoch at a time through the real on_epoch (report + should_prune), as train() calls
     it."""
-    def fake_train(model, train_split, val_split, mean, std, recipe, epochs, on_epoch=None, deadline=None):
+    def fake_train(model, train_split, val_split, mean, std, recipe, epochs, on_epoch=None, deadline=None, **cheap):
         hist = History()
         for epoch in range(epochs):
             hist.val_acc.append(curve(recipe, epoch))
@@ -243,7 +243,8 @@ def test_a_net_diverged_to_chance_stops_after_one_epoch_where_a_good_one_trains_
     space = S.parse(tiny_space(model={"family": "convnet", "stages": [{"width": 8, "depth": 1}, {"width": 16, "depth": 1}]},
                                train={"batch_size": 64, "optimizer": "adamw", "scheduler": "none",
                                       "lr": {"low": 0.001, "high": 10.0, "log": True}},
-                               search={"seed": 0, "pruner": "none", "race_top": 0}, retrain={"epochs": 3, "seeds": 1}))
+                               search={"seed": 0, "pruner": "none", "race_top": 0, "first_epoch_floor": 2},
+                               retrain={"epochs": 3, "seeds": 1}))
     study = optuna.create_study(direction="maximize")
     for lr in (10.0, 0.01):
         study.enqueue_trial({"train.lr": lr})
