@@ -1,0 +1,261 @@
+"""More search per minute (#34): one search against another at equal `--minutes` on three tasks and several study
+seeds, beside the plain CNN a user would write in 20 lines. Each run is a user's path: `nas-init FOLDER --params P
+--minutes M`, then `nas-run SPACE --trials 40 --minutes M`.
+
+    python tests/benchmarks/search_per_minute.py tasks [--work DIR]
+        The three task folders (PNG, train/ and test/), built once from Debian's dataset-fashion-mnist:
+        fm8k   28 px grey, 10 classes, 8,000 training images (vs_hand.py's draw), 2,000 test images;
+        fm64c  64 px colour (resized, the grey channel in R, G and B), 9 classes (no bags), 3,800 training images;
+        fm16x4 16 px grey, 4 coarse classes (tops, trousers and dresses, shoes, bags), 2,000 training images.
+    python tests/benchmarks/search_per_minute.py plain --task T [--params P] [--seeds 3] [--epochs 30] [--work DIR]
+        The plain CNN at the same params (conv-BN-ReLU-maxpool stages down to <= 8 px, widths 12-24-32-48 scaled to
+        P, GAP, AdamW + OneCycle, random crops and flips) trained through torchvision's ImageFolder + DataLoader.
+    python tests/benchmarks/search_per_minute.py run --task T --seed S [--code new|CHECKOUT] [--minutes 20]
+                                                     [--params P] [--trials 40] [--work DIR]
+        One nas-init + nas-run with this checkout's code (new) or another checkout's (a folder holding search/ and
+        models/ at an older commit: today's search), then the best first_trials design retrained the same way
+        (`nas-export --trial N`).
+    python tests/benchmarks/search_per_minute.py table [--work DIR]
+
+Every result is appended to DIR/rows.jsonl as it finishes, so a session that stops between runs keeps them. A run's
+row: (a) the winner's test accuracy mean ± std and the best design's, retrained the same way; (b) trained search
+trials; (c) the share of sampled trials stopped at the first rung at or below twice chance; (d) the search's share
+of the wall-clock.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).parent))
+from vs_hand import SOURCE  # noqa: E402
+
+from search import data as D  # noqa: E402
+from search import images as I  # noqa: E402
+
+TASKS = {  # name: (side, channels, training images, test images, class groups (None: every class its own))
+    "fm8k": (28, 1, 8000, 2000, None),
+    "fm64c": (64, 3, 3800, 1800, [[0], [1], [2], [3], [4], [5], [6], [7], [9]]),
+    "fm16x4": (16, 1, 2000, 2000, [[0, 2, 4, 6], [1, 3], [5, 7, 9], [8]]),
+}
+PARAMS = {"fm8k": 8000, "fm64c": 25000, "fm16x4": 4000}
+
+
+def build(work: Path, name: str) -> Path:
+    out = work / "tasks" / name
+    if (out / "test").exists():
+        return out
+    side, channels, n_train, n_test, groups = TASKS[name]
+    files = {k: D._read_idx(SOURCE / (stem + ".gz")) for k, stem in D.IDX_FILES.items()}
+    groups = groups or [[c] for c in range(10)]
+    label = {c: g for g, members in enumerate(groups) for c in members}
+    for split, n in (("train", n_train), ("test", n_test)):
+        x, y = files[f"{split}_x"], files[f"{split}_y"]
+        keep = torch.tensor([int(v) in label for v in y])
+        x, y = x[keep], torch.tensor([label[int(v)] for v in y[keep]])
+        _, part = D.stratified_split(y, n / len(y), 0)
+        x = I.to_channels(x[part], channels)
+        x = I.resize(x, (side, side)) if side != x.shape[-1] else x
+        for g in range(len(groups)):
+            (out / split / f"class{g}").mkdir(parents=True, exist_ok=True)
+        from torchvision.io import encode_png
+
+        for i, (img, c) in enumerate(zip(x, y[part])):
+            (out / split / f"class{int(c)}" / f"{i:05d}.png").write_bytes(bytes(encode_png(img).numpy().tobytes()))
+    return out
+
+
+def plain_net(side: int, channels: int, classes: int, params: int) -> torch.nn.Module:
+    """conv-BN-ReLU-maxpool stages until the map is <= 8 px, then one more conv stage and a pool, GAP, linear; the
+    widths 12-24-32-48-... scaled by the largest factor within `params`."""
+    from torch import nn
+
+    stages = 1
+    while side // 2 ** stages > 8:
+        stages += 1
+    stages += 1
+
+    def net(scale: float) -> nn.Module:
+        widths = [max(1, round(w * scale)) for w in (12, 24, 32, 48, 64, 96)[:stages]]
+        layers, cin = [], channels
+        for w in widths:
+            layers += [nn.Conv2d(cin, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(), nn.MaxPool2d(2)]
+            cin = w
+        return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, classes))
+
+    lo, hi = 0.05, 8.0
+    for _ in range(30):
+        mid = (lo * hi) ** 0.5
+        lo, hi = (mid, hi) if sum(p.numel() for p in net(mid).parameters()) <= params else (lo, mid)
+    return net(lo)
+
+
+def plain(work: Path, task: str, params: int, seeds: int, epochs: int) -> dict:
+    """The plain CNN a user writes: ImageFolder + DataLoader, AdamW + OneCycle, crops (and flips for colour)."""
+    from torchvision import datasets, transforms as T
+
+    root = build(work, task)
+    side, channels, *_ = TASKS[task]
+    tf = [T.RandomCrop(side, padding=max(1, side // 8))] + ([T.RandomHorizontalFlip()] if channels == 3 else [])
+    gray = [T.Grayscale()] if channels == 1 else []
+    train = datasets.ImageFolder(root / "train", T.Compose(gray + tf + [T.ToTensor()]))
+    test = datasets.ImageFolder(root / "test", T.Compose(gray + [T.ToTensor()]))
+    accs, t0 = [], time.perf_counter()
+    for seed in range(seeds):
+        torch.manual_seed(seed)
+        model = plain_net(side, channels, len(train.classes), params)
+        loader = torch.utils.data.DataLoader(train, batch_size=64, shuffle=True, num_workers=2, drop_last=True)
+        opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=5e-4)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=epochs * len(loader))
+        for _ in range(epochs):
+            model.train()
+            for x, y in loader:
+                loss = torch.nn.functional.cross_entropy(model(x), y)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                sched.step()
+        model.eval()
+        with torch.no_grad():
+            right = sum(int((model(x).argmax(1) == y).sum()) for x, y in torch.utils.data.DataLoader(test, batch_size=512))
+        accs.append(right / len(test))
+        print(f"plain {task} seed {seed}: test {accs[-1]:.4f}", flush=True)
+    return {"what": "plain", "task": task, "params": sum(p.numel() for p in model.parameters()), "accs": accs,
+            "minutes_per_seed": (time.perf_counter() - t0) / 60 / seeds}
+
+
+def _command(code: str, script: str) -> list[str]:
+    """A console script of this checkout's install (new) or of another checkout (its search/ and models/ first)."""
+    if code == "new":
+        return [shutil.which(script)]
+    main = {"nas-run": "main", "nas-init": "init_main", "nas-export": "export_main"}[script]
+    return [sys.executable, "-c", f"import sys; from search.cli import {main} as m; sys.exit(m(sys.argv[1:]))"]
+
+
+def _env(code: str) -> dict:
+    return os.environ if code == "new" else {**os.environ, "PYTHONPATH": str(Path(code).resolve())}
+
+
+def run(work: Path, task: str, seed: int, code: str, minutes: float, params: int, trials: int) -> dict:
+    root = build(work, task)
+    label = "new" if code == "new" else Path(code).name
+    name = f"{task}_{label}_s{seed}"
+    out = work / "runs" / name
+    out.mkdir(parents=True, exist_ok=True)
+    space_file = out / f"{name}.yaml"
+    if not space_file.exists():
+        subprocess.run([*_command(code, "nas-init"), str(root), "--params", str(params), "--minutes", str(minutes),
+                        "--out", str(space_file)], check=True, env=_env(code), cwd=out)
+        raw = yaml.safe_load(space_file.read_text())
+        raw["name"], raw["search"]["seed"] = name, seed
+        space_file.write_text(yaml.safe_dump(raw, sort_keys=False))
+    t0 = time.perf_counter()
+    log = out / "run.log"
+    with open(log, "w") as f:
+        rc = subprocess.run([*_command(code, "nas-run"), str(space_file), "--trials", str(trials), "--minutes",
+                             str(minutes), "--studies", str(out / "studies"), "--format", "checkpoint"],
+                            stdout=f, stderr=subprocess.STDOUT, env=_env(code), cwd=out).returncode
+    seconds = time.perf_counter() - t0
+    if rc != 0:
+        sys.exit(f"{name}: nas-run failed ({rc}); see {log}")
+    row = {"what": label, "task": task, "seed": seed, "minutes": minutes, "seconds": seconds,
+           **measure(out / "studies", name, seconds)}
+    design = row.pop("best_design")
+    if design is not None:  # the best design retrained as the winner was: the search's gain over it
+        folder = out / "studies" / name / f"trial-{design}"
+        if not (folder / "model_card.json").exists():
+            subprocess.run([*_command(code, "nas-export"), name, "--trial", str(design), "--studies",
+                            str(out / "studies"), "--format", "checkpoint"], check=True, env=_env(code), cwd=out,
+                           stdout=subprocess.DEVNULL)
+        row["design_accs"] = [r["test_acc"] for r in json.loads((folder / "model_card.json").read_text())["metrics"]["runs"]]
+    return row
+
+
+def measure(studies: Path, name: str, seconds: float) -> dict:
+    """(a)-(d) from the study's storage, read as stored (the same keys at every commit)."""
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{studies / name}.db")
+    trials = study.get_trials(deepcopy=False)
+    space = yaml.safe_load(study.user_attrs["space"])
+    search = [t for t in trials if t.user_attrs.get("trained") and "race_of" not in t.user_attrs]
+    sampled = [t for t in search if "first_trial" not in t.user_attrs]
+    classes = json.loads((studies / name / "best" / "model_card.json").read_text())["config"]["num_classes"]
+    epochs = space["retrain"]["epochs"]
+    first_rung = space["search"].get("min_epochs") or max(1, round(space["search"].get("epochs", epochs) / 7))
+    hopeless = [t for t in sampled if t.intermediate_values and max(t.intermediate_values) <= first_rung
+                and t.state != optuna.trial.TrialState.COMPLETE and t.intermediate_values[max(t.intermediate_values)] <= 2 / classes]
+    ends = [t.datetime_complete for t in search if t.datetime_complete]
+    starts = [t.datetime_start for t in search if t.datetime_start]
+    designs = [t for t in search if "first_trial" in t.user_attrs and t.state == optuna.trial.TrialState.COMPLETE]
+    retrain = study.user_attrs["retrain"]
+    return {"accs": [r["test_acc"] for r in retrain["runs"]], "trained": len(search),
+            "hopeless_share": len(hopeless) / max(1, len(sampled)),
+            "search_share": (max(ends) - min(starts)).total_seconds() / seconds if ends else 0.0,
+            "winner_is_design": "first_trial" in trials[retrain["trial"]].user_attrs,
+            "best_design": max(designs, key=lambda t: t.value).number if designs else None}
+
+
+def table(work: Path) -> None:
+    rows = [json.loads(line) for line in (work / "rows.jsonl").read_text().splitlines()]
+
+    def ms(a):
+        return f"{statistics.fmean(a):.4f} ± {statistics.stdev(a) if len(a) > 1 else 0:.4f}" if a else "-"
+
+    print(f"{'task':8} {'what':10} {'seed':>4} {'winner':>17} {'best design':>17} {'trained':>7} {'hopeless':>8} "
+          f"{'search':>6} {'minutes':>7}")
+    for r in rows:
+        if r["what"] == "plain":
+            print(f"{r['task']:8} {'plain CNN':10} {'':>4} {ms(r['accs']):>17} {'':>17} {'':>7} {'':>8} {'':>6} "
+                  f"{r['minutes_per_seed']:>6.1f}/seed")
+            continue
+        print(f"{r['task']:8} {r['what']:10} {r['seed']:>4} {ms(r['accs']):>17} {ms(r.get('design_accs', [])):>17} "
+              f"{r['trained']:>7} {r['hopeless_share']:>8.0%} {r['search_share']:>6.0%} {r['seconds'] / 60:>7.1f}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("what", choices=("tasks", "plain", "run", "table"))
+    p.add_argument("--work", default="/tmp/nas-run-per-minute")
+    p.add_argument("--task", choices=tuple(TASKS))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--code", default="new", help="new, or a checkout folder of another commit")
+    p.add_argument("--minutes", type=float, default=20)
+    p.add_argument("--params", type=int)
+    p.add_argument("--trials", type=int, default=40)
+    args = p.parse_args()
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    if args.what == "tasks":
+        for task in TASKS:
+            print(task, build(work, task))
+        return
+    if args.what == "table":
+        table(work)
+        return
+    params = args.params or PARAMS[args.task]
+    if args.what == "plain":
+        torch.set_num_threads(os.cpu_count() or 1)
+        row = plain(work, args.task, params, args.seeds, args.epochs)
+    else:
+        row = run(work, args.task, args.seed, args.code, args.minutes, params, args.trials)
+    with open(work / "rows.jsonl", "a") as f:
+        f.write(json.dumps(row) + "\n")
+    print(json.dumps(row))
+
+
+if __name__ == "__main__":
+    main()
