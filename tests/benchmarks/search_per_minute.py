@@ -67,7 +67,8 @@ def build(work: Path, name: str) -> Path:
         keep = torch.tensor([int(v) in label for v in y])
         x, y = x[keep], torch.tensor([label[int(v)] for v in y[keep]])
         _, part = D.stratified_split(y, n / len(y), 0)
-        x = I.to_channels(x[part], channels)
+        x = x[part].unsqueeze(1) if x.dim() == 3 else x[part]  # (N, 1, H, W)
+        x = I.to_channels(x, channels)
         x = I.resize(x, (side, side)) if side != x.shape[-1] else x
         for g in range(len(groups)):
             (out / split / f"class{g}").mkdir(parents=True, exist_ok=True)
@@ -173,8 +174,10 @@ def run(work: Path, task: str, seed: int, code: str, minutes: float, params: int
         sys.exit(f"{name}: nas-run failed ({rc}); see {log}")
     row = {"what": label, "task": task, "seed": seed, "minutes": minutes, "seconds": seconds,
            **measure(out / "studies", name, seconds)}
-    design = row.pop("best_design")
-    if design is not None:  # the best design retrained as the winner was: the search's gain over it
+    design, winner = row.pop("best_design"), row.pop("winner")
+    if design == winner:
+        row["design_accs"] = row["accs"]
+    elif design is not None:  # the best design retrained as the winner was: the search's gain over it
         folder = out / "studies" / name / f"trial-{design}"
         if not (folder / "model_card.json").exists():
             subprocess.run([*_command(code, "nas-export"), name, "--trial", str(design), "--studies",
@@ -203,7 +206,7 @@ def measure(studies: Path, name: str, seconds: float) -> dict:
     return {"accs": [r["test_acc"] for r in retrain["runs"]], "trained": len(search),
             "hopeless_share": len(hopeless) / max(1, len(sampled)),
             "search_share": (max(ends) - min(starts)).total_seconds() / seconds if ends else 0.0,
-            "winner_is_design": "first_trial" in trials[retrain["trial"]].user_attrs,
+            "winner_is_design": "first_trial" in trials[retrain["trial"]].user_attrs, "winner": retrain["trial"],
             "best_design": max(designs, key=lambda t: t.value).number if designs else None}
 
 
