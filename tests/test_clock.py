@@ -144,8 +144,9 @@ def test_a_short_minutes_run_races_and_retrains_less_and_says_so(tmp_path):
                    "--format", "checkpoint")
     assert r.returncode == 0, r.stderr
     out = " ".join(r.stdout.split())
-    assert ("--minutes 2: the race and the retrain sized to 40% of the time or less: race of the top 1 x 1 round(s), "
-            "retrain on 1 seed(s) (the space: race of the top 2 x 2 round(s), retrain on 2 seed(s))") in out
+    assert "--minutes 2: the race and the retrain at their smallest, still ~" in out  # the overhead alone is over 40%
+    assert ("of the time (more --minutes would leave the search more): race of the top 1 x 1 round(s), retrain on 1 "
+            "seed(s) (the space: race of the top 2 x 2 round(s), retrain on 2 seed(s))") in out
     assert "--minutes 2 sized the tail: race of the top 1 x 1 round(s), retrain on 1 seed(s)" in out
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path}/studies/tiny.db")
     assert rec.tail_plan(study) == rec.TailPlan(1, 2, 1) and len(rec.retrain_results(study).runs) == 1
