@@ -150,7 +150,8 @@ def _env(code: str) -> dict:
     return os.environ if code == "new" else {**os.environ, "PYTHONPATH": str(Path(code).resolve())}
 
 
-def run(work: Path, task: str, seed: int, code: str, minutes: float, params: int, trials: int) -> dict:
+def run(work: Path, task: str, seed: int, code: str, minutes: float, params: int, trials: int,
+        retrain_design: bool = True) -> dict:
     root = build(work, task)
     label = "new" if code == "new" else Path(code).name
     name = f"{task}_{label}_s{seed}"
@@ -163,21 +164,23 @@ def run(work: Path, task: str, seed: int, code: str, minutes: float, params: int
         raw = yaml.safe_load(space_file.read_text())
         raw["name"], raw["search"]["seed"] = name, seed
         space_file.write_text(yaml.safe_dump(raw, sort_keys=False))
-    t0 = time.perf_counter()
-    log = out / "run.log"
-    with open(log, "w") as f:
-        rc = subprocess.run([*_command(code, "nas-run"), str(space_file), "--trials", str(trials), "--minutes",
-                             str(minutes), "--studies", str(out / "studies"), "--format", "checkpoint"],
-                            stdout=f, stderr=subprocess.STDOUT, env=_env(code), cwd=out).returncode
-    seconds = time.perf_counter() - t0
-    if rc != 0:
-        sys.exit(f"{name}: nas-run failed ({rc}); see {log}")
+    log, took = out / "run.log", out / "seconds.json"
+    if not took.exists():  # a run that finished keeps its wall-clock: rerunning the row does not run it again
+        t0 = time.perf_counter()
+        with open(log, "w") as f:
+            rc = subprocess.run([*_command(code, "nas-run"), str(space_file), "--trials", str(trials), "--minutes",
+                                 str(minutes), "--studies", str(out / "studies"), "--format", "checkpoint"],
+                                stdout=f, stderr=subprocess.STDOUT, env=_env(code), cwd=out).returncode
+        if rc != 0:
+            sys.exit(f"{name}: nas-run failed ({rc}); see {log}")
+        took.write_text(json.dumps(time.perf_counter() - t0))
+    seconds = json.loads(took.read_text())
     row = {"what": label, "task": task, "seed": seed, "minutes": minutes, "seconds": seconds,
            **measure(out / "studies", name, seconds)}
     design, winner = row.pop("best_design"), row.pop("winner")
     if design == winner:
         row["design_accs"] = row["accs"]
-    elif design is not None:  # the best design retrained as the winner was: the search's gain over it
+    elif design is not None and retrain_design:  # the best design retrained (retrain.seeds): the search's gain over it
         folder = out / "studies" / name / f"trial-{design}"
         if not (folder / "model_card.json").exists():
             subprocess.run([*_command(code, "nas-export"), name, "--trial", str(design), "--studies",
@@ -239,6 +242,7 @@ def main() -> None:
     p.add_argument("--minutes", type=float, default=20)
     p.add_argument("--params", type=int)
     p.add_argument("--trials", type=int, default=40)
+    p.add_argument("--skip-design", action="store_true", help="do not retrain the best design (nas-export --trial)")
     args = p.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -254,7 +258,7 @@ def main() -> None:
         torch.set_num_threads(os.cpu_count() or 1)
         row = plain(work, args.task, params, args.seeds, args.epochs)
     else:
-        row = run(work, args.task, args.seed, args.code, args.minutes, params, args.trials)
+        row = run(work, args.task, args.seed, args.code, args.minutes, params, args.trials, not args.skip_design)
     with open(work / "rows.jsonl", "a") as f:
         f.write(json.dumps(row) + "\n")
     print(json.dumps(row))
