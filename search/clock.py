@@ -76,16 +76,20 @@ class Clock:
 
     def tail(self, trials) -> float:
         """Seconds of the race and the retrain as `plan` sizes them."""
-        return self._price(trials, sized(self.space, self.plan(trials)))
+        return self.sized_tail(trials)[1]
 
     def plan(self, trials) -> TailPlan:
-        """The largest of the space's own race and retrain and the smaller ones (smaller_plans) priced within
-        TAIL_SHARE of the command's minutes, else the smallest; the space's own without a start time."""
-        plans = smaller_plans(self.space)
-        if self.budget is None:
-            return plans[0]
-        return next((p for p in plans if self._price(trials, sized(self.space, p)) <= TAIL_SHARE * self.budget),
-                    plans[-1])
+        return self.sized_tail(trials)[0]
+
+    def sized_tail(self, trials) -> tuple[TailPlan, float]:
+        """(plan, its seconds): the largest of the space's own race and retrain and the smaller ones (smaller_plans)
+        priced within TAIL_SHARE of the command's minutes, else the smallest; the space's own without a start time."""
+        plans = smaller_plans(self.space) if self.budget is not None else [own_plan(self.space)]
+        for plan in plans:
+            seconds = self._price(trials, sized(self.space, plan))
+            if self.budget is None or seconds <= TAIL_SHARE * self.budget:
+                break
+        return plan, seconds  # the first that fits, else the smallest
 
     def _price(self, trials, space: Space) -> float:
         from search import race as R

@@ -604,11 +604,8 @@ def tail_plan(study) -> TailPlan | None:
 
 
 def store_tail_plan(study, plan: TailPlan | None) -> None:
-    if plan is None:
-        if "tail" in study.user_attrs:
-            study.set_user_attr("tail", None)
-        return
-    study.set_user_attr("tail", dataclasses.asdict(plan))
+    """This command's sizes (None: the space's own, clearing an earlier command's)."""
+    study.set_user_attr("tail", None if plan is None else dataclasses.asdict(plan))
 
 
 def tier_retrain_results(study) -> dict[str, RetrainResult]:

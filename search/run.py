@@ -192,12 +192,12 @@ def search_and_race(ctx: RunContext, study, data: D.Data, console, started: floa
 def size_tail(ctx: RunContext, study, console, minutes: float) -> RunContext:
     """The race and the retrain as the clock sizes them for the rest of this command (clock.Clock.plan), recorded
     on the study for the report."""
-    trials = study.get_trials(deepcopy=False)
-    plan, own = ctx.clock.plan(trials), own_plan(ctx.space)
+    plan, seconds = ctx.clock.sized_tail(study.get_trials(deepcopy=False))
+    own = own_plan(ctx.space)
     rec.store_tail_plan(study, None if plan == own else plan)
     if plan == own:
         return ctx
-    share = ctx.clock.tail(trials) / ctx.clock.budget
+    share = seconds / ctx.clock.budget
     fits = (f"sized to {TAIL_SHARE:.0%} of the time or less" if share <= TAIL_SHARE else
             f"at their smallest, still ~{share:.0%} of the time (more --minutes would leave the search more)")
     console.print(f"--minutes {minutes:g}: the race and the retrain {fits}: {plan.describe()} (the space: "

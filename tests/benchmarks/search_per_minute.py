@@ -41,6 +41,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).parent))
+from own_images import write_folder  # noqa: E402
 from vs_hand import SOURCE  # noqa: E402
 
 from search import data as D  # noqa: E402
@@ -70,12 +71,7 @@ def build(work: Path, name: str) -> Path:
         x = x[part].unsqueeze(1) if x.dim() == 3 else x[part]  # (N, 1, H, W)
         x = I.to_channels(x, channels)
         x = I.resize(x, (side, side)) if side != x.shape[-1] else x
-        for g in range(len(groups)):
-            (out / split / f"class{g}").mkdir(parents=True, exist_ok=True)
-        from torchvision.io import encode_png
-
-        for i, (img, c) in enumerate(zip(x, y[part])):
-            (out / split / f"class{int(c)}" / f"{i:05d}.png").write_bytes(bytes(encode_png(img).numpy().tobytes()))
+        write_folder(out / split, x, y[part], [f"class{g}" for g in range(len(groups))], "png")
     return out
 
 
