@@ -162,14 +162,17 @@ def predict_main(argv: list[str] | None = None) -> int:
     p = _Parser(prog="nas-predict", description="Run an exported model on image files or folders; CSV out.")
     p.add_argument("model_dir", help="an export folder, e.g. studies/NAME/best")
     p.add_argument("paths", nargs="+", help="image files or folders (recursive)")
-    p.add_argument("--csv", help="write the CSV here (default: stdout)")
+    p.add_argument("--csv", help="write the CSV here (default: stdout; predictions.csv with --evaluate)")
     p.add_argument("--top", type=_positive, default=1, help="labels per image, most probable first (default 1)")
+    p.add_argument("--evaluate", action="store_true",
+                   help="PATH is a folder with a sub-folder per class: print accuracy, balanced accuracy, per-class "
+                        "recall and the confusion matrix, and write them as JSON beside the CSV")
     args = p.parse_args(argv)
 
     def command():
         from search.predict import predict
 
-        return predict(args.model_dir, args.paths, args.csv, args.top)
+        return predict(args.model_dir, args.paths, args.csv, args.top, args.evaluate)
 
     return _one_line("nas-predict", command)
 

@@ -22,12 +22,16 @@ import torch
 
 from search import images as I
 from search.catalogue import DATASETS, OWN_DATA, Meta
+from search.decode import Decoding, header, to_channels
 from search.errors import UserError
 
 if TYPE_CHECKING:
     from search.space import DataConfig
 
 
+# 2: EXIF orientation applied, transparency composited, 16-bit PNGs scaled, palette PNGs in colour (1: none of it);
+# for .npz files, the notes on their pixel range
+DECODER_VERSION = 2
 TEST_SPLIT_SEED = 0  # the held-out test split of a folder without test/: the same on every run and machine
 IDX_FILES = {
     "train_x": "train-images-idx3-ubyte",
@@ -60,6 +64,7 @@ class Data:
     meta: Meta
     test_split: dict | None = None  # folder without test/: the held-out test split's size and digest
     skipped: int = 0  # files in an image folder that are hidden or not images
+    notes: tuple[str, ...] = ()  # what the reader saw and the user should know (an .npz's pixel range)
 
 
 def load(data_cfg: DataConfig, device: str | torch.device = "cpu", seed: int = 0) -> Data:
@@ -90,6 +95,7 @@ def load(data_cfg: DataConfig, device: str | torch.device = "cpu", seed: int = 0
         meta=meta,
         test_split=raw.get("test_split"),
         skipped=int(raw.get("skipped", 0)),
+        notes=tuple(raw.get("notes", ())),
     )
 
 
@@ -162,7 +168,7 @@ def conform(raw: dict, channels: int | None, size: tuple[int, int] | None) -> di
     for k in ("train_x", "test_x"):
         x = raw[k]
         if channels:
-            x = I.to_channels(x, channels)
+            x = to_channels(x, channels)
         if size:
             x = torch.cat([I.resize(x[i:i + 4096], size) for i in range(0, len(x), 4096)]) if len(x) else x
         raw[k] = x
@@ -179,15 +185,22 @@ def _save(cache: Path, raw: dict) -> None:
         pass  # a read-only home only costs the next run a decode
 
 
+def decoding(cfg: DataConfig) -> Decoding:
+    """How the space's image files are read: upright, transparency over `data.background`."""
+    return Decoding(orient=True, background=cfg.background)
+
+
 def _own_raw(cfg: DataConfig) -> dict:
-    """An image folder or an .npz, decoded once and cached by the files' names, sizes and times."""
+    """An image folder or an .npz, decoded once and cached by the files' names, sizes and times (and, for a folder,
+    how they are decoded: DECODER_VERSION changes when the same file decodes to other pixels)."""
     root = Path(cfg.root)
     if cfg.dataset == "arrays":
-        parts = [str(root.resolve()), root.stat().st_mtime_ns if root.is_file() else 0, cfg.channels, cfg.image_size]
+        parts = [str(root.resolve()), root.stat().st_mtime_ns if root.is_file() else 0, cfg.channels, cfg.image_size,
+                 DECODER_VERSION]
     else:
         listing = I.scan_folder(root)
         parts = [str(root.resolve()), listing.signature, cfg.channels, cfg.image_size,
-                 None if listing.test else cfg.test_fraction]
+                 None if listing.test else cfg.test_fraction, DECODER_VERSION, decoding(cfg)]
     cache = _cache_dir() / f"{cfg.dataset}-{hashlib.sha256(repr(parts).encode()).hexdigest()[:16]}.pt"
     if cache.exists():
         return torch.load(cache, weights_only=True)
@@ -214,9 +227,9 @@ def _decode_folder(listing: I.Listing, cfg: DataConfig) -> dict:
     else:
         test, test_split = listing.test, None
     files = [f for f, _ in train + test]
-    first = I.header(Path(files[0]))
+    first = header(Path(files[0]), decoding(cfg))
     I.check_memory(str(listing.root), len(files), cfg.channels or 3, cfg.image_size or first[:2])  # before decoding
-    x, _, _ = I.decode_all(files, cfg.channels, cfg.image_size, progress=I.progress_bar(len(files), "decoding", at_least=5000))
+    x, _, _ = I.decode_all(files, cfg.channels, cfg.image_size, decoding(cfg), progress=I.progress_bar(len(files), "decoding", at_least=5000))
     n = len(train)
     return {"train_x": x[:n], "train_y": torch.tensor([c for _, c in train], dtype=torch.long),
             "test_x": x[n:], "test_y": torch.tensor([c for _, c in test], dtype=torch.long),

@@ -15,7 +15,9 @@ from torch import nn
 
 import models
 from search import deploy
+from search import metrics
 from search.catalogue import Meta
+from search.decode import Decoding
 from search.data import Split
 from search.measure import Normalized, count_macs, count_params, onnx_program, quiet
 from search.record import Candidate, Deployment, RetrainResult
@@ -24,9 +26,10 @@ FORMATS = ("checkpoint", "onnx", "pt2")
 
 
 def checkpoint(model: nn.Module, mean, std, cand: Candidate, results: RetrainResult, space_text: str,
-               class_names: tuple[str, ...] = ()) -> dict:
+               class_names: tuple[str, ...] = (), decoding: Decoding = Decoding()) -> dict:
     """The checkpoint's dict (this module alone writes and reads its keys): the bare model's config and weights,
-    the normalization, the candidate and retrain results as JSON, the space, the class names."""
+    the normalization, the candidate and retrain results as JSON, the space, the class names, and how image files
+    were decoded for training (nas-predict decodes new ones the same way)."""
     return {
         "family": model.family,
         "config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(model.config).items()},
@@ -37,6 +40,7 @@ def checkpoint(model: nn.Module, mean, std, cand: Candidate, results: RetrainRes
         "metrics": json.dumps(results.to_json()),
         "space": space_text,
         "class_names": list(class_names),
+        "decoding": json.dumps(decoding.to_json()),
     }
 
 
@@ -107,12 +111,12 @@ def export(model: nn.Module, ckpt: dict, test: Split, out: Path, formats=FORMATS
         "family": ckpt["family"], "config": ckpt["config"], "params": count_params(model),
         "macs": count_macs(model, meta), "metrics": results.to_json(),
         "recipe": Candidate.from_json(json.loads(ckpt["candidate"])).train.to_json(), "input": f"float32 pixels in [0, 1], shape (N, {meta.channels}, {meta.height}, {meta.width})",
-        "class_names": list(meta.class_names),
+        "class_names": list(meta.class_names), "decoding": decoding_of(ckpt).to_json(),
         "mean": ckpt["mean"], "std": ckpt["std"], "files": files,
     }
     if "onnx" in formats:
         onnx_program(wrapped, x[:2]).save(str(out / "model.onnx"), external_data=False)
-        _label_onnx(out / "model.onnx", meta)
+        _label_onnx(out / "model.onnx", meta, decoding_of(ckpt))
         files["onnx"] = "model.onnx"
         check = onnx_parity(out / "model.onnx", wrapped, x)
         card["onnx_check"] = asdict(check)
@@ -137,14 +141,21 @@ def card_deployment(card: dict) -> Deployment | None:
     return Deployment.from_json(card.get("deployment"))
 
 
-def _label_onnx(path: Path, meta: Meta) -> None:
-    """The class names and the input shape in the ONNX file's metadata, so the file alone is enough to deploy."""
+def decoding_of(ckpt: dict) -> Decoding:
+    """How the checkpoint's training images were decoded (older checkpoints: as nas-run read them then)."""
+    return Decoding.from_json(json.loads(ckpt["decoding"]) if "decoding" in ckpt else None)
+
+
+def _label_onnx(path: Path, meta: Meta, decoding: Decoding) -> None:
+    """The class names, the input shape and how images were decoded in the ONNX file's metadata, so the file alone
+    is enough to deploy."""
     import onnx
 
     model = onnx.load(str(path))
     onnx.helper.set_model_props(model, {"class_names": json.dumps(list(meta.class_names)),
                                         "input": json.dumps({"channels": meta.channels, "height": meta.height,
-                                                             "width": meta.width, "pixels": "float32 in [0, 1]"})})
+                                                             "width": meta.width, "pixels": "float32 in [0, 1]"}),
+                                        "decoding": json.dumps(decoding.to_json())})
     onnx.save(model, str(path))
 
 
@@ -179,12 +190,19 @@ def deployment_line(d: Deployment) -> str:
     return line
 
 
+def _decoding_words(d: dict | None) -> str:
+    decoding = Decoding.from_json(d)
+    orient = "EXIF orientation applied" if decoding.orient else "EXIF orientation ignored"
+    alpha = f"transparency composited onto RGB {list(decoding.background)}" if decoding.background else "alpha dropped"
+    return f"{orient}, {alpha}"
+
+
 def model_card_md(card: dict, m: RetrainResult) -> str:
     accs = ", ".join(f"{r.test_acc:.4f}" for r in m.runs)
-    acc = (f"- test accuracy: **{m.test_acc_mean:.4f} ± {m.test_acc_std:.4f}** over {len(m.runs)} seeds ({accs}); "
-           f"{m.epochs} epochs on {m.train_on}\n")
+    acc = f"- test: **{m.headline()}** (accuracy per seed: {accs}); {m.epochs} epochs on {m.train_on}\n"
     if m.search_val_acc is not None:
-        acc += f"- search: trial {m.trial} reached validation accuracy {m.search_val_acc:.4f} at search fidelity\n"
+        acc += (f"- search: trial {m.trial} reached validation {metrics.NAMES[m.metric]} {m.search_val_acc:.4f} at "
+                "search fidelity\n")
     onnx = card.get("onnx_check")
     parity = ""
     if onnx:
@@ -197,6 +215,7 @@ def model_card_md(card: dict, m: RetrainResult) -> str:
 - MACs per image (fvcore, one multiply-add = 1): {card['macs']:,}
 {acc}{parity}{deployed}- input: {card['input']} (normalization is built into model.onnx and model.pt2; mean {card['mean']}, std {card['std']})
 - classes (output index order): {', '.join(card.get('class_names', []))}
+- image files: {_decoding_words(card.get('decoding'))}
 - new images: `nas-predict THIS_FOLDER IMAGES... --csv out.csv` (decodes and resizes them as the training data was)
 
 ## Config

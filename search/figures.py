@@ -41,7 +41,7 @@ def _figure(w: float = 7, h: float = 3.6, cols: int = 1):
     return fig, axes
 
 
-def fig_progress(trials) -> Figure:
+def fig_progress(trials, ylabel: str = "val accuracy") -> Figure:
     fig, ax = _figure()
     finished = [t for t in trials if t.state.is_finished()]
     done, cut = full_length(finished), rec.cut_short(finished)
@@ -64,12 +64,12 @@ def fig_progress(trials) -> Figure:
         ax.scatter([t.number for t in rejected], [low] * len(rejected), marker="x", color="C3", s=16,
                    label="rejected before training", clip_on=False)
     ax.set_xlabel("trial")
-    ax.set_ylabel("val accuracy")
+    ax.set_ylabel(ylabel)
     ax.legend(fontsize=7, loc="lower right")
     return fig
 
 
-def fig_size(trials, budget: dict, front: list, winners: list = ()) -> Figure:
+def fig_size(trials, budget: dict, front: list, winners: list = (), ylabel: str = "val accuracy") -> Figure:
     """`budget`: limit (or a ladder's limits) by key; `winners`: [(params, macs, test accuracy, label)] of the
     retrained winners, drawn as stars (their accuracy is the test split's, the dots' the validation split's)."""
     fig, axes = _figure(11, 3.8, cols=2)
@@ -96,7 +96,7 @@ def fig_size(trials, budget: dict, front: list, winners: list = ()) -> Figure:
             ax.annotate(label, (params if key == "params" else macs, acc), fontsize=7, xytext=(4, 4),
                         textcoords="offset points")
         ax.set_xlabel(label)
-        ax.set_ylabel("val accuracy")
+        ax.set_ylabel(ylabel)
         ax.legend(fontsize=7, loc="lower right")
     return fig
 
@@ -109,7 +109,7 @@ def fig_importance(imp: dict[str, float]) -> Figure:
     return fig
 
 
-def fig_curves(trials) -> Figure:
+def fig_curves(trials, ylabel: str = "val accuracy") -> Figure:
     fig, ax = _figure()
     ts = trained(trials)
     top = sorted(full_length(trials), key=lambda t: -t.value)[:TOP_CURVES]
@@ -122,7 +122,7 @@ def fig_curves(trials) -> Figure:
         steps = sorted(t.intermediate_values)
         ax.plot(steps, [t.intermediate_values[s] for s in steps], color=f"C{i}", lw=1.5, label=f"trial {t.number}")
     ax.set_xlabel("epochs trained")
-    ax.set_ylabel("val accuracy")
+    ax.set_ylabel(ylabel)
     ax.legend(fontsize=7, loc="lower right")
     return fig
 

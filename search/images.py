@@ -1,15 +1,13 @@
 """Your own images as uint8 tensors: an image folder (a sub-folder per class) or a Keras-style .npz, decoded,
 converted to 1 or 3 channels and resized the same way for training (data.py) and for prediction (nas-predict).
 
-Decoding is torchvision.io's (libjpeg-turbo, libpng, libwebp, gif), a process per core; BMP and TIFF, which it
-does not read, go through PIL. Resizing is bilinear with antialiasing, on float pixels rounded back to uint8.
+Decoding is decode.py's (orientation, transparency, 16-bit samples), a process per core. Resizing is bilinear with antialiasing, on float pixels rounded back to uint8.
 Bad input is one line naming the file or key (UserError, exit 2).
 """
 from __future__ import annotations
 
 import hashlib
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,11 +15,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from search.decode import Decoding, header, read_image, to_channels
 from search.errors import UserError
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-DECODED_BY_TORCHVISION = (".png", ".jpg", ".jpeg", ".gif", ".webp")
-GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")  # PIL modes without colour
 MEMORY_SHARE = 0.5  # decoded images may take at most this share of the machine's memory
 
 
@@ -102,60 +99,13 @@ def scan_folder(root: Path) -> Listing:
     return Listing(root, classes, train, test, skipped, digest)
 
 
-def header(path: Path) -> tuple[int, int, bool]:
-    """(height, width, grey) from the file's header, without decoding the pixels."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            return im.height, im.width, im.mode in GREY_MODES
-    except Exception as e:  # PIL raises many types for a bad file; each is the same one line to the user
-        raise UserError(f"{path}: not a readable image ({_reason(e)})") from None
-
-
-def read_image(path: str, channels: int | None) -> torch.Tensor:
-    """One image file -> uint8 (C, H, W) at its own size: C = `channels`, or (None) its own, 1 or 3 (alpha
-    dropped). The one decoding path, for training data and nas-predict alike; UserError names the file."""
-    ext = path[path.rfind("."):].lower()
-    try:
-        if ext in DECODED_BY_TORCHVISION:
-            import torchvision.io  # noqa: F401  (registers torch.ops.image)
-
-            with open(path, "rb") as fh:
-                data = torch.frombuffer(bytearray(fh.read()), dtype=torch.uint8)
-            # the op itself: torchvision.io.decode_image's wrapper costs more than decoding a small PNG; GIF and
-            # WebP decode in colour whatever mode is asked, so they are asked for RGB and converted below
-            mode = 0 if channels is None else 1 if channels == 1 and ext not in (".gif", ".webp") else 3
-            x = torch.ops.image.decode_image(data, mode, False)
-        else:
-            from PIL import Image
-
-            with Image.open(path) as im:
-                grey = channels == 1 or (channels is None and im.mode in GREY_MODES)
-                x = torch.from_numpy(np.array(im.convert("L" if grey else "RGB"), dtype=np.uint8))
-            x = x.unsqueeze(0) if x.dim() == 2 else x.permute(2, 0, 1)
-    except (RuntimeError, OSError, ValueError) as e:
-        raise UserError(f"{path}: not a readable image ({_reason(e)})") from None
-    if x.dim() == 4:  # an animated GIF: its first frame
-        x = x[0]
-    if x.shape[0] not in (1, 3) or (channels and x.shape[0] != channels):
-        x = to_channels(x.unsqueeze(0), channels or (1 if x.shape[0] == 2 else 3))[0]
-    return x
-
-
-def decode(path: Path, channels: int, size: tuple[int, int] | None = None) -> torch.Tensor:
+def decode(path: Path, channels: int, size: tuple[int, int] | None = None,
+           decoding: Decoding = Decoding()) -> torch.Tensor:
     """One image file -> uint8 (channels, H, W), resized to `size` (H, W) when given. UserError names the file."""
-    x = read_image(str(path), channels)
+    x = read_image(str(path), channels, decoding)
     if size is not None:
         x = resize(x.unsqueeze(0), size)[0]
     return x.contiguous()
-
-
-def _reason(e: Exception) -> str:
-    """The decoder's own words, without the C++ source location torchvision's errors start with."""
-    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    text = re.sub(r"^.*?\.cpp:\d+,\s*", "", text)
-    return text[:160]
 
 
 def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -166,28 +116,15 @@ def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return out.round_().clamp_(0, 255).to(torch.uint8)
 
 
-def to_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
-    """uint8 (N, C, H, W) with C in 1-4 (alpha dropped) -> `channels` channels. Colour to grey with ITU-R 601
-    luma weights (PIL's "L"), grey to colour by repeating."""
-    if x.shape[1] in (2, 4):
-        x = x[:, :x.shape[1] - 1]
-    if x.shape[1] == channels:
-        return x
-    if channels == 3:
-        return x.expand(-1, 3, -1, -1).contiguous()
-    w = torch.tensor([299, 587, 114], dtype=torch.int32).view(1, 3, 1, 1)
-    return ((x.int() * w).sum(1, keepdim=True) + 500).div(1000, rounding_mode="floor").to(torch.uint8)
-
-
 def _decode_chunk(args) -> tuple[int, object]:
     """Decode files[start:...] in a worker process -> (start, one uint8 array (n, C, H, W) when the images agree in
     shape, else a list of (C, H, W) arrays). `channels` None keeps each image's own (1 or 3); `size` None keeps
     its own size, but every image must have `expect`'s (the first image's) or a UserError names the two."""
-    start, files, channels, size, expect = args
+    start, files, channels, size, expect, decoding = args
     torch.set_num_threads(1)
     out = []
     for f in files:
-        x = read_image(f, channels)
+        x = read_image(f, channels, decoding)
         if size is not None and tuple(x.shape[1:]) != size:
             x = resize(x.unsqueeze(0), size)[0]
         elif size is None and tuple(x.shape[1:]) != expect:
@@ -200,7 +137,7 @@ def _decode_chunk(args) -> tuple[int, object]:
 
 
 def decode_all(files: list[str], channels: int | None, size: tuple[int, int] | None,
-               progress=None) -> tuple[torch.Tensor, int, tuple[int, int]]:
+               decoding: Decoding = Decoding(), progress=None) -> tuple[torch.Tensor, int, tuple[int, int]]:
     """Every file -> (uint8 (N, C, H, W), C, (H, W)), decoded by a process per core (decoding a small image holds
     the GIL most of the time, so threads barely help). `channels` None: 1 when every image is grey, else 3;
     `size` None: the images' own, which must agree. The first unreadable file raises UserError naming it."""
@@ -210,10 +147,10 @@ def decode_all(files: list[str], channels: int | None, size: tuple[int, int] | N
 
     expect = None
     if size is None:
-        h, w, _ = header(Path(files[0]))
+        h, w, _ = header(Path(files[0]), decoding)
         expect = (h, w)
     chunk = 512
-    jobs = [(i, files[i:i + chunk], channels, size, expect) for i in range(0, len(files), chunk)]
+    jobs = [(i, files[i:i + chunk], channels, size, expect, decoding) for i in range(0, len(files), chunk)]
     procs = min(os.cpu_count() or 1, len(jobs))
     pool = mp.get_context("fork").Pool(procs) if procs > 1 else None  # fork: the children need only file names
     blocks = []
@@ -298,12 +235,12 @@ def read_npz(path: Path) -> dict:
             raise UserError(f"{path}: key {missing[0]}: missing (expected {', '.join(NPZ_KEYS)}, and optionally class_names)")
         arrays = {k: npz[k] for k in NPZ_KEYS}
         names = [str(n) for n in npz["class_names"]] if "class_names" in npz.files else None
-    out = {}
+    out, notes = {}, []
     for split in ("train", "test"):
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
         if len(x) != len(y):
             raise UserError(f"{path}: x_{split} holds {len(x)} images but y_{split} {len(y)} labels (expected as many)")
-        out[f"{split}_x"] = _npz_images(path, f"x_{split}", x)
+        out[f"{split}_x"] = _npz_images(path, f"x_{split}", x, notes)
         out[f"{split}_y"] = _npz_labels(path, f"y_{split}", y)
     classes = len(names) if names else int(max(out["train_y"].max(), out["test_y"].max())) + 1
     for split in ("train", "test"):
@@ -314,21 +251,37 @@ def read_npz(path: Path) -> dict:
     if out["train_x"].shape[1:] != out["test_x"].shape[1:]:
         raise UserError(f"{path}: x_test: images of shape {tuple(out['test_x'].shape[1:])}, x_train {tuple(out['train_x'].shape[1:])} (expected the same)")
     out["classes"] = tuple(names) if names else tuple(str(i) for i in range(classes))
+    out["notes"] = notes[:1]  # x_test says the same as x_train
     return out
 
 
-def _npz_images(path: Path, key: str, x: np.ndarray) -> torch.Tensor:
+FAINT = 128  # uint8 pixels that never reach this are far below 255: the user hears the range seen
+
+
+def _npz_images(path: Path, key: str, x: np.ndarray, notes: list[str]) -> torch.Tensor:
+    """Images in any of Keras' layouts -> uint8 (N, C, H, W). uint8 pixels are taken as they are (a range far
+    below 255 is said in `notes`: the search normalizes it away, but nas-predict's images must use it too); floats
+    in [0, 1] are pixels / 255, whole-number floats in [0, 255] pixels stored as floats; other floats are refused,
+    naming the range found."""
     if x.ndim == 3:
         x = x[:, None]
     elif x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
         x = x.transpose(0, 3, 1, 2)
     elif not (x.ndim == 4 and x.shape[1] in (1, 3)):
         raise UserError(f"{path}: {key}: shape {x.shape} (expected (N, H, W), (N, H, W, C) or (N, C, H, W) with C 1 or 3)")
+    lo, hi = (x.min(), x.max()) if x.size else (0, 0)
     if x.dtype == np.uint8:
+        if x.size and hi < FAINT:
+            notes.append(f"{path}: {key}: uint8 pixels from {lo} to {hi} (255 is white): kept as they are, so images "
+                         f"given to the exported model (nas-predict) must use the same range")
         return torch.from_numpy(np.ascontiguousarray(x))
-    if np.issubdtype(x.dtype, np.floating) and x.size and 0 <= x.min() and x.max() <= 1:
+    if np.issubdtype(x.dtype, np.floating) and x.size and 0 <= lo and hi <= 1:
         return torch.from_numpy(np.ascontiguousarray(np.rint(x * 255).astype(np.uint8)))
-    raise UserError(f"{path}: {key}: dtype {x.dtype} (expected uint8 pixels, or floats in [0, 1])")
+    if np.issubdtype(x.dtype, np.floating) and x.size and 0 <= lo and hi <= 255 and np.all(np.mod(x, 1) == 0):
+        notes.append(f"{path}: {key}: whole-number floats from {lo:g} to {hi:g}: read as 8-bit pixels (0-255)")
+        return torch.from_numpy(np.ascontiguousarray(x.astype(np.uint8)))
+    found = f", from {lo:g} to {hi:g}" if x.size and np.issubdtype(x.dtype, np.number) else ""
+    raise UserError(f"{path}: {key}: dtype {x.dtype}{found} (expected uint8 pixels, or floats in [0, 1])")
 
 
 def _npz_labels(path: Path, key: str, y: np.ndarray) -> torch.Tensor:

@@ -19,6 +19,7 @@ from pathlib import Path
 from search import data as D
 from search import images as I
 from search.catalogue import Meta
+from search.decode import header
 from search.errors import UserError
 
 MAX_OWN_SIZE = 128  # larger images are resized to this side by default (set data.image_size to keep more)
@@ -34,7 +35,7 @@ def look(path: Path) -> tuple[str, tuple[int, int] | None, int | None]:
     listing = I.scan_folder(path)
     files = [f for f, _ in listing.train + (listing.test or [])]
     step = max(1, len(files) // 2000)  # headers of up to ~2,000 images say enough about the sizes
-    heads = [I.header(f) for f in files[::step]]
+    heads = [header(f) for f in files[::step]]  # upright: a sideways tag swaps height and width
     sizes = Counter((h, w) for h, w, _ in heads)
     channels = 1 if all(g for _, _, g in heads) else 3
     (h, w), _ = sizes.most_common(1)[0]
@@ -42,6 +43,16 @@ def look(path: Path) -> tuple[str, tuple[int, int] | None, int | None]:
         side = min(MAX_OWN_SIZE, int(statistics.median(min(a, b) for a, b in sizes.elements())))
         return "folder", (side, side), channels
     return "folder", None, channels
+
+
+BALANCED_ABOVE = 3.0  # largest / smallest class: above this ratio the search selects on balanced accuracy
+
+
+def imbalance(data: D.Data) -> float:
+    """Training images of the largest class per image of the smallest."""
+    per_class = Counter(data.train.y.tolist() + data.val.y.tolist())
+    counts = [per_class.get(i, 0) for i in range(data.meta.classes)]
+    return max(counts) / max(1, min(counts))
 
 
 def data_summary(data: D.Data, kind: str) -> list[str]:
@@ -57,7 +68,7 @@ def data_summary(data: D.Data, kind: str) -> list[str]:
              + (f": imbalanced {hi / max(1, lo):.1f}:1 (a stratified validation split keeps the ratio)" if hi > 2 * lo else "")]
     if data.skipped:
         lines.append(f"skipped: {data.skipped} file(s), hidden or not images")
-    return lines
+    return lines + [f"note: {note}" for note in data.notes]
 
 
 # The space nas-init writes; {fields} are filled by space_text. Two designs: small grey images get
@@ -100,6 +111,7 @@ budget:
 
 search:
   trials: 40
+  metric: {metric}
   pruner: successive_halving  # first rung at ~epochs / 7 (search.min_epochs), 1 in 3 goes on at each rung
   reduction_factor: 3
   race_top: 3
@@ -210,8 +222,16 @@ def augment_lines(side: int, colour: bool) -> str:
     return "\n".join(lines)
 
 
+def metric_line(ratio: float) -> str:
+    """search.metric and its comment: balanced accuracy when the classes are imbalanced over BALANCED_ABOVE : 1."""
+    if ratio > BALANCED_ABOVE:
+        return (f"balanced_accuracy   # classes imbalanced {ratio:.1f}:1: the mean per-class recall, so a net cannot "
+                "score by ignoring a small class")
+    return f"accuracy            # classes balanced within {BALANCED_ABOVE:g}:1 ({ratio:.1f}:1); balanced_accuracy for more"
+
+
 def space_text(name: str, file: str, root: str, kind: str, size: tuple[int, int] | None, channels: int | None, meta: Meta,
-               n_train: int, params: int, macs: int, minutes: float | None) -> str:
+               n_train: int, params: int, macs: int, minutes: float | None, ratio: float = 1.0) -> str:
     """The space file, commented for the reader who will edit it."""
     side = max(meta.height, meta.width)
     colour = meta.channels == 3
@@ -232,7 +252,7 @@ def space_text(name: str, file: str, root: str, kind: str, size: tuple[int, int]
         channels=meta.channels, n_train=n_train, design_note=note, file=file,
         minutes=f" --minutes {minutes:g}" if minutes else "", name=name, kind=kind, size_line=size_line,
         channel_line=channel_line, val=0.25 if n_train <= 20_000 else 0.1, stages="\n".join(stages), model_keys=keys,
-        augment=augment_lines(side, colour), params=params, macs=macs, design_name=design_name,
+        augment=augment_lines(side, colour), metric=metric_line(ratio), params=params, macs=macs, design_name=design_name,
         design=_yaml_items(design), epochs=epochs,
         epochs_note=f"{REFERENCE[1]} x sqrt({REFERENCE[0]:,} / {n_train:,} training images): a smaller set needs "
                     f"more passes; in {EPOCHS_RANGE[0]}-{EPOCHS_RANGE[1]}")
@@ -261,7 +281,7 @@ def init(data_path: str, params: int = 8000, macs: int | None = None, minutes: f
     macs = macs or int(MACS_PER_PARAM_PIXEL * params * m.height * m.width)
     study = re.sub(r"[^A-Za-z0-9_.-]+", "_", target.stem) or name
     text = space_text(study, str(target), str(path), kind, size, cfg.channels, m, len(data.train) + len(data.val),
-                      params, macs, minutes)
+                      params, macs, minutes, imbalance(data))
     space = S.parse(S.read_yaml(text), str(target), text)  # as nas-run will read it
     B.preflight(space, m)  # a budget no candidate of this space meets is one line here, not a file that fails later
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -269,6 +289,6 @@ def init(data_path: str, params: int = 8000, macs: int | None = None, minutes: f
     pools = sum(1 for stage in space.stages if stage["pool"].value is True)
     console.print(f"wrote {target}: convnet space, <= {params:,} params and {macs:,} MACs per image, {pools} pool(s) "
                   f"for {m.height}x{m.width} px, {space.retrain.epochs} epochs for {len(data.train) + len(data.val):,} "
-                  "training images", highlight=False)
+                  f"training images, selected on {space.search.metric.replace('_', ' ')}", highlight=False)
     console.print(f"next: nas-run {target} --trials 40{f' --minutes {minutes:g}' if minutes else ''}", highlight=False)
     return 0

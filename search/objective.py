@@ -132,7 +132,8 @@ class Objective:
         cheap = 0 if keep_going or s.pruner == "none" else s.min_epochs  # the first rung decides at lower fidelity
         try:
             hist = train(model, train_split, val, self.data.mean, self.data.std, cand.train, epochs,
-                         on_epoch=on_epoch, deadline=deadline, cheap_epochs=cheap, cheap_fraction=s.first_rung_fraction)
+                         on_epoch=on_epoch, deadline=deadline, cheap_epochs=cheap, cheap_fraction=s.first_rung_fraction,
+                         metric=s.metric)
         except KeyboardInterrupt:
             rec.end(trial, End.INTERRUPTED)
             trial.study.enqueue_trial(trial.params, user_attrs=rec.retry_attrs(trial))

@@ -14,6 +14,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from search import metrics
 from search.clock import mean_trial_seconds
 from search import record as rec
 
@@ -48,10 +49,11 @@ def status(trials, target: int, started: float, workers: int) -> Group:
     return Group(*lines)
 
 
-def summary(trials, top: int = 10) -> Table:
+def summary(trials, metric: str = "accuracy", top: int = 10) -> Table:
     done = sorted(rec.full_length(trials), key=lambda t: -t.value)
-    table = Table(title=f"top {min(top, len(done))} search trials by validation accuracy (one seed each)")
-    for col in ("trial", "val acc", "params", "MACs", "s/epoch", "candidate"):
+    name = metrics.NAMES[metric]
+    table = Table(title=f"top {min(top, len(done))} search trials by validation {name} (one seed each)")
+    for col in ("trial", "val acc" if metric == "accuracy" else "val bal. acc", "params", "MACs", "s/epoch", "candidate"):
         table.add_column(col, justify="left" if col == "candidate" else "right")
     for t in done[:top]:
         r = rec.read(t)

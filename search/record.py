@@ -18,6 +18,7 @@ before the race and the retrain). Ended by trouble: `interrupted` (Ctrl-C / SIGT
 from __future__ import annotations
 
 import dataclasses
+import statistics
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -430,7 +431,12 @@ class SeedRun:
     started: float | None = None  # time.time()
     seconds: float | None = None
     train_loss: list[float] = field(default_factory=list)  # per epoch
-    val_acc: float | None = None  # the last epoch's (None when trained on train+val)
+    val_acc: float | None = None  # the last epoch's search.metric (None when trained on train+val)
+    test_balanced_acc: float | None = None  # with search.metric balanced_accuracy: the mean per-class test recall
+
+    def to_json(self) -> dict:
+        out = dataclasses.asdict(self)
+        return out if self.test_balanced_acc is not None else {k: v for k, v in out.items() if k != "test_balanced_acc"}
 
     @classmethod
     def from_json(cls, d: dict) -> SeedRun:
@@ -511,18 +517,38 @@ class RetrainResult:
     test_acc_mean: float
     test_acc_std: float
     deployment: Deployment | None = None
+    metric: str = "accuracy"  # search.metric: what search_val_acc is, and the figure `headline` gives first
 
     def to_json(self) -> dict:
         out = {"trial": self.trial, "search_val_acc": self.search_val_acc, "epochs": self.epochs,
-               "train_on": self.train_on, "runs": [dataclasses.asdict(r) for r in self.runs],
+               "train_on": self.train_on, "runs": [r.to_json() for r in self.runs],
                "test_acc_mean": self.test_acc_mean, "test_acc_std": self.test_acc_std}
+        if self.metric != "accuracy":  # studies before search.metric stored accuracy only, without the key
+            out["metric"] = self.metric
         return out if self.deployment is None else {**out, "deployment": self.deployment.to_json()}
 
     @classmethod
     def from_json(cls, d: dict) -> RetrainResult:
         return cls(d["trial"], d.get("search_val_acc"), d["epochs"], d["train_on"],
                    [SeedRun.from_json(r) for r in d["runs"]], d["test_acc_mean"], d["test_acc_std"],
-                   Deployment.from_json(d.get("deployment")))
+                   Deployment.from_json(d.get("deployment")), d.get("metric", "accuracy"))
+
+    def balanced(self) -> tuple[float, float] | None:
+        """Test balanced accuracy's mean and std over the seeds (None unless the study selected on it)."""
+        values = [r.test_balanced_acc for r in self.runs if r.test_balanced_acc is not None]
+        if not values:
+            return None
+        return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+    def headline(self) -> str:
+        """The test figures in one phrase, the study's metric first: "test balanced accuracy 0.8123 ± 0.0040
+        (accuracy 0.8610 ± 0.0021) over 3 seeds"."""
+        acc = f"{self.test_acc_mean:.4f} ± {self.test_acc_std:.4f}"
+        seeds = f"over {len(self.runs)} seed{'s' if len(self.runs) != 1 else ''}"
+        balanced = self.balanced()
+        if balanced is None:
+            return f"test accuracy {acc} {seeds}"
+        return f"test balanced accuracy {balanced[0]:.4f} ± {balanced[1]:.4f} (accuracy {acc}) {seeds}"
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from optuna.trial import TrialState
 from search import data as D
 from search.catalogue import Meta, builtin_meta
 from search import figures as F
+from search import metrics
 from search import record as rec
 from search.export import deployment_line, load_checkpoint, normalization
 from search.record import RaceRow, Recipe, RetrainResult, TailPlan, full_length, trained
@@ -290,7 +291,7 @@ def write(study: optuna.Study, space, out: Path, data: D.Data | None = None, dat
         _ladder(page, trials, ladder)
     _search(page, figures, space, trials, races, [r for r in (ladder.values() if tiers else [retrain]) if r])
     _what_mattered(page, figures, trials)
-    _curves(page, figures, trials, retrain)
+    _curves(page, figures, space, trials, retrain)
     meta = data.meta if data is not None else builtin_meta(space.data)
     names, classes = (list(meta.class_names), meta.classes) if meta else ([], 0)
     if data is not None:
@@ -315,7 +316,9 @@ def _summary(page: Page, space, trials, retrain: RetrainResult | None, meta: Met
     page.h2("Summary")
     c = rec.counts(trials)
     shape = f" ({meta.channels}×{meta.height}×{meta.width}, {meta.classes} classes)" if meta else ""
-    rows = [["task", f"{space.data.dataset}{shape}, val split {space.data.val_fraction:.0%} of the training images"]]
+    rows = [["task", f"{space.data.dataset}{shape}, val split {space.data.val_fraction:.0%} of the training images"],
+            ["selected on", f"{val_label(space)} (search.metric): pruning, the race and the winner"
+                            + ("; the mean of the per-class recalls" if space.search.metric == "balanced_accuracy" else "")]]
     for key, unit in UNITS.items():
         limit = getattr(space.budget, key)
         if isinstance(limit, tuple):
@@ -347,9 +350,8 @@ def _summary(page: Page, space, trials, retrain: RetrainResult | None, meta: Met
                  ["size", f"{r.params or 0:,} params, {r.macs or 0:,} MACs"]]
         target = f" (target {space.target:.4f})" if space.target else ""
         accs = ", ".join(f"{run.test_acc:.4f}" for run in retrain.runs)
-        rows.append(["test accuracy", f"{retrain.test_acc_mean:.4f} ± {retrain.test_acc_std:.4f} over "
-                                      f"{len(retrain.runs)} seeds ({accs}){target}; trained {retrain.epochs} "
-                                      f"epochs on {retrain.train_on}"])
+        rows.append(["test", f"{retrain.headline()} (accuracy per seed: {accs}){target}; trained {retrain.epochs} "
+                             f"epochs on {retrain.train_on}"])
         if retrain.deployment:
             rows.append(["deployment", deployment_line(retrain.deployment)])
     page.table([], rows, cls="kv")
@@ -379,9 +381,14 @@ def _ladder(page: Page, trials, ladder: dict) -> None:
                "Latency: onnxruntime on this machine's CPU, 1 thread; peak: activations live at once at batch 1.")
 
 
+def val_label(space) -> str:
+    """The validation figure's name on axes: what the study selects on (search.metric)."""
+    return "val " + metrics.NAMES[space.search.metric]
+
+
 def _search(page: Page, figures: F.Figures, space, trials, races: dict, winners: list) -> None:
     page.h2("Search progress")
-    page.figure(figures, "progress", F.fig_progress(trials),
+    page.figure(figures, "progress", F.fig_progress(trials, val_label(space)),
                 "Validation accuracy per trial: full-length trials, pruned ones at the epoch they stopped, race runs, the "
                 "best so far; candidates rejected before training (over budget, invalid) marked on the bottom axis.")
     for tier, race in races.items():
@@ -412,7 +419,7 @@ def _size(page: Page, figures: F.Figures, space, trials, winners: list) -> None:
     stars = [(by[r.trial].params, by[r.trial].macs, r.test_acc_mean, by[r.trial].tier or "winner")
              for r in winners if r.trial in by]
     limits = {k: v for k in ("params", "macs") if (v := getattr(space.budget, k)) is not None}
-    page.figure(figures, "accuracy_vs_size", F.fig_size(trials, limits, front, stars),
+    page.figure(figures, "accuracy_vs_size", F.fig_size(trials, limits, front, stars, val_label(space)),
                 "Validation accuracy against parameters (left) and MACs (right) for every trained trial (pruned ones at "
                 "lower fidelity, hollow), the budget (each tier's with a ladder), the Pareto front of the full-length "
                 "trials (no smaller net was more accurate), and the retrained winners at their test accuracy (stars).")
@@ -444,10 +451,10 @@ def _what_mattered(page: Page, figures: F.Figures, trials) -> None:
     page.raw("</div>")
 
 
-def _curves(page: Page, figures: F.Figures, trials, retrain: RetrainResult | None) -> None:
+def _curves(page: Page, figures: F.Figures, space, trials, retrain: RetrainResult | None) -> None:
     page.h2("Learning curves")
     if trained(trials):
-        page.figure(figures, "learning_curves", F.fig_curves(trials),
+        page.figure(figures, "learning_curves", F.fig_curves(trials, val_label(space)),
                     f"Validation accuracy per epoch of the {min(F.TOP_CURVES, len(full_length(trials)))} best full-length "
                     "trials (colour) and of the pruned ones (grey): what the pruner cut, and where.")
     fidelity = rung_fidelity(trials)
@@ -485,12 +492,12 @@ def _test_set(page: Page, figures: F.Figures, test: TestSet, names: list[str], c
            "images. Read for reporting only: nothing here selected the winner.", "what")
     page.figure(figures, "confusion", F.fig_confusion(cm, names),
                 f"Confusion matrix: rows true class, columns predicted; {int(cm.sum()):,} images, accuracy "
-                f"{cm.diag().sum().item() / cm.sum().item():.4f}.")
+                f"{metrics.accuracy(cm):.4f}, balanced accuracy (mean recall per class) {metrics.balanced_accuracy(cm):.4f}.")
     per_class = cm.diag().float() / cm.sum(1).clamp(min=1)
     confused = cm.clone().fill_diagonal_(-1).argmax(1).tolist()  # the most frequent wrong prediction per class
-    page.table(["class", "test images", "accuracy", "most often taken for"],
+    page.table(["class", "test images", "recall", "most often taken for"],
                [[names[k], int(cm[k].sum()), f"{per_class[k]:.4f}", names[confused[k]]] for k in per_class.argsort().tolist()],
-               "per-class accuracy, worst first")
+               "per-class recall (the share of its images predicted as it), worst first")
     wrong = (test.pred != test.y).nonzero()[:MISSED, 0].tolist()
     if wrong:
         page.figure(figures, "misclassified", F.fig_grid([test.x[i] for i in wrong],
@@ -516,11 +523,10 @@ def publish(study: optuna.Study, path: Path, artifacts: Path) -> str:
     r = rec.retrain_results(study)
     lines = [f"## {study.study_name}", ""]
     for tier, t in rec.tier_retrain_results(study).items():
-        lines.append(f"- tier {tier}: trial {t.trial}, test accuracy **{t.test_acc_mean:.4f} ± "
-                     f"{t.test_acc_std:.4f}** (best/{tier}/)")
+        lines.append(f"- tier {tier}: trial {t.trial}, **{t.headline()}** (best/{tier}/)")
     if r:
-        lines.append(f"Winner: trial {r.trial}, test accuracy **{r.test_acc_mean:.4f} ± {r.test_acc_std:.4f}** "
-                     f"over {len(r.runs)} seeds (race standings and retrain results: study user attrs).")
+        lines.append(f"Winner: trial {r.trial}, **{r.headline()}** (race standings and retrain results: study user "
+                     "attrs).")
     lines += ["", f"Study report: [report.html](/artifacts/{study._study_id}/{artifact_id}) (also in "
                   f"`{path}`; figures, sensitivity tables, the winner on the test set)."]
     save_note(study, "\n".join(lines))

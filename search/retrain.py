@@ -16,9 +16,10 @@ import time
 import torch
 
 from search import data as D
+from search import metrics
 from search import record as rec
 from search.record import Candidate, RetrainResult, SeedRun
-from search.train import evaluate, train
+from search.train import predict, train
 
 
 def one_seed(cand: Candidate, space, data: D.Data, seed: int) -> tuple[SeedRun, torch.nn.Module]:
@@ -30,10 +31,12 @@ def one_seed(cand: Candidate, space, data: D.Data, seed: int) -> tuple[SeedRun, 
     torch.manual_seed(seed)
     model = cand.build().to(data.mean.device)
     started, t0 = time.time(), time.perf_counter()
-    hist = train(model, train_split, val, data.mean, data.std, cand.train, r.epochs)
-    acc = evaluate(model, data.test, data.mean, data.std, fp32=True)
-    run = SeedRun(seed, acc, hist.end_reason.value, round(started, 2), round(time.perf_counter() - t0, 1),
-                  [round(v, 5) for v in hist.train_loss], hist.val_acc[-1] if hist.val_acc else None)
+    metric = space.search.metric
+    hist = train(model, train_split, val, data.mean, data.std, cand.train, r.epochs, metric=metric)
+    cm = metrics.confusion(predict(model, data.test, data.mean, data.std, fp32=True), data.test.y, data.meta.classes)
+    run = SeedRun(seed, metrics.accuracy(cm), hist.end_reason.value, round(started, 2), round(time.perf_counter() - t0, 1),
+                  [round(v, 5) for v in hist.train_loss], hist.val_acc[-1] if hist.val_acc else None,
+                  metrics.balanced_accuracy(cm) if metric == "balanced_accuracy" else None)
     return run, model
 
 
@@ -56,7 +59,8 @@ def retrain(trial, space, data: D.Data, base_seed: int, log=print, workers: int 
 
     def done(run):
         runs.append(run)
-        log(f"retrain seed {run.seed}: test accuracy {run.test_acc:.4f} ({run.end_reason}, {run.seconds:.0f} s)")
+        balanced = f", balanced accuracy {run.test_balanced_acc:.4f}" if run.test_balanced_acc is not None else ""
+        log(f"retrain seed {run.seed}: test accuracy {run.test_acc:.4f}{balanced} ({run.end_reason}, {run.seconds:.0f} s)")
 
     if workers > 1 and len(seeds) > 1:
         from search.workers import process_context, processes_for
@@ -76,5 +80,5 @@ def retrain(trial, space, data: D.Data, base_seed: int, log=print, workers: int 
                 first = model
     accs = [run.test_acc for run in runs]
     results = RetrainResult(trial.number, trial.value, r.epochs, r.train_on, runs, statistics.fmean(accs),
-                            statistics.stdev(accs) if len(accs) > 1 else 0.0)
+                            statistics.stdev(accs) if len(accs) > 1 else 0.0, metric=space.search.metric)
     return results, first.eval()

@@ -97,14 +97,14 @@ def run(space: Space, console, opts: RunOptions = RunOptions()) -> int:
             with Progress(study, trials, console, k):
                 statuses, obj, ctx = search_and_race(ctx, study, data, console, started, opts.minutes)
         except KeyboardInterrupt as e:
-            console.print(summary(study.get_trials(deepcopy=False)))
+            console.print(summary(study.get_trials(deepcopy=False), space.search.metric))
             console.print("interrupted: the running trial was stopped and marked 'interrupted'; run the same command to resume")
             return 143 if isinstance(e, Terminated) else 130
         finally:
             signal.signal(signal.SIGTERM, previous)
         all_trials = study.get_trials(deepcopy=False)
         c = rec.counts(all_trials)
-        console.print(summary(all_trials))
+        console.print(summary(all_trials, space.search.metric))
         console.print(f"trained {c.trained} (completed {c.completed}, pruned {c.pruned}), race runs {c.race}, "
                       f"rejected before training {c.rejected}, duplicates {c.duplicates}, failed {c.failed}")
         console.print(f"inspect: {dashboard_command(url, str(out / 'artifacts'))}", highlight=False)
@@ -139,8 +139,12 @@ def load_data(space: Space, device, console=None) -> D.Data:
         data = D.load(space.data, device, space.search.seed)
     except UserError as e:
         raise UserError(f"{space.file}: data.root: {e}") from None
-    if data.skipped and console is not None:
-        console.print(f"data: {data.skipped} file(s) in {space.data.root} skipped (hidden, or not images)", highlight=False)
+    if console is not None:
+        if data.skipped:
+            console.print(f"data: {data.skipped} file(s) in {space.data.root} skipped (hidden, or not images)",
+                          highlight=False)
+        for note in data.notes:
+            console.print(f"data: {note}", highlight=False)
     return data
 
 
@@ -261,8 +265,7 @@ def retrain_and_export(study, space: Space, trial, data: D.Data, out: Path, cons
     is_winner = folder is None
     folder = best_dir if is_winner else folder
     if is_winner and prev and prev.trial == trial.number and (best_dir / "checkpoint.pt").exists():
-        console.print(f"trial {trial.number} was already retrained: test accuracy "
-                      f"{prev.test_acc_mean:.4f} ± {prev.test_acc_std:.4f} ({best_dir})")
+        console.print(f"trial {trial.number} was already retrained: {prev.headline()} ({best_dir})")
         return prev, None
     r = space.retrain
     console.print(f"retraining trial {trial.number} ({rec.read(trial).params or 0:,} params): "
@@ -272,7 +275,7 @@ def retrain_and_export(study, space: Space, trial, data: D.Data, out: Path, cons
                              workers=ctx.workers if ctx else 1, threads=ctx.threads if ctx else 1,
                              device=ctx.device if ctx else "cpu")
     ckpt = E.checkpoint(model, data.mean, data.std, rec.read(trial).candidate, results, space.text,
-                        data.meta.class_names)
+                        data.meta.class_names, D.decoding(space.data))
     exported = E.export(model, ckpt, data.test, folder, formats, calibration=data.train.x)
     results = dataclasses.replace(results, deployment=exported.deployment)
     if is_winner:
@@ -285,8 +288,7 @@ def retrain_and_export(study, space: Space, trial, data: D.Data, out: Path, cons
             optuna.artifacts.upload_artifact(artifact_store=store, file_path=str(folder / name), study_or_trial=study,
                                              mimetype=MIMETYPES.get(Path(name).suffix, "application/octet-stream"))
     target = f" (target {space.target:.4f})" if space.target else ""
-    console.print(f"[bold]test accuracy {results.test_acc_mean:.4f} ± {results.test_acc_std:.4f}[/] over "
-                  f"{len(results.runs)} seeds{target}; {exported.params:,} params, {exported.macs:,} MACs")
+    console.print(f"[bold]{results.headline()}[/]{target}; {exported.params:,} params, {exported.macs:,} MACs")
     if exported.onnx_check:
         console.print(f"exported to {folder}: {exported.onnx_check.line()}", highlight=False)
         console.print("  " + E.deployment_line(results.deployment), highlight=False)

@@ -68,6 +68,7 @@ POS_INT = ("an integer >= 1", _num(1))
 NONNEG = ("a number >= 0", _num(0))
 FRACTION = ("a number in [0, 1)", _num(0, 1, hi_open=True))
 
+COLOUR = 'a colour name (white, black, grey, ...), "#rrggbb" or [r, g, b] with values 0-255'
 DATA = {
     "dataset": _s((*DATASETS, *OWN_DATA), REQUIRED),
     "root": Spec(str, "data", "a path (a folder; for arrays the .npz file)"),
@@ -79,6 +80,8 @@ DATA = {
     "channels": Spec(int, None, "1 or 3 (unset: 1 when every image is grey, else 3)", lambda v: v in (1, 3)),
     "test_fraction": Spec(float, 0.2, "a number in (0, 0.5] (folder without test/: the held-out test share)",
                           _num(0, 0.5, lo_open=True)),
+    # white: transparent icons, cut-outs and logos are made to be seen on a page, and a page is white unless told
+    "background": Spec(str, "white", COLOUR + " (what transparent pixels are composited onto)"),
 }
 LADDER = "; or a ladder: a list of them, increasing, one search tier each"
 BUDGET = {
@@ -92,8 +95,12 @@ BUDGET = {
                            _num(0, lo_open=True)),
 }
 LADDER_PRUNERS = ("successive_halving", "median", "none")  # Hyperband's bracket studies read the storage directly
+METRICS = ("accuracy", "balanced_accuracy")
 SEARCH = {
     "trials": Spec(int, 50, *POS_INT),
+    # balanced_accuracy: the mean of the per-class recalls, so a model cannot score by ignoring a small class
+    "metric": Spec(str, "accuracy", "accuracy or balanced_accuracy (the mean of the per-class recalls)",
+                   choices=METRICS),
     "epochs": Spec(int, None, *POS_INT),  # unset: retrain.epochs (full fidelity)
     "data_fraction": Spec(float, 1.0, "a number in (0, 1]", _num(0, 1, lo_open=True)),
     "sampler": _s(SAMPLERS, "tpe"),
@@ -169,6 +176,7 @@ class DataConfig:
     image_size: tuple[int, int] | None  # (height, width); None: the images' own
     channels: int | None  # None: 1 when every image is grey, else 3 (built-in datasets: their own)
     test_fraction: float
+    background: tuple[int, int, int] = (255, 255, 255)  # RGB under transparent pixels (images with alpha)
 
 
 @dataclass(frozen=True)
@@ -209,6 +217,7 @@ class BudgetConfig:
 @dataclass(frozen=True)
 class SearchConfig:
     trials: int
+    metric: str  # what validation selects on and the test reports first: accuracy or balanced_accuracy
     epochs: int
     data_fraction: float
     sampler: str
@@ -248,7 +257,9 @@ def _data_section(raw: dict, file: str) -> DataConfig:
     """The data section; `image_size` may be one int or [height, width], the one list a fixed section takes."""
     values = dict(_mapping(raw.get("data", {}) or {}, file, "data"))
     size = values.pop("image_size", None)
+    background = values.pop("background", DATA["background"].default)
     data = _fixed_section({"data": values}, "data", DATA, file)
+    data["background"] = _colour(background, file, "data.background")
     if size is not None:
         spec = DATA["image_size"]
         if isinstance(size, list) and len(size) == 2:
@@ -265,6 +276,21 @@ for _cls, _specs in ((DataConfig, DATA), (BudgetConfig, BUDGET), (SearchConfig, 
                      (Recipe, {**TRAIN, "augment": None}), (Augment, AUGMENT)):
     assert [f.name for f in dataclasses.fields(_cls) if f.name != "first_trials"] == list(_specs), _cls
 assert all(f.default == AUGMENT[f.name].default for f in dataclasses.fields(Augment))  # off is off in both
+
+
+def _colour(value, file: str, key: str) -> tuple[int, int, int]:
+    """A colour as YAML gives it, a name or "#rrggbb" (PIL's table, as CSS names them) or [r, g, b], -> (r, g, b)."""
+    from PIL import ImageColor
+
+    if isinstance(value, list) and len(value) == 3 and all(
+            isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in value):
+        return tuple(value)
+    if isinstance(value, str):
+        try:
+            return tuple(ImageColor.getrgb(value)[:3])
+        except ValueError:
+            pass
+    raise SpaceError(file, key, COLOUR, value)
 
 
 def recipe(augment: dict | None = None, **values) -> Recipe:

@@ -11,6 +11,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
+from search import metrics
 from search.errors import UserError
 from search.neighbourhood import NeighbourhoodSampler
 from search import record as rec
@@ -158,7 +159,7 @@ def open_study(space: Space, storage, worker: int = 0) -> optuna.Study:
         rec.store_space(study, space.text, space.file)
         with warnings.catch_warnings():  # experimental since 3.2; it is what names the dashboard's axis
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.set_metric_names(["val accuracy"])
+            study.set_metric_names(["val " + metrics.NAMES[space.search.metric]])
     elif stored[0] != space.text:
         check_same_space(study, space)
     for tier in space.budget.each_tier():  # a design already in the study (in its tier) is not queued again:

@@ -1,7 +1,7 @@
 """The one training loop. Flat on purpose: every step is visible here.
 
 Batches are `randperm` slices of uint8 tensors already on the device; augmentation and normalization run
-batched there. Per-epoch validation accuracy goes to `on_epoch(epoch, val_acc)`, which may return an end
+batched there. Per-epoch validation accuracy (search.metric's) goes to `on_epoch(epoch, val_acc)`, which may return an end
 reason to stop (the objective returns End.PRUNED or End.OUT_OF_TIME there). A NaN/inf loss ends training with
 End.DIVERGED; a deadline ends it with End.TIME_SHARE as soon as the next epoch would overrun it. KeyboardInterrupt propagates.
 No DataLoader, no PIL, no .item() per step: the loss is summed on the device and read every 32 steps.
@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from search import augment
+from search import augment, metrics
 from search.data import Split
 from search.record import End, Recipe
 
@@ -27,7 +27,7 @@ CHECK_EVERY = 32  # steps between host reads of the running loss (NaN check, dea
 @dataclass
 class History:
     train_loss: list[float] = field(default_factory=list)  # mean per epoch
-    val_acc: list[float] = field(default_factory=list)  # per epoch (empty without a val split)
+    val_acc: list[float] = field(default_factory=list)  # search.metric per epoch (empty without a val split)
     epoch_seconds: list[float] = field(default_factory=list)
     end_reason: End = End.COMPLETED  # COMPLETED, DIVERGED, TIME_SHARE, or what on_epoch returned
     images: int = 0  # training images processed (for images/s)
@@ -137,11 +137,10 @@ def predict(model: nn.Module, split: Split, mean: torch.Tensor, std: torch.Tenso
 
 
 def evaluate(model: nn.Module, split: Split, mean: torch.Tensor, std: torch.Tensor, batch: int = 1024,
-             fp32: bool = False) -> float:
-    """Top-1 accuracy on `split`: one host read; bf16 where training uses it unless `fp32` (the test split is
-    measured in fp32, as the exported model runs)."""
-    correct = (predict(model, split, mean, std, batch, fp32) == split.y).sum()
-    return correct.item() / max(1, len(split))
+             fp32: bool = False, metric: str = "accuracy") -> float:
+    """`metric` (metrics.py) of the top-1 predictions on `split`; bf16 where training uses it unless `fp32` (the test
+    split is measured in fp32, as the exported model runs)."""
+    return metrics.score(predict(model, split, mean, std, batch, fp32), split.y, metric)
 
 
 def train(
@@ -156,10 +155,12 @@ def train(
     deadline: float | None = None,
     cheap_epochs: int = 0,
     cheap_fraction: float = 1.0,
+    metric: str = "accuracy",
 ) -> History:
     """Train `model` in place. Seed torch before building the model; batches use the global RNG too. The first
     `cheap_epochs` epochs each train on `cheap_fraction` of the images (a fresh random share each epoch): a pruner's
-    first rung then compares trials at that cheaper fidelity, and the survivors go on at full."""
+    first rung then compares trials at that cheaper fidelity, and the survivors go on at full. Validation reports
+    `metric` (search.metric) to `on_epoch`."""
     device = mean.device
     n, bs = len(train_split), recipe.batch_size
     bs = min(bs, n)
@@ -199,7 +200,7 @@ def train(
             sched.step()
         hist.train_loss.append(loss_sum.item() / epoch_steps)
         if val_split is not None:
-            hist.val_acc.append(evaluate(model, val_split, mean, std))
+            hist.val_acc.append(evaluate(model, val_split, mean, std, metric=metric))
         hist.epoch_seconds.append(time.perf_counter() - t0)
         if on_epoch is not None and val_split is not None:
             reason = on_epoch(epoch, hist.val_acc[-1])

@@ -184,3 +184,112 @@ def test_nas_init_then_nas_run_then_nas_predict_on_a_jpeg_folder(tmp_path):
                    "--csv", tmp_path / "out.csv", cwd=tmp_path)
     assert r.returncode == 0 and "broken.jpg: not a readable image" in r.stderr and "1 unreadable" in r.stderr
     assert len((tmp_path / "out.csv").read_text().splitlines()) == 2  # header + the readable image
+
+
+def test_an_imbalanced_folder_is_searched_on_balanced_accuracy_and_nas_predict_evaluates_a_labelled_folder(tmp_path):
+    """Ten classes, one cut to a tenth (10:1): nas-init picks balanced accuracy and says why; the study's objective is
+    named for it; the retrain's balanced test accuracy is the mean per-class recall a by-hand count of the exported
+    model's test predictions gives; nas-predict --evaluate's figures equal a by-hand count of its own CSV; a class
+    folder the model does not know is one line, exit 2, nothing written."""
+    import json
+
+    import optuna
+
+    from search import space as S
+    from search.export import load_checkpoint
+    from search.record import retrain_results
+
+    images = write_image_folder(tmp_path / "shop", "png", channels=1, cut=3)
+    r = in_process("nas-init", images, "--out", tmp_path / "shop.yaml", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "imbalanced 10.0:1" in r.stdout and "selected on balanced accuracy" in r.stdout
+    assert "metric: balanced_accuracy   # classes imbalanced 10.0:1" in (tmp_path / "shop.yaml").read_text()
+    quick = _tiny(tmp_path / "shop.yaml", "shop_quick")
+    r = in_process("nas-run", quick, "--studies", tmp_path / "studies", "--workers", 1, "--format", "onnx", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "test balanced accuracy" in r.stdout
+    study = optuna.load_study(study_name="shop_quick", storage=f"sqlite:///{tmp_path}/studies/shop_quick.db")
+    assert study.metric_names == ["val balanced accuracy"]
+    result = retrain_results(study)
+    best = tmp_path / "studies" / "shop_quick" / "best"
+    model, ckpt = load_checkpoint(best / "checkpoint.pt")
+    data = D.load(S.load(quick).data, "cpu", 0)
+    with torch.no_grad():
+        mean, std = (torch.tensor(ckpt[k]).view(1, -1, 1, 1) for k in ("mean", "std"))
+        pred = model((data.test.x.float() / 255 - mean) / std).argmax(1).tolist()
+    truth = data.test.y.tolist()
+    recalls = [sum(p == t for p, t in zip(pred, truth) if t == c) / truth.count(c) for c in range(10)]
+    assert result.metric == "balanced_accuracy"
+    assert result.runs[0].test_balanced_acc == pytest.approx(sum(recalls) / 10, abs=1e-12)
+    assert "val balanced accuracy" in (tmp_path / "studies" / "shop_quick" / "report.html").read_text()
+
+    out = tmp_path / "eval" / "shop.csv"
+    out.parent.mkdir()
+    r = in_process("nas-predict", best, images, "--evaluate", "--csv", out, cwd=tmp_path)  # train/ + test/: test/
+    assert r.returncode == 0, r.stderr
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == len(data.test) and all(f"{images}/test/" in row["file"] for row in rows)
+    report = json.loads(out.with_suffix(".json").read_text())
+    names = report["confusion"]["classes"]
+    by_class = {n: [row for row in rows if row["true_label"] == n] for n in names}
+    hand = {n: sum(row["label"] == n for row in rs) / len(rs) for n, rs in by_class.items()}
+    assert report["accuracy"] == pytest.approx(sum(row["label"] == row["true_label"] for row in rows) / len(rows))
+    assert report["balanced_accuracy"] == pytest.approx(sum(hand.values()) / 10)
+    assert {c["class"]: c["recall"] for c in report["per_class"]} == pytest.approx(hand)
+    cm = report["confusion"]["rows_true_columns_predicted"]
+    assert cm[names.index("bag")][names.index("boot")] == sum(1 for row in by_class["bag"] if row["label"] == "boot")
+    assert "confusion matrix" in r.stdout and "worst recall first" in r.stdout
+
+    (images / "test" / "socks").mkdir()
+    (images / "test" / "socks" / "1.png").write_bytes(next((images / "test" / "bag").iterdir()).read_bytes())
+    r = in_process("nas-predict", best, images, "--evaluate", cwd=tmp_path)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert "class 'socks' is not one the model knows" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "predictions.csv").exists() and not (tmp_path / "predictions.json").exists()
+
+
+def test_nas_predict_decodes_as_the_model_was_trained_upright_and_over_its_background(tmp_path):
+    """A PNG stored sideways with EXIF orientation 6 and an RGBA PNG with noise under its transparent pixels get the
+    same probabilities as the upright image and as the transparent one's composite on white: nas-predict reads the
+    model's recorded decoding. An export without that record decodes as its model was trained (one line says so)."""
+    from PIL import Image
+
+    from helpers import tiny_space, write_space
+
+    space = tiny_space(name="tiny_png")
+    space["search"].update(trials=1, race_top=0)
+    space["retrain"].update(seeds=1)
+    r = in_process("nas-run", write_space(tmp_path / "s.yaml", space), "--studies", tmp_path / "studies", "--workers", 1,
+                   "--format", "onnx", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    best = tmp_path / "studies" / "tiny_png" / "best"
+    picture = _idx_raw()["test_x"][3, 0, :, 2:26].numpy()  # 28 x 24: sideways shows
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(picture).save(tmp_path / "a_upright.png")
+    Image.fromarray(np.rot90(picture, 1).copy()).save(tmp_path / "b_sideways.png", exif=exif.tobytes())
+    alpha = np.where(picture > 30, 255, 0).astype(np.uint8)
+    noise = np.random.default_rng(0).integers(0, 256, picture.shape, dtype=np.uint8)
+    Image.fromarray(np.where(alpha == 0, 255, picture).astype(np.uint8)).save(tmp_path / "c_on_white.png")
+    Image.fromarray(np.dstack([np.where(alpha == 0, noise, picture)] * 3 + [alpha]).astype(np.uint8), "RGBA").save(
+        tmp_path / "d_transparent.png")
+    r = in_process("nas-predict", best, tmp_path, "--top", 3, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    rows = list(csv.DictReader(io.StringIO(r.stdout)))
+    probs = {Path(row["file"]).name: [row[k] for k in row if k != "file"] for row in rows}
+    assert probs["a_upright.png"] == probs["b_sideways.png"]
+    assert probs["c_on_white.png"] == probs["d_transparent.png"]
+    import onnx
+
+    old = tmp_path / "old_export"
+    old.mkdir()
+    model = onnx.load(str(best / "model.onnx"))
+    kept = [p for p in model.metadata_props if p.key != "decoding"]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    onnx.save(model, str(old / "model.onnx"))
+    r = in_process("nas-predict", old, tmp_path / "a_upright.png", tmp_path / "b_sideways.png", "--top", 3, cwd=tmp_path)
+    assert r.returncode == 0 and "exported before nas-run recorded how it decodes images" in r.stderr
+    rows = list(csv.DictReader(io.StringIO(r.stdout)))
+    upright, sideways = ([row[k] for k in row if k != "file"] for row in rows)
+    assert upright != sideways  # read as the model was trained: the tag ignored

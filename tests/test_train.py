@@ -174,3 +174,22 @@ def test_onecycle_runs_when_the_warm_up_is_exactly_one_step(data):
         sched.step()
         lrs.append(opt.param_groups[0]["lr"])
     assert lrs[0] < 0.01 and lrs[1] > 0.05 and lrs[1] > lrs[2] > lrs[3]
+
+
+def test_with_balanced_accuracy_each_epoch_reports_the_mean_per_class_recall_counted_by_hand(data):
+    """On an imbalanced validation split (one class at a tenth) the value the pruner and the race see is the mean of
+    the per-class recalls, not the share of images right."""
+    from search.data import Split
+    from search.train import predict
+
+    y = data.val.y
+    keep = torch.cat([(y == c).nonzero().squeeze(1)[: 6 if c == 3 else 60] for c in range(10)])
+    val = Split(data.val.x[keep], y[keep])
+    model = small_net()
+    seen = []
+    train(model, data.train, val, data.mean, data.std, recipe(batch_size=32), 1, metric="balanced_accuracy",
+          on_epoch=lambda e, value: seen.append(value))
+    pred, truth = predict(model, val, data.mean, data.std, fp32=False).tolist(), val.y.tolist()
+    recalls = [sum(p == c for p, t in zip(pred, truth) if t == c) / truth.count(c) for c in range(10)]
+    assert seen == [pytest.approx(sum(recalls) / 10)]
+    assert seen[0] != pytest.approx(sum(p == t for p, t in zip(pred, truth)) / len(truth))
