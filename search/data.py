@@ -22,7 +22,7 @@ import torch
 
 from search import images as I
 from search.catalogue import DATASETS, OWN_DATA, Meta
-from search.decode import Decoding, header, to_channels
+from search.decode import Decoding, header, resize, to_channels
 from search.errors import UserError
 
 if TYPE_CHECKING:
@@ -170,7 +170,7 @@ def conform(raw: dict, channels: int | None, size: tuple[int, int] | None) -> di
         if channels:
             x = to_channels(x, channels)
         if size:
-            x = torch.cat([I.resize(x[i:i + 4096], size) for i in range(0, len(x), 4096)]) if len(x) else x
+            x = torch.cat([resize(x[i:i + 4096], size) for i in range(0, len(x), 4096)]) if len(x) else x
         raw[k] = x
     return raw
 

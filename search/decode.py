@@ -2,9 +2,10 @@
 pixels composited onto a background, 16-bit samples brought to 8 bits, 1 or 3 channels. The one decoding path for
 training data (images.py) and nas-predict alike; `Decoding` says how, and travels with the exported model.
 
-torchvision.io's decode op does the work (libjpeg-turbo, libpng, libwebp, gif) and applies the orientation of JPEG
-and PNG itself. PIL reads what it does not: BMP and TIFF, a PNG whose transparency is a tRNS colour key on grey or
-RGB pixels, a GIF with a transparent index. A WebP's orientation tag is read from its EXIF chunk and applied here.
+torchvision.io's decode op does the work (libjpeg-turbo, libpng, libwebp, gif). PIL reads what it does not: BMP and
+TIFF, a PNG whose transparency is a tRNS colour key on grey or RGB pixels, a GIF with a transparent index. The
+orientation tag of a JPEG, PNG or WebP is read here from its EXIF block and applied after any resize: turning a
+phone photo's full-size pixels costs a third of decoding them, turning the resized ones almost nothing.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from search.errors import UserError
 
@@ -47,21 +49,27 @@ class Decoding:
 BEFORE_DECODING_RECORDED = Decoding(orient=False, background=None)
 
 
-def read_image(path: str, channels: int | None, decoding: Decoding = Decoding()) -> torch.Tensor:
-    """One image file -> uint8 (C, H, W) at its own size (upright when `decoding.orient`): C = `channels`, or
-    (None) its own, 1 or 3. UserError names the file."""
+def read_image(path: str, channels: int | None, decoding: Decoding = Decoding(),
+               size: tuple[int, int] | None = None) -> torch.Tensor:
+    """One image file -> uint8 (C, H, W), upright when `decoding.orient`, resized to `size` (H, W as shown) or at its
+    own size (None): C = `channels`, or (None) its own, 1 or 3. UserError names the file."""
     ext = path[path.rfind("."):].lower()
+    turn = 1
     try:
         with open(path, "rb") as fh:
             data = fh.read()
         x = _torchvision(data, ext, channels, decoding) if ext in (".png", ".jpg", ".jpeg", ".gif", ".webp") else None
         if x is None:
-            x = _pil(path, channels, decoding)
+            x = _pil(path, channels, decoding)  # PIL turns it itself
+        elif decoding.orient:
+            turn = orientation(data, ext)
     except (RuntimeError, OSError, ValueError, SyntaxError) as e:  # PIL raises SyntaxError for some broken files
         raise UserError(f"{path}: not a readable image ({_reason(e)})") from None
     if x.shape[0] not in (1, 3) or (channels and x.shape[0] != channels):
         x = to_channels(x.unsqueeze(0), channels or (1 if x.shape[0] == 2 else 3))[0]
-    return x
+    if size is not None:
+        x = resize(x.unsqueeze(0), size[::-1] if turn in SIDEWAYS else size)[0]
+    return orient(x, turn)
 
 
 def _torchvision(data: bytes, ext: str, channels: int | None, decoding: Decoding) -> torch.Tensor | None:
@@ -95,15 +103,14 @@ def _torchvision(data: bytes, ext: str, channels: int | None, decoding: Decoding
         x = x[0]
     if x.dtype != torch.uint8:  # 16-bit PNG samples
         x = ((x.to(torch.int32) * 255 + 32767) // 65535).to(torch.uint8)
-    if ext == ".webp" and decoding.orient:
-        x = orient(x, _webp_orientation(data))
     if alpha and x.shape[0] in (2, 4):
         x = composite(x, decoding.background, channels) if decoding.background else x[:-1]
     return x
 
 
 def _decode(data: bytes, mode: int, decoding: Decoding) -> torch.Tensor:
-    return torch.ops.image.decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode, decoding.orient)
+    """The pixels as stored (orientation is read() and applied by read_image, after any resize)."""
+    return torch.ops.image.decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode, False)
 
 
 def _pil(path: str, channels: int | None, decoding: Decoding) -> torch.Tensor:
@@ -137,26 +144,86 @@ def composite(x: torch.Tensor, background: tuple[int, int, int], channels: int |
     return ((pixels * a + bg * (255 - a) + 127) // 255).to(torch.uint8)
 
 
-def orient(x: torch.Tensor, orientation: int) -> torch.Tensor:
+def orient(x: torch.Tensor, turn: int) -> torch.Tensor:
     """(C, H, W) stored pixels -> as shown, for EXIF orientation 1-8 (mirrors, quarter turns and their products)."""
-    if orientation in SIDEWAYS:
+    if turn in SIDEWAYS:
         x = x.transpose(-1, -2)
-    flips = {2: (-1,), 3: (-1, -2), 4: (-2,), 6: (-1,), 7: (-1, -2), 8: (-2,)}.get(orientation, ())
-    return x.flip(flips).contiguous() if flips else x
+    flips = {2: (-1,), 3: (-1, -2), 4: (-2,), 6: (-1,), 7: (-1, -2), 8: (-2,)}.get(turn, ())
+    return x.flip(flips) if flips else x.contiguous()
+
+
+def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> uint8 (N, C, *size): bilinear, antialiased when shrinking."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    out = F.interpolate(x.float(), size=tuple(size), mode="bilinear", antialias=True, align_corners=False)
+    return out.round_().clamp_(0, 255).to(torch.uint8)
+
+
+def orientation(data: bytes, ext: str) -> int:
+    """The EXIF orientation (1-8; 1 without a tag) of a JPEG (its APP1 block), PNG (an eXIf chunk before the pixels)
+    or WebP (its EXIF chunk), read from the bytes: a few microseconds, no decoder."""
+    if ext in (".jpg", ".jpeg"):
+        tiff = _jpeg_exif(data)
+    elif ext == ".png":
+        tiff = _png_chunk(data, b"eXIf") or b""
+    elif ext == ".webp":
+        at = data.find(b"EXIF", 12)
+        tiff = data[at + 8:at + 8 + int.from_bytes(data[at + 4:at + 8], "little")] if at > 0 else b""
+    else:
+        return 1
+    return _tiff_orientation(tiff[6:] if tiff.startswith(b"Exif\0\0") else tiff)
+
+
+def _jpeg_exif(data: bytes) -> bytes:
+    """The TIFF block of a JPEG's APP1 "Exif" segment (b"" without one); the scan stops where the pixels begin."""
+    pos = 2
+    while pos + 4 <= len(data) and data[pos] == 0xFF:
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in (0xD9, 0xDA):  # end of image, start of scan
+            break
+        size = int.from_bytes(data[pos + 2:pos + 4], "big")
+        if marker == 0xE1 and data[pos + 4:pos + 10] == b"Exif\0\0":
+            return data[pos + 10:pos + 2 + size]
+        pos += 2 + size
+    return b""
+
+
+def _tiff_orientation(tiff: bytes) -> int:
+    """Tag 0x0112 of a TIFF block's first directory (EXIF keeps the orientation there)."""
+    order = {b"II": "little", b"MM": "big"}.get(tiff[:2])
+    if order is None or len(tiff) < 8:
+        return 1
+    ifd = int.from_bytes(tiff[4:8], order)
+    for i in range(int.from_bytes(tiff[ifd:ifd + 2], order)):
+        entry = ifd + 2 + 12 * i
+        if int.from_bytes(tiff[entry:entry + 2], order) == ORIENTATION:
+            value = int.from_bytes(tiff[entry + 8:entry + 10], order)
+            return value if 1 <= value <= 8 else 1
+    return 1
 
 
 def _png_header(data: bytes) -> tuple[int, int, bool]:
-    """(bit depth, colour type, has a tRNS chunk) of a PNG, from its chunks before the pixels."""
+    """(bit depth, colour type, has a tRNS chunk) of a PNG."""
     if data[:8] != b"\x89PNG\r\n\x1a\n" or len(data) < 33:
         raise ValueError("not a PNG file")
-    depth, kind, pos, colour_key = data[24], data[25], 8, False
+    return data[24], data[25], _png_chunk(data, b"tRNS") is not None
+
+
+def _png_chunk(data: bytes, name: bytes) -> bytes | None:
+    """The data of a PNG's chunk `name` among those before the pixels (None without one)."""
+    pos = 8
     while pos + 8 <= len(data):
-        size, name = int.from_bytes(data[pos:pos + 4], "big"), data[pos + 4:pos + 8]
-        if name == b"IDAT":
+        size, kind = int.from_bytes(data[pos:pos + 4], "big"), data[pos + 4:pos + 8]
+        if kind == b"IDAT":
             break
-        colour_key |= name == b"tRNS"
+        if kind == name:
+            return data[pos + 8:pos + 8 + size]
         pos += 12 + size
-    return depth, kind, colour_key
+    return None
 
 
 def _gif_transparent(data: bytes) -> bool:
@@ -164,48 +231,25 @@ def _gif_transparent(data: bytes) -> bool:
     return any(data[m.end()] & 1 for m in re.finditer(rb"\x21\xf9\x04", data) if m.end() < len(data))
 
 
-def _webp_orientation(data: bytes) -> int:
-    """The orientation in a WebP's EXIF chunk (1 without one)."""
-    at = data.find(b"EXIF", 12)
-    if at < 0:
-        return 1
-    from PIL import Image
-
-    size = int.from_bytes(data[at + 4:at + 8], "little")
-    exif = Image.Exif()
-    exif.load(data[at + 8:at + 8 + size])
-    return int(exif.get(ORIENTATION, 1))
-
-
 def header(path: Path, decoding: Decoding = Decoding()) -> tuple[int, int, bool]:
     """(height, width, grey) as `read_image` will return them (sideways orientations swap the two), from the file's
     header without decoding the pixels."""
     from PIL import Image
 
+    ext = str(path)[str(path).rfind("."):].lower()
     try:
         with Image.open(path) as im:
             if im.format == "TIFF":  # PIL's TIFF reader gives an oriented size until it loads, the stored one after
                 im.load()
             h, w, grey = im.height, im.width, im.mode in GREY_MODES
-            if decoding.orient and _orientation(im) in SIDEWAYS:
-                h, w = w, h
+            if decoding.orient:
+                own = ext in (".jpg", ".jpeg", ".png", ".webp")  # read_image reads these tags itself
+                turn = orientation(Path(path).read_bytes(), ext) if own else int(im.getexif().get(ORIENTATION, 1))
+                if turn in SIDEWAYS:
+                    h, w = w, h
             return h, w, grey
     except Exception as e:  # PIL raises many types for a bad file; each is the same one line to the user
         raise UserError(f"{path}: not a readable image ({_reason(e)})") from None
-
-
-def _orientation(im) -> int:
-    """The EXIF orientation PIL sees without decoding: a PNG's eXIf chunk counts only before the pixels (libpng
-    reads it there too, and PIL would decode the whole image to look further)."""
-    from PIL import Image
-
-    if im.format == "PNG":
-        if "exif" not in im.info:
-            return 1
-        exif = Image.Exif()
-        exif.load(im.info["exif"])
-        return int(exif.get(ORIENTATION, 1))
-    return int(im.getexif().get(ORIENTATION, 1))
 
 
 def _reason(e: Exception) -> str:

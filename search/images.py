@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from search.decode import Decoding, header, read_image, to_channels
 from search.errors import UserError
@@ -102,18 +101,7 @@ def scan_folder(root: Path) -> Listing:
 def decode(path: Path, channels: int, size: tuple[int, int] | None = None,
            decoding: Decoding = Decoding()) -> torch.Tensor:
     """One image file -> uint8 (channels, H, W), resized to `size` (H, W) when given. UserError names the file."""
-    x = read_image(str(path), channels, decoding)
-    if size is not None:
-        x = resize(x.unsqueeze(0), size)[0]
-    return x.contiguous()
-
-
-def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """uint8 (N, C, H, W) -> uint8 (N, C, *size): bilinear, antialiased when shrinking."""
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    out = F.interpolate(x.float(), size=tuple(size), mode="bilinear", antialias=True, align_corners=False)
-    return out.round_().clamp_(0, 255).to(torch.uint8)
+    return read_image(str(path), channels, decoding, size)
 
 
 def _decode_chunk(args) -> tuple[int, object]:
@@ -124,10 +112,8 @@ def _decode_chunk(args) -> tuple[int, object]:
     torch.set_num_threads(1)
     out = []
     for f in files:
-        x = read_image(f, channels, decoding)
-        if size is not None and tuple(x.shape[1:]) != size:
-            x = resize(x.unsqueeze(0), size)[0]
-        elif size is None and tuple(x.shape[1:]) != expect:
+        x = read_image(f, channels, decoding, size)
+        if size is None and tuple(x.shape[1:]) != expect:
             raise UserError(f"images of different sizes ({expect[0]}x{expect[1]}, and {x.shape[1]}x{x.shape[2]} in {f}): "
                             f"set data.image_size (an int, or [height, width]) to resize them all to one")
         out.append(x)

@@ -129,16 +129,16 @@ def write_image_folder(root: Path, ext: str = "png", channels: int = 1, size: in
     from torchvision.io import encode_jpeg, encode_png
 
     from search import data as D
-    from search import images as I
+    from search.decode import resize, to_channels
     from search.space import data_config
 
     raw = D._cached_raw(data_config(dataset="fashion_mnist", root=str(FM_SLICE)))
     for split, x, y in (("train", raw["train_x"], raw["train_y"]), ("test", raw["test_x"], raw["test_y"])):
         if split == "test" and not test:
             continue
-        x = I.to_channels(x, channels)
+        x = to_channels(x, channels)
         if size:
-            x = I.resize(x, (size, size))
+            x = resize(x, (size, size))
         for c in range(10):
             idx = (y == c).nonzero().squeeze(1)
             keep = len(idx) // 10 if (split == "train" and c == cut) else per_class or len(idx)

@@ -16,7 +16,8 @@ from helpers import FM_SLICE
 from search import data as D
 from search import images as I
 from search import metrics
-from search.decode import BEFORE_DECODING_RECORDED, Decoding, header, read_image
+from search.errors import UserError
+from search.decode import BEFORE_DECODING_RECORDED, Decoding, header, orientation, read_image, resize, to_channels
 from search.space import data_config
 
 WHITE, BLACK = Decoding(), Decoding(background=(0, 0, 0))
@@ -56,11 +57,30 @@ def test_a_phone_jpeg_stored_sideways_with_orientation_6_decodes_upright(tmp_pat
     got = read_image(tagged, 3).permute(1, 2, 0).numpy()
     assert got.shape == photo.shape  # 20 x 28, as shown, not 28 x 20 as stored
     assert np.array_equal(got, np.rot90(read_image(plain, 3).permute(1, 2, 0).numpy(), -1))  # exactly the turn
-    luma = I.to_channels(torch.from_numpy(photo).permute(2, 0, 1)[None], 1)[0, 0].numpy().astype(int)
+    luma = to_channels(torch.from_numpy(photo).permute(2, 0, 1)[None], 1)[0, 0].numpy().astype(int)
     seen = read_image(tagged, 1)[0].numpy().astype(int)
     assert np.abs(seen - luma).mean() < 2 < 8 < np.abs(np.flip(seen, 0) - luma).mean()  # the picture, up to JPEG's loss
     assert header(tagged) == (20, 28, False)  # nas-init's scan of sizes sees it upright too
     assert read_image(tagged, 3, BEFORE_DECODING_RECORDED).shape[1:] == (28, 20)  # older models: as they trained
+    small = read_image(tagged, 3, size=(10, 14))  # resized as stored, then turned: the same pixels, up to rounding
+    assert (small.int() - resize(torch.from_numpy(got).permute(2, 0, 1)[None], (10, 14))[0].int()).abs().max() <= 1
+
+
+def test_the_orientation_is_read_from_either_byte_order_among_other_tags(tmp_path, photo):
+    exif = Image.Exif()  # PIL writes big-endian ("MM"), the orientation after the camera's make and model
+    exif[0x010F], exif[0x0110], exif[0x0112] = "Phone", "Model X", 8
+    Image.fromarray(photo).save(tmp_path / "mm.jpg", "JPEG", exif=exif.tobytes())
+    data = (tmp_path / "mm.jpg").read_bytes()
+    assert data[data.find(b"Exif") + 6:][:2] == b"MM" and orientation(data, ".jpg") == 8
+    entries = [(0x010F, 2, 1, 0), (0x0112, 3, 1, 3)]  # little-endian ("II"), by hand: make, then orientation 3
+    tiff = b"II*\0" + (8).to_bytes(4, "little") + len(entries).to_bytes(2, "little") + b"".join(
+        t.to_bytes(2, "little") + k.to_bytes(2, "little") + n.to_bytes(4, "little") + v.to_bytes(4, "little")
+        for t, k, n, v in entries) + bytes(4)
+    segment = b"Exif\0\0" + tiff
+    jpeg = data[:2] + b"\xff\xe1" + (len(segment) + 2).to_bytes(2, "big") + segment + data[data.find(b"\xff\xdb"):]
+    assert orientation(jpeg, ".jpg") == 3  # PIL's block replaced by the little-endian one
+    assert read_image(str(tmp_path / "mm.jpg"), 3).shape[1:] == (28, 20)
+    assert orientation(b"\xff\xd8\xff\xda" + bytes(100), ".jpg") == 1  # no Exif before the pixels: upright
 
 
 @pytest.mark.parametrize("fmt", ["PNG", "WEBP", "TIFF"])
@@ -182,5 +202,5 @@ def test_an_npz_says_the_pixel_range_it_found(tmp_path):
     d = D.load(data_config(dataset="arrays", root=str(tmp_path / "f255.npz")), "cpu", 0)
     assert "whole-number floats from 0 to 240" in d.notes[0] and d.train.x.max() == 240
     np.savez(tmp_path / "norm.npz", x_train=x / 8.0 - 1, y_train=y, x_test=x / 8.0 - 1, y_test=y)
-    with pytest.raises(I.UserError, match=r"x_train: dtype float64, from -1 to 1 \(expected uint8 pixels"):
+    with pytest.raises(UserError, match=r"x_train: dtype float64, from -1 to 1 \(expected uint8 pixels"):
         I.read_npz(tmp_path / "norm.npz")

@@ -2,10 +2,12 @@
 
     python tests/benchmarks/images_as_they_come.py exif [--work /tmp/iatc] [--old CHECKOUT] [--repeats 3]
         Fashion-MNIST test images as 64-px colour JPEGs (10,000) and as 256-px ones (2,000, closer to a photo),
-        each stored sideways with EXIF orientation 6, the way a phone writes them. The folder decode (images.decode_all,
-        2 processes) of today's code (which turns them upright) against CHECKOUT's (a git worktree of the code before
-        it, which ignores the tag), each in a fresh process, alternating, `repeats` times; the median images/s of each
-        and the ratio. Every file is read once first, so neither pays the disk.
+        each stored sideways with EXIF orientation 6, the way a phone writes them; the 256-px ones decoded at their own
+        size and resized to 64 px (data.image_size, as nas-init sets it for large images). The folder decode
+        per file (images.decode, one thread: what each decoding process does) of today's code (which turns them
+        upright) against CHECKOUT's (the code before it, which ignores the tag: `git archive f9bd563 search models |
+        tar -x -C CHECKOUT`), in one process, interleaved, `repeats` passes each; the fastest pass's images/s of
+        each and the ratio. Every file is read once first, so neither pays the disk.
 
     python tests/benchmarks/images_as_they_come.py imbalanced [--work /tmp/iatc] [--minutes 10] [--seeds 0 1 2]
         A 10:1 imbalanced 28-px PNG folder: the 8,000-image Fashion task (vs_hand.build_task) with three classes
@@ -49,7 +51,7 @@ def _jpeg_folder(out: Path, side: int, n: int) -> Path:
     from PIL import Image
 
     from search import data as D
-    from search import images as I
+    from search.decode import resize, to_channels
     from vs_hand import SOURCE
 
     x = D._read_idx(SOURCE / "t10k-images-idx3-ubyte.gz")[:n].unsqueeze(1)
@@ -58,46 +60,57 @@ def _jpeg_folder(out: Path, side: int, n: int) -> Path:
     exif = Image.Exif()
     exif[0x0112] = 6
     for i in range(n):
-        pixels = I.resize(I.to_channels(x[i:i + 1], 3), (side, side))[0].permute(1, 2, 0).numpy()
+        pixels = resize(to_channels(x[i:i + 1], 3), (side, side))[0].permute(1, 2, 0).numpy()
         folder = out / names[int(y[i])]
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(np.rot90(pixels, 1).copy()).save(folder / f"{i:05d}.jpg", "JPEG", quality=90, exif=exif.tobytes())
     return out
 
 
-CHILD = """
-import json, sys, time
-sys.path.insert(0, sys.argv[1])
-from search import images as I
-files = [line for line in open(sys.argv[2]).read().splitlines()]
-t0 = time.perf_counter()
-x, _, _ = I.decode_all(files, 3, None)
-print(json.dumps({"seconds": time.perf_counter() - t0, "shape": list(x.shape)}))
-"""
+def _old_package(old: Path, work: Path):
+    """CHECKOUT's search/ and models/ as the packages search_old and models_old (imports rewritten), so that both
+    codes decode in one process, interleaved: timings of separate processes on this 2-core VM differed by up to 40%
+    between runs of the same code."""
+    import re
+    import shutil
+
+    root = work / "old_packages"
+    shutil.rmtree(root, ignore_errors=True)
+    for name in ("search", "models"):
+        shutil.copytree(old / name, root / f"{name}_old")
+    for f in root.rglob("*.py"):
+        f.write_text(re.sub(r"\b(from|import) (search|models)\b", r"\1 \2_old", f.read_text()))
+    sys.path.insert(0, str(root))
+    from search_old import images
+
+    return images
 
 
 def exif(work: Path, old: Path, repeats: int) -> None:
-    for side, n in ((64, 10_000), (256, 2_000)):
+    import torch
+
+    from search import images as today
+
+    before = _old_package(old, work)
+    torch.set_num_threads(1)  # as in each decoding process
+    for side, n, size in ((64, 10_000, None), (256, 2_000, None), (256, 2_000, (64, 64))):
         folder = _jpeg_folder(work / f"exif{side}", side, n)
-        files = sorted(str(f) for f in folder.rglob("*.jpg"))
-        listing = work / f"exif{side}.txt"
-        listing.write_text("\n".join(files))
+        files = sorted(folder.rglob("*.jpg"))
         for f in files:
-            Path(f).read_bytes()
+            f.read_bytes()
         seconds = {"today": [], "before": []}
-        shapes = {}
         for _ in range(repeats):
-            for label, code in (("today", ROOT), ("before", old)):
-                r = subprocess.run([sys.executable, "-c", CHILD, str(code), str(listing)], capture_output=True,
-                                   text=True, check=True, cwd="/")
-                row = json.loads(r.stdout.strip().splitlines()[-1])
-                seconds[label].append(row["seconds"])
-                shapes[label] = row["shape"]
-        a, b = (n / statistics.median(seconds[k]) for k in ("today", "before"))
-        print(f"{n:,} JPEGs {side}x{side} stored sideways (orientation 6), median of {repeats}: "
-              f"today {a:,.0f} images/s (decoded {tuple(shapes['today'])}, upright), "
-              f"before {b:,.0f} images/s (decoded {tuple(shapes['before'])}, as stored); "
-              f"today / before = {a / b:.3f}", flush=True)
+            for label, code in (("today", today), ("before", before)):
+                t0 = time.perf_counter()
+                shape = [code.decode(f, 3, size).shape for f in files][-1]
+                seconds[label].append(time.perf_counter() - t0)
+                if label == "today":
+                    shown = shape
+        a, b = (n / min(seconds[k]) for k in ("today", "before"))
+        to = "at their own size" if size is None else f"resized to {size[0]} px (data.image_size)"
+        print(f"{n:,} JPEGs {side}x{side} stored sideways (orientation 6), decoded {to}, fastest of {repeats} "
+              f"interleaved passes, one thread: today {a:,.0f} images/s (upright, {tuple(shown)}), before {b:,.0f} "
+              f"images/s (as stored); today / before = {a / b:.3f}", flush=True)
 
 
 # --- the metric on an imbalanced folder ---

@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 from search import data as D  # noqa: E402
 from search.catalogue import DATASETS  # noqa: E402
-from search import images as I  # noqa: E402
+from search.decode import resize, to_channels  # noqa: E402
 from search.space import data_config  # noqa: E402
 
 SOURCE = Path("/usr/share/datasets/fashion-mnist")
@@ -116,7 +116,7 @@ def run(work: Path, trials: int, minutes: float, source: str, workers: str) -> N
     data = work / (name if source == "jpg32" else name + ".npz")
     if source == "jpg32" and not (data / "test").exists():  # 32-px RGB JPEGs, train/ and test/
         for split in ("train", "test"):
-            x = I.resize(I.to_channels(raw[f"{split}_x"], 3), (32, 32))
+            x = resize(to_channels(raw[f"{split}_x"], 3), (32, 32))
             write_folder(data / split, x, raw[f"{split}_y"], _names(), "jpg")
     elif source == "npz" and not data.exists():  # the IDX pixels as they are, 28-px grey
         np.savez(data, **{f"{k[-1]}_{k[:-2]}": raw[k].numpy() for k in ("train_x", "train_y", "test_x", "test_y")},

@@ -45,7 +45,7 @@ from own_images import write_folder  # noqa: E402
 from vs_hand import SOURCE  # noqa: E402
 
 from search import data as D  # noqa: E402
-from search import images as I  # noqa: E402
+from search.decode import resize, to_channels  # noqa: E402
 
 TASKS = {  # name: (side, channels, training images, test images, class groups (None: every class its own))
     "fm8k": (28, 1, 8000, 2000, None),
@@ -69,8 +69,8 @@ def build(work: Path, name: str) -> Path:
         x, y = x[keep], torch.tensor([label[int(v)] for v in y[keep]])
         _, part = D.stratified_split(y, n / len(y), 0)
         x = x[part].unsqueeze(1) if x.dim() == 3 else x[part]  # (N, 1, H, W)
-        x = I.to_channels(x, channels)
-        x = I.resize(x, (side, side)) if side != x.shape[-1] else x
+        x = to_channels(x, channels)
+        x = resize(x, (side, side)) if side != x.shape[-1] else x
         write_folder(out / split, x, y[part], [f"class{g}" for g in range(len(groups))], "png")
     return out
 
