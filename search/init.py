@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import statistics
 from collections import Counter
@@ -112,7 +113,7 @@ budget:
 search:
   trials: 40
   metric: {metric}
-  pruner: successive_halving  # first rung at ~epochs / 7 (search.min_epochs), 1 in 3 goes on at each rung
+{search_epochs}  pruner: successive_halving  # first rung at ~epochs / 7 (search.min_epochs), 1 in 3 goes on at each rung
   reduction_factor: 3
   race_top: 3
   race_seeds: 2
@@ -230,8 +231,31 @@ def metric_line(ratio: float) -> str:
     return f"accuracy            # classes balanced within {BALANCED_ABOVE:g}:1 ({ratio:.1f}:1); balanced_accuracy for more"
 
 
+SEARCH_SHARE = 0.6  # with --minutes, the search's share of the wall-clock (nas-run sizes the race and retrain to <= 40%)
+DESIGN_SHARE = 1 / 3  # of the search's share, the most the two designs (trained first, at full planned length) may take
+MIN_SEARCH_EPOCHS = 4
+
+
+def search_epochs(retrain_epochs: int, epoch_seconds: float, minutes: float, workers: int) -> int:
+    """`search.epochs` for a `--minutes` run: the longest planned length (up to the retrain's) at which the two
+    designs, trained first on `workers` single-thread workers, take at most DESIGN_SHARE of the search's time, so
+    that sampled candidates get the rest; never below MIN_SEARCH_EPOCHS (or the retrain's, if fewer)."""
+    waves = math.ceil(2 / max(1, workers))
+    fit = int(minutes * 60 * SEARCH_SHARE * DESIGN_SHARE / (waves * epoch_seconds))
+    return max(min(MIN_SEARCH_EPOCHS, retrain_epochs), min(retrain_epochs, fit))
+
+
+def search_epochs_line(epochs: int | None, retrain_epochs: int, minutes: float | None, epoch_seconds: float) -> str:
+    if epochs is None or epochs >= retrain_epochs:
+        return ""
+    return (f"  epochs: {epochs}               # --minutes {minutes:g}: an epoch takes ~{epoch_seconds:.0f} s on one core, so "
+            f"trials train {epochs} epochs,\n                          # the retrain {retrain_epochs}: the designs leave "
+            "the search two thirds of its time\n")
+
+
 def space_text(name: str, file: str, root: str, kind: str, size: tuple[int, int] | None, channels: int | None, meta: Meta,
-               n_train: int, params: int, macs: int, minutes: float | None, ratio: float = 1.0) -> str:
+               n_train: int, params: int, macs: int, minutes: float | None, ratio: float = 1.0,
+               search_epochs_text: str = "") -> str:
     """The space file, commented for the reader who will edit it."""
     side = max(meta.height, meta.width)
     colour = meta.channels == 3
@@ -252,10 +276,29 @@ def space_text(name: str, file: str, root: str, kind: str, size: tuple[int, int]
         channels=meta.channels, n_train=n_train, design_note=note, file=file,
         minutes=f" --minutes {minutes:g}" if minutes else "", name=name, kind=kind, size_line=size_line,
         channel_line=channel_line, val=0.25 if n_train <= 20_000 else 0.1, stages="\n".join(stages), model_keys=keys,
-        augment=augment_lines(side, colour), metric=metric_line(ratio), params=params, macs=macs, design_name=design_name,
+        augment=augment_lines(side, colour), metric=metric_line(ratio), search_epochs=search_epochs_text, params=params, macs=macs, design_name=design_name,
         design=_yaml_items(design), epochs=epochs,
         epochs_note=f"{REFERENCE[1]} x sqrt({REFERENCE[0]:,} / {n_train:,} training images): a smaller set needs "
                     f"more passes; in {EPOCHS_RANGE[0]}-{EPOCHS_RANGE[1]}")
+
+
+def design_epoch_seconds(space, meta: Meta, n_images: int) -> float:
+    """Seconds one search epoch of the first design takes in a single-thread worker (as `--workers auto` runs on a
+    CPU), from a few timed training steps on this machine."""
+    import torch
+
+    from search import budget as B
+    from search import check
+
+    cand, model = check.design_models(space, meta)[0]
+    n_val = round(n_images * space.data.val_fraction)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        sps = B.seconds_per_step(model, cand.train, meta, "cpu")
+    finally:
+        torch.set_num_threads(threads)
+    return B.estimate_train_seconds(sps, cand.train.batch_size, n_images - n_val, n_val, 1)
 
 
 def init(data_path: str, params: int = 8000, macs: int | None = None, minutes: float | None = None,
@@ -280,15 +323,25 @@ def init(data_path: str, params: int = 8000, macs: int | None = None, minutes: f
     m = data.meta
     macs = macs or int(MACS_PER_PARAM_PIXEL * params * m.height * m.width)
     study = re.sub(r"[^A-Za-z0-9_.-]+", "_", target.stem) or name
-    text = space_text(study, str(target), str(path), kind, size, cfg.channels, m, len(data.train) + len(data.val),
-                      params, macs, minutes, imbalance(data))
+    n = len(data.train) + len(data.val)
+    text = space_text(study, str(target), str(path), kind, size, cfg.channels, m, n, params, macs, minutes, imbalance(data))
     space = S.parse(S.read_yaml(text), str(target), text)  # as nas-run will read it
     B.preflight(space, m)  # a budget no candidate of this space meets is one line here, not a file that fails later
+    if minutes:
+        seconds = design_epoch_seconds(space, m, n)
+        epochs = search_epochs(space.retrain.epochs, seconds, minutes, os.cpu_count() or 1)
+        line = search_epochs_line(epochs, space.retrain.epochs, minutes, seconds)
+        if line:
+            text = space_text(study, str(target), str(path), kind, size, cfg.channels, m, n, params, macs, minutes,
+                              imbalance(data), line)
+            space = S.parse(S.read_yaml(text), str(target), text)
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(text)
     pools = sum(1 for stage in space.stages if stage["pool"].value is True)
+    shorter = f" (search trials {space.search.epochs}, to fit --minutes {minutes:g})" if (
+        space.search.epochs < space.retrain.epochs) else ""
     console.print(f"wrote {target}: convnet space, <= {params:,} params and {macs:,} MACs per image, {pools} pool(s) "
-                  f"for {m.height}x{m.width} px, {space.retrain.epochs} epochs for {len(data.train) + len(data.val):,} "
-                  f"training images, selected on {space.search.metric.replace('_', ' ')}", highlight=False)
+                  f"for {m.height}x{m.width} px, {space.retrain.epochs} epochs{shorter} for {n:,} training images, "
+                  f"selected on {space.search.metric.replace('_', ' ')}", highlight=False)
     console.print(f"next: nas-run {target} --trials 40{f' --minutes {minutes:g}' if minutes else ''}", highlight=False)
     return 0
