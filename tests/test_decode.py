@@ -85,13 +85,13 @@ def test_the_orientation_is_read_from_either_byte_order_among_other_tags(tmp_pat
 
 @pytest.mark.parametrize("fmt", ["PNG", "WEBP", "TIFF"])
 def test_every_orientation_in_png_webp_and_tiff_matches_what_a_viewer_shows(tmp_path, photo, fmt):
-    """PNG (libpng reads its eXIf chunk), WebP (its EXIF chunk, read here), TIFF (PIL), lossless each."""
+    """PNG (its eXIf chunk), WebP (its EXIF chunk), TIFF (PIL), lossless each."""
     stored = Image.fromarray(photo)
-    for orientation in range(1, 9):
+    for turn in range(1, 9):
         kw = {"lossless": True} if fmt == "WEBP" else {}
-        path = _save(stored, tmp_path / f"o{orientation}.{fmt.lower()}", fmt, orientation, **kw)
+        path = _save(stored, tmp_path / f"o{turn}.{fmt.lower()}", fmt, turn, **kw)
         got = read_image(path, 3).permute(1, 2, 0).numpy()
-        assert np.array_equal(got, _upright(stored, orientation)), (fmt, orientation)
+        assert np.array_equal(got, _upright(stored, turn)), (fmt, turn)
         assert header(path)[:2] == got.shape[:2]
 
 
