@@ -102,7 +102,7 @@ train:
   weight_decay: {{low: 1e-5, high: 1e-3, log: true}}
   scheduler: [onecycle, cosine]
   label_smoothing: [0.0, 0.05, 0.1]
-  augment:
+{class_weight}  augment:
 {augment}
 
 budget:
@@ -223,6 +223,13 @@ def augment_lines(side: int, colour: bool) -> str:
     return "\n".join(lines)
 
 
+def class_weight_line(ratio: float) -> str:
+    """Imbalanced over BALANCED_ABOVE : 1: the search may weight the loss by class (or not)."""
+    if ratio <= BALANCED_ABOVE:
+        return ""
+    return "  class_weight: [none, balanced]   # balanced: each class weighs the same in the loss, whatever its count\n"
+
+
 def metric_line(ratio: float) -> str:
     """search.metric and its comment: balanced accuracy when the classes are imbalanced over BALANCED_ABOVE : 1."""
     if ratio > BALANCED_ABOVE:
@@ -276,7 +283,7 @@ def space_text(name: str, file: str, root: str, kind: str, size: tuple[int, int]
         channels=meta.channels, n_train=n_train, design_note=note, file=file,
         minutes=f" --minutes {minutes:g}" if minutes else "", name=name, kind=kind, size_line=size_line,
         channel_line=channel_line, val=0.25 if n_train <= 20_000 else 0.1, stages="\n".join(stages), model_keys=keys,
-        augment=augment_lines(side, colour), metric=metric_line(ratio), search_epochs=search_epochs_text, params=params, macs=macs, design_name=design_name,
+        augment=augment_lines(side, colour), metric=metric_line(ratio), class_weight=class_weight_line(ratio), search_epochs=search_epochs_text, params=params, macs=macs, design_name=design_name,
         design=_yaml_items(design), epochs=epochs,
         epochs_note=f"{REFERENCE[1]} x sqrt({REFERENCE[0]:,} / {n_train:,} training images): a smaller set needs "
                     f"more passes; in {EPOCHS_RANGE[0]}-{EPOCHS_RANGE[1]}")

@@ -86,10 +86,13 @@ class Recipe:
     gamma: float  # lr factor of step / multistep / exponential
     step_fraction: float  # step: spacing, a share of the run
     label_smoothing: float
+    class_weight: str = "none"  # none | balanced: each class's loss weighted by n / (classes x its images)
     augment: Augment = Augment()
 
     def to_json(self) -> dict:
-        return {**{f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "augment"},
+        # class_weight came later: left out at its default, so candidates stored before it read and compare the same
+        skip = ("augment",) + (("class_weight",) if self.class_weight == "none" else ())
+        return {**{f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip},
                 "augment": dataclasses.asdict(self.augment)}
 
     @classmethod

@@ -269,7 +269,7 @@ def retrain_and_export(study, space: Space, trial, data: D.Data, out: Path, cons
         return prev, None
     r = space.retrain
     console.print(f"retraining trial {trial.number} ({rec.read(trial).params or 0:,} params): "
-                  f"{r.seeds} seeds x {r.epochs} epochs on {r.train_on}")
+                  f"{r.seeds} seed{'s' if r.seeds != 1 else ''} x {r.epochs} epochs on {r.train_on}")
     results, model = retrain(trial, space, data, rec.trial_seed(space.search.seed, trial.number),
                              log=lambda line: console.print("  " + line, highlight=False),
                              workers=ctx.workers if ctx else 1, threads=ctx.threads if ctx else 1,

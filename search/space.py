@@ -147,6 +147,7 @@ TRAIN = {
     "gamma": Spec(float, 0.1, "a number in (0, 1]", _num(0, 1, lo_open=True)),
     "step_fraction": Spec(float, 1 / 3, "a number in (0, 1)", _num(0, 1, True, True)),
     "label_smoothing": Spec(float, 0.0, *FRACTION),
+    "class_weight": _s(("none", "balanced"), "none"),
 }
 AUGMENT = {
     "crop": Spec(int, 0, "an integer >= 0 (padding in pixels)", _num(0)),

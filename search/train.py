@@ -96,8 +96,18 @@ def channels_last(device: torch.device) -> bool:
     return device.type == "cuda" or torch.get_num_threads() == 1
 
 
-def make_step(model: nn.Module, opt, r: Recipe, mean: torch.Tensor, std: torch.Tensor):
-    """One training step on a uint8 batch: augment, normalize, forward, backward, update -> loss tensor."""
+def class_weights(y: torch.Tensor, classes: int) -> torch.Tensor:
+    """`class_weight: balanced`: n / (classes present x n_c) per class (scikit-learn's "balanced"), so every class
+    weighs as much in the loss whatever its count; 0 for a class without training images."""
+    counts = torch.bincount(y, minlength=classes).float()
+    present = (counts > 0).sum()
+    return torch.where(counts > 0, len(y) / (present * counts.clamp(min=1)), torch.zeros_like(counts))
+
+
+def make_step(model: nn.Module, opt, r: Recipe, mean: torch.Tensor, std: torch.Tensor,
+              weight: torch.Tensor | None = None):
+    """One training step on a uint8 batch: augment, normalize, forward, backward, update -> loss tensor. `weight`:
+    per-class loss weights (class_weight: balanced)."""
     nhwc = channels_last(mean.device)
     half = bf16(mean.device)
     if nhwc:
@@ -111,7 +121,7 @@ def make_step(model: nn.Module, opt, r: Recipe, mean: torch.Tensor, std: torch.T
         if nhwc:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=half):
-            loss = F.cross_entropy(model(x), yb, label_smoothing=smoothing)
+            loss = F.cross_entropy(model(x), yb, weight=weight, label_smoothing=smoothing)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -169,7 +179,8 @@ def train(
     cheap_steps = max(1, round(cheap_fraction * n) // bs)
     opt = make_optimizer(model, recipe)
     sched, per_step = make_scheduler(opt, recipe, epochs, steps, cheap_epochs * cheap_steps + (epochs - cheap_epochs) * steps)
-    step = make_step(model, opt, recipe, mean, std)
+    weight = class_weights(train_split.y, model.config.num_classes) if recipe.class_weight == "balanced" else None
+    step = make_step(model, opt, recipe, mean, std, weight)
     hist = History(cheap_epochs=cheap_epochs, images_per_full_epoch=steps * bs)
     for epoch in range(epochs):
         epoch_steps = cheap_steps if epoch < cheap_epochs else steps

@@ -9,14 +9,15 @@
         tar -x -C CHECKOUT`), in one process, interleaved, `repeats` passes each; the fastest pass's images/s of
         each and the ratio. Every file is read once first, so neither pays the disk.
 
-    python tests/benchmarks/images_as_they_come.py imbalanced [--work /tmp/iatc] [--minutes 10] [--seeds 0 1 2]
-        A 10:1 imbalanced 28-px PNG folder: the 8,000-image Fashion task (vs_hand.build_task) with three classes
-        (shirt, pullover, coat: the ones most often confused) cut to a tenth, tested on the balanced 10,000 test images.
-        nas-init writes its space (it picks balanced_accuracy); nas-run then searches it with search.metric
-        balanced_accuracy and with accuracy at the same --minutes and study seed, the two runs side by side with
-        --workers 1 each (one core each). Per run: the winner's test balanced accuracy and accuracy (mean ± std over
-        its retrain seeds), and the exported model's recall of each cut class. Rows go to WORK/imbalanced.jsonl; the
-        table is printed at the end (and by `... imbalanced --table`).
+    python tests/benchmarks/images_as_they_come.py imbalanced [--work /tmp/iatc] [--train 4000] [--minutes 6]
+                                                               [--seeds 0 1 2]
+        A 10:1 imbalanced 28-px PNG folder: `--train` Fashion training images drawn stratified (vs_hand.build_task)
+        with three classes (shirt, pullover, coat: the ones most often confused) cut to a tenth, tested on the balanced
+        10,000 test images. `nas-init --minutes M` writes its space (it picks balanced_accuracy and lets the search
+        weight the loss by class); nas-run then searches it with search.metric balanced_accuracy and with accuracy at
+        the same --minutes and study seed, one after the other (--workers auto). Per run: the winner's test balanced
+        accuracy and accuracy (mean ± std over its retrain seeds), its class_weight, and the exported model's recall of
+        each cut class. Rows go to WORK/imbalanced.jsonl; the table is printed at the end (and by `--table`).
 """
 from __future__ import annotations
 
@@ -115,8 +116,8 @@ def exif(work: Path, old: Path, repeats: int) -> None:
 
 # --- the metric on an imbalanced folder ---
 
-def _imbalanced_folder(work: Path) -> Path:
-    out = work / "fm_10to1"
+def _imbalanced_folder(work: Path, n_train: int) -> Path:
+    out = work / f"fm{n_train}_10to1"
     if (out / "test").exists():
         return out
     import torch
@@ -126,7 +127,7 @@ def _imbalanced_folder(work: Path) -> Path:
     from search.space import data_config
     from vs_hand import build_task
 
-    raw = D._cached_raw(data_config(dataset="fashion_mnist", root=str(build_task(work / "fm8k_idx"))))
+    raw = D._cached_raw(data_config(dataset="fashion_mnist", root=str(build_task(work / f"fm{n_train}_idx", n_train))))
     names, y = _names(), raw["train_y"]
     keep = []
     for c in range(10):
@@ -141,12 +142,12 @@ def _imbalanced_folder(work: Path) -> Path:
 def _space(work: Path, folder: Path, metric: str, seed: int, minutes: float) -> Path:
     import yaml
 
-    base = work / "fm_10to1.yaml"
+    base = work / f"{folder.name}.yaml"
     if not base.exists():
         subprocess.run(["nas-init", str(folder), "--params", "8000", "--minutes", f"{minutes:g}", "--out", str(base)],
                        check=True)
     raw = yaml.safe_load(base.read_text())
-    name = f"fm_10to1_{metric}_s{seed}"
+    name = f"{folder.name}_{metric}_s{seed}"
     raw["name"] = name
     raw["search"].update(metric=metric, seed=seed)
     out = work / f"{name}.yaml"
@@ -176,29 +177,26 @@ def _row(work: Path, space: Path, metric: str, seed: int, seconds: float) -> dic
     cm = metrics.confusion(pred, data.test.y, 10)
     recall = dict(zip(data.meta.class_names, metrics.recalls(cm)))
     balanced = [metrics.balanced_accuracy(cm)] if r.balanced() is None else [x.test_balanced_acc for x in r.runs]
+    winner = next(t for t in study.trials if t.number == r.trial)
     return {"metric": metric, "seed": seed, "trial": r.trial, "balanced": balanced,
+            "class_weight": winner.params.get("train.class_weight", "none"),
             "accuracy": [x.test_acc for x in r.runs], "cut_recall": {c: recall[c] for c in CUT},
             "exported_balanced": metrics.balanced_accuracy(cm), "seconds": round(seconds, 1),
             "trained": sum(1 for t in study.trials if t.user_attrs.get("trained") and "race_of" not in t.user_attrs)}
 
 
-def imbalanced(work: Path, minutes: float, seeds: list[int]) -> None:
-    folder = _imbalanced_folder(work)
+def imbalanced(work: Path, n_train: int, minutes: float, seeds: list[int]) -> None:
+    folder = _imbalanced_folder(work, n_train)
     rows = work / "imbalanced.jsonl"
     for seed in seeds:
-        spaces = {m: _space(work, folder, m, seed, minutes) for m in ("balanced_accuracy", "accuracy")}
-        started, procs = time.perf_counter(), {}
-        for metric, space in spaces.items():  # side by side: one core each
-            log = open(work / f"{space.stem}.log", "w")
-            procs[metric] = subprocess.Popen(["nas-run", str(space), "--minutes", f"{minutes:g}", "--workers", "1",
-                                              "--studies", str(work / "studies")], stdout=log, stderr=subprocess.STDOUT)
-        for metric, p in procs.items():
-            if p.wait() != 0:
-                raise SystemExit(f"nas-run {spaces[metric]} failed: see {work / (spaces[metric].stem + '.log')}")
-        seconds = time.perf_counter() - started
-        with rows.open("a") as f:
-            for metric, space in spaces.items():
-                f.write(json.dumps(_row(work, space, metric, seed, seconds)) + "\n")
+        for metric in ("balanced_accuracy", "accuracy"):
+            space = _space(work, folder, metric, seed, minutes)
+            started = time.perf_counter()
+            with open(work / f"{space.stem}.log", "w") as log:
+                subprocess.run(["nas-run", str(space), "--minutes", f"{minutes:g}", "--studies", str(work / "studies")],
+                               stdout=log, stderr=subprocess.STDOUT, check=True)
+            with rows.open("a") as f:
+                f.write(json.dumps(_row(work, space, metric, seed, time.perf_counter() - started)) + "\n")
     table(work)
 
 
@@ -208,12 +206,13 @@ def table(work: Path) -> None:
     def ms(values) -> str:
         return f"{statistics.fmean(values):.4f} ± {statistics.stdev(values) if len(values) > 1 else 0:.4f}"
 
-    print("| selected on | study seed | trained trials | test balanced accuracy | test accuracy | recall shirt / "
-          "pullover / coat (exported model) |")
-    print("|---|---|---|---|---|---|")
+    print("| selected on | study seed | trained trials | winner (class_weight) | test balanced accuracy | test accuracy "
+          "| recall shirt / pullover / coat (exported model) | wall-clock |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in sorted(rows, key=lambda r: (r["metric"], r["seed"])):
         cut = " / ".join(f"{r['cut_recall'][c]:.3f}" for c in CUT)
-        print(f"| {r['metric']} | {r['seed']} | {r['trained']} | {ms(r['balanced'])} | {ms(r['accuracy'])} | {cut} |")
+        print(f"| {r['metric']} | {r['seed']} | {r['trained']} | trial {r['trial']} ({r.get('class_weight', '?')}) | "
+              f"{ms(r['balanced'])} | {ms(r['accuracy'])} | {cut} | {r['seconds'] / 60:.1f} min |")
     for metric in ("balanced_accuracy", "accuracy"):
         mine = [r for r in rows if r["metric"] == metric]
         if mine:
@@ -229,7 +228,8 @@ if __name__ == "__main__":
     p.add_argument("--work", default="/tmp/iatc")
     p.add_argument("--old", default="/tmp/old_main", help="exif: a git worktree of the code before orientation")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--minutes", type=float, default=10)
+    p.add_argument("--minutes", type=float, default=6)
+    p.add_argument("--train", type=int, default=4000, help="imbalanced: training images drawn before the cut")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--table", action="store_true", help="imbalanced: print the table of the rows so far")
     args = p.parse_args()
@@ -240,4 +240,4 @@ if __name__ == "__main__":
     elif args.table:
         table(work)
     else:
-        imbalanced(work, args.minutes, args.seeds)
+        imbalanced(work, args.train, args.minutes, args.seeds)
