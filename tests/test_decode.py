@@ -64,6 +64,12 @@ def test_a_phone_jpeg_stored_sideways_with_orientation_6_decodes_upright(tmp_pat
     assert read_image(tagged, 3, BEFORE_DECODING_RECORDED).shape[1:] == (28, 20)  # older models: as they trained
     small = read_image(tagged, 3, size=(10, 14))  # resized as stored, then turned: the same pixels, up to rounding
     assert (small.int() - resize(torch.from_numpy(got).permute(2, 0, 1)[None], (10, 14))[0].int()).abs().max() <= 1
+    for c in ("a", "b"):  # in training: a folder of such photos loads upright
+        (tmp_path / "photos" / c).mkdir(parents=True)
+        for i in range(2):
+            (tmp_path / "photos" / c / f"{i}.jpg").write_bytes(open(tagged, "rb").read())
+    raw = D._cached_raw(data_config(dataset="folder", root=str(tmp_path / "photos"), channels=3, test_fraction=0.5))
+    assert all(np.array_equal(x.permute(1, 2, 0).numpy(), got) for x in (*raw["train_x"], *raw["test_x"]))
 
 
 def test_the_orientation_is_read_from_either_byte_order_among_other_tags(tmp_path, photo):
