@@ -275,6 +275,8 @@ def space_text(name: str, file: str, root: str, kind: str, size: tuple[int, int]
         stages, design = digit_design(side)
         keys, design_name = DIGIT_MODEL_KEYS, "the seed task's hand net"
         note = "The design of spaces/mnist_8k.yaml (read it for the why of each\n# key), scaled to this budget."
+    if ratio > BALANCED_ABOVE:  # trained for what it is selected on: a small class's few validation images cannot
+        design["train.class_weight"] = "balanced"  # be relied on to tell the weighted nets (RESULTS.md, imbalance)
     epochs = training_epochs(n_train)
     size_line = f"  image_size: {list(size) if size[0] != size[1] else size[0]}   # resized once at load (antialiased)\n" if size else ""
     channel_line = f"  channels: {channels}\n" if channels else ""

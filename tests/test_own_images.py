@@ -221,6 +221,7 @@ def test_an_imbalanced_folder_is_searched_on_balanced_accuracy_and_nas_predict_e
     assert "imbalanced 10.0:1" in r.stdout and "selected on balanced accuracy" in r.stdout
     assert "metric: balanced_accuracy   # classes imbalanced 10.0:1" in (tmp_path / "shop.yaml").read_text()
     assert "class_weight: [none, balanced]" in (tmp_path / "shop.yaml").read_text()
+    assert S.load(tmp_path / "shop.yaml").search.first_trials[0]["train.class_weight"] == "balanced"
     quick = _tiny(tmp_path / "shop.yaml", "shop_quick")
     r = in_process("nas-run", quick, "--studies", tmp_path / "studies", "--workers", 1, "--format", "onnx", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
