@@ -131,18 +131,20 @@ def test_nas_init_on_a_64_px_colour_folder_writes_designs_that_pool_to_8_px_and_
 
 def test_with_minutes_nas_init_plans_search_trials_short_enough_for_the_designs_to_leave_the_search_time(tmp_path):
     """The two designs train first at full planned length; with --minutes, nas-init plans search trials so that they
-    take at most a third of the search's 60%: 20 min, 20 s an epoch, 2 workers -> 12 epochs; 1 worker -> 6; never
-    below 4 (or the retrain's length); as long as the retrain when that fits."""
+    take at most a third of the search's 60%: 20 min, designs of 20 s an epoch on 2 workers -> 12 epochs; on 1
+    worker -> 6; the slower design sets the pace; never below 4 (or the retrain's length); the retrain's when it fits."""
     from search.init import search_epochs
 
-    assert search_epochs(22, 20.0, 20, 2) == 12 and search_epochs(22, 20.0, 20, 1) == 6
-    assert search_epochs(22, 20.0, 1, 2) == 4 and search_epochs(3, 20.0, 1, 2) == 3 and search_epochs(22, 1.0, 60, 2) == 22
+    assert search_epochs(22, [20.0, 20.0], 20, 2) == 12 and search_epochs(22, [20.0, 20.0], 20, 1) == 6
+    assert search_epochs(22, [5.0, 20.0], 20, 2) == 12 and search_epochs(22, [5.0, 20.0], 20, 1) == 9
+    assert search_epochs(22, [20.0, 20.0], 1, 2) == 4 and search_epochs(3, [20.0] * 2, 1, 2) == 3
+    assert search_epochs(22, [1.0, 1.0], 60, 2) == 22
     images = write_image_folder(tmp_path / "c", "png", channels=3, size=64, per_class=30)
     r = in_process("nas-init", images, "--params", 25000, "--minutes", 0.5, "--out", tmp_path / "c.yaml", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     space, _ = _designs(tmp_path / "c.yaml")
     assert space.search.epochs < space.retrain.epochs and "to fit --minutes 0.5" in r.stdout
-    assert "# --minutes 0.5: an epoch takes" in (tmp_path / "c.yaml").read_text()
+    assert "# --minutes 0.5: an epoch of the designs takes" in (tmp_path / "c.yaml").read_text()
 
 
 def test_nas_init_keeps_the_digit_design_for_small_grey_images(tmp_path):
