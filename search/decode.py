@@ -80,9 +80,9 @@ def _torchvision(data: bytes, ext: str, channels: int | None, decoding: Decoding
     grey_out = channels == 1
     alpha = False
     if ext == ".png":
-        depth, kind, colour_key = _png_header(data)
+        kind, colour_key = _png_header(data)
         if colour_key and kind in (0, 2):  # tRNS on grey or RGB: libpng's modes ignore it
-            return None if decoding.background else _decode(data, GRAY if grey_out or kind == 0 else RGB, decoding)
+            return None if decoding.background else _decode(data, GRAY if grey_out or kind == 0 else RGB)
         alpha = kind in (4, 6) or (kind == 3 and colour_key)
         grey_in = kind in (0, 4)
         if alpha and decoding.background:
@@ -98,7 +98,7 @@ def _torchvision(data: bytes, ext: str, channels: int | None, decoding: Decoding
         alpha = True
     else:
         mode = GRAY if grey_out else UNCHANGED if channels is None else RGB
-    x = _decode(data, mode, decoding)
+    x = _decode(data, mode)
     if x.dim() == 4:  # an animated GIF: its first frame
         x = x[0]
     if x.dtype != torch.uint8:  # 16-bit PNG samples
@@ -108,8 +108,8 @@ def _torchvision(data: bytes, ext: str, channels: int | None, decoding: Decoding
     return x
 
 
-def _decode(data: bytes, mode: int, decoding: Decoding) -> torch.Tensor:
-    """The pixels as stored (orientation is read() and applied by read_image, after any resize)."""
+def _decode(data: bytes, mode: int) -> torch.Tensor:
+    """The pixels as stored (read_image applies the orientation, after any resize)."""
     return torch.ops.image.decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode, False)
 
 
@@ -206,11 +206,11 @@ def _tiff_orientation(tiff: bytes) -> int:
     return 1
 
 
-def _png_header(data: bytes) -> tuple[int, int, bool]:
-    """(bit depth, colour type, has a tRNS chunk) of a PNG."""
+def _png_header(data: bytes) -> tuple[int, bool]:
+    """(colour type, has a tRNS chunk) of a PNG (16-bit samples are found by the decoder's dtype)."""
     if data[:8] != b"\x89PNG\r\n\x1a\n" or len(data) < 33:
         raise ValueError("not a PNG file")
-    return data[24], data[25], _png_chunk(data, b"tRNS") is not None
+    return data[25], _png_chunk(data, b"tRNS") is not None
 
 
 def _png_chunk(data: bytes, name: bytes) -> bytes | None:
