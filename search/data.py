@@ -227,9 +227,11 @@ def _decode_folder(listing: I.Listing, cfg: DataConfig) -> dict:
     else:
         test, test_split = listing.test, None
     files = [f for f, _ in train + test]
-    first = header(Path(files[0]), decoding(cfg))
+    how = decoding(cfg)
+    first = header(Path(files[0]), how)
     I.check_memory(str(listing.root), len(files), cfg.channels or 3, cfg.image_size or first[:2])  # before decoding
-    x, _, _ = I.decode_all(files, cfg.channels, cfg.image_size, decoding(cfg), progress=I.progress_bar(len(files), "decoding", at_least=5000))
+    x, _, _ = I.decode_all(files, cfg.channels, cfg.image_size, how,
+                           progress=I.progress_bar(len(files), "decoding", at_least=5000))
     n = len(train)
     return {"train_x": x[:n], "train_y": torch.tensor([c for _, c in train], dtype=torch.long),
             "test_x": x[n:], "test_y": torch.tensor([c for _, c in test], dtype=torch.long),

@@ -1,7 +1,7 @@
 """Your own images as uint8 tensors: an image folder (a sub-folder per class) or a Keras-style .npz, decoded,
 converted to 1 or 3 channels and resized the same way for training (data.py) and for prediction (nas-predict).
 
-Decoding is decode.py's (orientation, transparency, 16-bit samples), a process per core. Resizing is bilinear with antialiasing, on float pixels rounded back to uint8.
+Decoding and resizing are decode.py's (orientation, transparency, 16-bit samples), a process per core.
 Bad input is one line naming the file or key (UserError, exit 2).
 """
 from __future__ import annotations

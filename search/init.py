@@ -49,17 +49,21 @@ def look(path: Path) -> tuple[str, tuple[int, int] | None, int | None]:
 BALANCED_ABOVE = 3.0  # largest / smallest class: above this ratio the search selects on balanced accuracy
 
 
+def class_counts(data: D.Data) -> list[int]:
+    """Training images (train and validation splits) per class."""
+    per_class = Counter(data.train.y.tolist() + data.val.y.tolist())
+    return [per_class.get(i, 0) for i in range(data.meta.classes)]
+
+
 def imbalance(data: D.Data) -> float:
     """Training images of the largest class per image of the smallest."""
-    per_class = Counter(data.train.y.tolist() + data.val.y.tolist())
-    counts = [per_class.get(i, 0) for i in range(data.meta.classes)]
+    counts = class_counts(data)
     return max(counts) / max(1, min(counts))
 
 
 def data_summary(data: D.Data, kind: str) -> list[str]:
     m = data.meta
-    per_class = Counter(data.train.y.tolist() + data.val.y.tolist())
-    counts = [per_class.get(i, 0) for i in range(m.classes)]
+    counts = class_counts(data)
     lo, hi = min(counts), max(counts)
     names = ", ".join(m.class_names[:8]) + (", ..." if m.classes > 8 else "")
     lines = [f"{kind}: {len(data.train) + len(data.val):,} training images, {len(data.test):,} test images"
@@ -289,7 +293,8 @@ def space_text(name: str, file: str, root: str, kind: str, size: tuple[int, int]
         channels=meta.channels, n_train=n_train, design_note=note, file=file,
         minutes=f" --minutes {minutes:g}" if minutes else "", name=name, kind=kind, size_line=size_line,
         channel_line=channel_line, val=0.25 if n_train <= 20_000 else 0.1, stages="\n".join(stages), model_keys=keys,
-        augment=augment_lines(side, colour), metric=metric_line(ratio), class_weight=class_weight_line(ratio), search_epochs=search_epochs_text, params=params, macs=macs, design_name=design_name,
+        augment=augment_lines(side, colour), metric=metric_line(ratio), class_weight=class_weight_line(ratio),
+        search_epochs=search_epochs_text, params=params, macs=macs, design_name=design_name,
         design=_yaml_items(design), epochs=epochs,
         epochs_note=f"{REFERENCE[1]} x sqrt({REFERENCE[0]:,} / {n_train:,} training images): a smaller set needs "
                     f"more passes; in {EPOCHS_RANGE[0]}-{EPOCHS_RANGE[1]}")

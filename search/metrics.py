@@ -20,6 +20,12 @@ def recalls(cm: torch.Tensor) -> list[float | None]:
     return [h / n if n else None for h, n in zip(hits, totals)]
 
 
+def most_confused(cm: torch.Tensor) -> list[int | None]:
+    """Per class, the class its images are most often wrongly predicted as (None: never wrong, or no images)."""
+    wrong = cm.clone().fill_diagonal_(-1)
+    return [int(row.argmax()) if row.max() > 0 else None for row in wrong]
+
+
 def accuracy(cm: torch.Tensor) -> float:
     return cm.diagonal().sum().item() / max(1, cm.sum().item())
 

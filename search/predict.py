@@ -175,10 +175,9 @@ def evaluation(root: Path, names: list[str], true: torch.Tensor, predicted: torc
     """The figures --evaluate prints and writes: accuracy, balanced accuracy, per class its images, recall and the
     class it is most often taken for, the confusion matrix (rows true, columns predicted)."""
     cm = metrics.confusion(predicted, true, len(names))
-    recall = metrics.recalls(cm)
-    wrong = cm.clone().fill_diagonal_(-1)
+    recall, confused = metrics.recalls(cm), metrics.most_confused(cm)
     per_class = [{"class": n, "images": int(cm[k].sum()), "recall": recall[k],
-                  "most_often_taken_for": names[int(wrong[k].argmax())] if cm[k].sum() > cm[k, k] else None}
+                  "most_often_taken_for": None if confused[k] is None else names[confused[k]]}
                  for k, n in enumerate(names)]
     return {"folder": str(root), "images": int(cm.sum()), "accuracy": metrics.accuracy(cm),
             "balanced_accuracy": metrics.balanced_accuracy(cm), "per_class": per_class,

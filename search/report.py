@@ -218,7 +218,7 @@ class TestSet:
     x: torch.Tensor  # uint8 images, for the misclassified grid
 
     def confusion(self, classes: int) -> torch.Tensor:
-        return torch.bincount(self.y * classes + self.pred, minlength=classes * classes).view(classes, classes)
+        return metrics.confusion(self.pred, self.y, classes)
 
 
 def test_predictions(checkpoint: Path, data: D.Data) -> TestSet:
@@ -493,10 +493,11 @@ def _test_set(page: Page, figures: F.Figures, test: TestSet, names: list[str], c
     page.figure(figures, "confusion", F.fig_confusion(cm, names),
                 f"Confusion matrix: rows true class, columns predicted; {int(cm.sum()):,} images, accuracy "
                 f"{metrics.accuracy(cm):.4f}, balanced accuracy (mean recall per class) {metrics.balanced_accuracy(cm):.4f}.")
-    per_class = cm.diag().float() / cm.sum(1).clamp(min=1)
-    confused = cm.clone().fill_diagonal_(-1).argmax(1).tolist()  # the most frequent wrong prediction per class
+    recall, confused = metrics.recalls(cm), metrics.most_confused(cm)
+    order = sorted(range(classes), key=lambda k: recall[k] if recall[k] is not None else 0.0)
     page.table(["class", "test images", "recall", "most often taken for"],
-               [[names[k], int(cm[k].sum()), f"{per_class[k]:.4f}", names[confused[k]]] for k in per_class.argsort().tolist()],
+               [[names[k], int(cm[k].sum()), f"{recall[k] or 0:.4f}",
+                 "" if confused[k] is None else names[confused[k]]] for k in order],
                "per-class recall (the share of its images predicted as it), worst first")
     wrong = (test.pred != test.y).nonzero()[:MISSED, 0].tolist()
     if wrong:

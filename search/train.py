@@ -150,7 +150,7 @@ def evaluate(model: nn.Module, split: Split, mean: torch.Tensor, std: torch.Tens
              fp32: bool = False, metric: str = "accuracy") -> float:
     """`metric` (metrics.py) of the top-1 predictions on `split`; bf16 where training uses it unless `fp32` (the test
     split is measured in fp32, as the exported model runs)."""
-    return metrics.score(predict(model, split, mean, std, batch, fp32), split.y, metric)
+    return metrics.score(predict(model, split, mean, std, batch, fp32), split.y, metric, model.config.num_classes)
 
 
 def train(
