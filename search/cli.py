@@ -61,6 +61,10 @@ def run_parser() -> argparse.ArgumentParser:
     p.add_argument("--heartbeat", type=_positive, default=10, help="seconds between trial heartbeats (stale after 3x)")
     p.add_argument("--minutes", type=_minutes, help="wall-clock budget of this command: the search stops in time "
                    "for the race and the retrain (default: none, --trials decides)")
+    p.add_argument("--from", dest="warm_from", metavar="STUDY",
+                   help="warm start: begin from an earlier study (a name in --studies, a .db file, or a storage URL; "
+                        "FILE.db#NAME or URL#NAME picks one of several): its best candidates are trained first, mapped "
+                        "onto this space and budget, and the sampler starts from its trials; it is only read")
     p.add_argument("--samples", type=_positive, default=300, help="--check: candidates to sample")
     return p
 
@@ -96,13 +100,19 @@ def main(argv: list[str] | None = None) -> int:
 
             k, threads = plan_workers(args.workers, args.device)
             torch.set_num_threads(threads)
+            if args.warm_from:
+                from search.run import read_warm_start
+                from search.study import default_storage
+
+                read_warm_start(args.warm_from, args.studies, space,
+                                args.storage or default_storage(space.name, args.studies), console)
             return check.run(space, args.samples, console, args.trials, k, pick_device(args.device), args.minutes)
         from search.run import RunOptions, run
 
         return run(space, console, RunOptions(trials=args.trials, storage=args.storage, studies=args.studies,
                                               workers=args.workers, device=args.device, heartbeat=args.heartbeat,
                                               retrain_winner=not args.no_retrain, minutes=args.minutes, started=started,
-                                              formats=_formats(args.format)))
+                                              formats=_formats(args.format), warm_from=args.warm_from))
     except OneLineError as e:
         sys.stderr.write(f"nas-run: {e}\n")
         return e.status

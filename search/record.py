@@ -191,6 +191,7 @@ class TrialRecord:
     race_fold = _Attr()  # a race run: its round (None for race runs from before rounds existed)
     first_trial = _Attr()  # index into search.first_trials of the design it trains
     retry_of = _Attr()  # an interrupted trial enqueued again: the trial it retries
+    warm_from = _Attr()  # a warm start's carried candidate: "SOURCE_STUDY#trial" (warm.py)
 
     def __init__(self, trial):
         self.attrs = trial.user_attrs
@@ -258,21 +259,27 @@ def write_training(trial, hist) -> None:
 
 def race_attrs(finalist, fold: int) -> dict:
     """User attrs of an enqueued race run: the finalist trial again (in its ladder tier), on race round `fold`."""
-    return {"race_of": finalist.number, "race_fold": fold, **_tier_attr(read(finalist).tier)}
+    return {"race_of": finalist.number, "race_fold": fold, **tier_attr(read(finalist).tier)}
 
 
 def first_trial_attrs(index: int, tier_name: str | None = None) -> dict:
     """User attrs of an enqueued `search.first_trials` design (with a ladder: one per tier)."""
-    return {"first_trial": index, **_tier_attr(tier_name)}
+    return {"first_trial": index, **tier_attr(tier_name)}
+
+
+def warm_attrs(origin: str) -> dict:
+    """User attrs of a candidate a warm start carried over: `origin` is "SOURCE_STUDY#trial"."""
+    return {"warm_from": origin}
 
 
 def retry_attrs(trial) -> dict:
     """User attrs of an interrupted trial enqueued again: what it was enqueued as, and which trial it retries."""
-    kept = {k: v for k, v in trial.user_attrs.items() if k in ("race_of", "race_fold", "first_trial", "tier")}
+    kept = {k: v for k, v in trial.user_attrs.items()
+            if k in ("race_of", "race_fold", "first_trial", "warm_from", "tier")}
     return {"retry_of": trial.number, **kept}
 
 
-def _tier_attr(name: str | None) -> dict:
+def tier_attr(name: str | None) -> dict:
     return {} if name is None else {"tier": name}
 
 
@@ -311,7 +318,8 @@ def is_claimed(t) -> bool:
 
 
 def is_enqueued(t) -> bool:
-    """Enqueued rather than sampled: a `first_trials` design, a race run, a retry of an interrupted or stale trial."""
+    """Enqueued rather than sampled: a `first_trials` design, a warm start's candidate, a race run, a retry of an
+    interrupted or stale trial."""
     return "fixed_params" in t.system_attrs
 
 
@@ -635,6 +643,17 @@ def tail_plan(study) -> TailPlan | None:
 def store_tail_plan(study, plan: TailPlan | None) -> None:
     """This command's sizes (None: the space's own, clearing an earlier command's)."""
     study.set_user_attr("tail", None if plan is None else dataclasses.asdict(plan))
+
+
+def warm_starts(study) -> list[dict]:
+    """Each warm start the study had (warm.WarmStart.record), the first first."""
+    return list(study.user_attrs.get("warm_start", []))
+
+
+def store_warm_start(study, record: dict) -> None:
+    """A warm start's provenance, once per source and what it carried (a rerun of the same command adds nothing)."""
+    if record not in warm_starts(study):
+        study.set_user_attr("warm_start", [*warm_starts(study), record])
 
 
 def tier_retrain_results(study) -> dict[str, RetrainResult]:

@@ -193,7 +193,7 @@ def search_gain(trials, race: list[RaceRow]) -> SearchGain | None:
     if not designs:
         return None
     best = max(designs, key=lambda t: t.value)
-    sampled = [t for t in done if rec.read(t).first_trial is None]
+    sampled = [t for t in done if rec.read(t).first_trial is None and not rec.read(t).warm_from]
     gain = SearchGain(best.number, best.value, len(sampled), sum(t.value > best.value for t in sampled))
     raced_designs = [r for r in race if r.first_trial is not None]
     if race and raced_designs:
@@ -286,7 +286,7 @@ def write(study: optuna.Study, space, out: Path, data: D.Data | None = None, dat
            + ("" if retrain else "; the winner is not retrained yet, so its sections are not here") + ".", "what")
     races = {tier: rec.race_standings(study, tier) for tier in space.budget.each_tier()}
     _summary(page, space, trials, retrain, data.meta if data is not None else builtin_meta(space.data), races,
-             rec.tail_plan(study))
+             rec.tail_plan(study), rec.warm_starts(study))
     if tiers:
         _ladder(page, trials, ladder)
     _search(page, figures, space, trials, races, [r for r in (ladder.values() if tiers else [retrain]) if r])
@@ -312,7 +312,7 @@ def write(study: optuna.Study, space, out: Path, data: D.Data | None = None, dat
 
 
 def _summary(page: Page, space, trials, retrain: RetrainResult | None, meta: Meta | None,
-             races: dict[str | None, list[RaceRow]], plan: TailPlan | None = None) -> None:
+             races: dict[str | None, list[RaceRow]], plan: TailPlan | None = None, warm: list[dict] = ()) -> None:
     page.h2("Summary")
     c = rec.counts(trials)
     shape = f" ({meta.channels}×{meta.height}×{meta.width}, {meta.classes} classes)" if meta else ""
@@ -332,6 +332,7 @@ def _summary(page: Page, space, trials, retrain: RetrainResult | None, meta: Met
     if plan is not None:
         rows.append(["race and retrain", f"{plan.describe()}: sized by --minutes to leave the search most of the time "
                                          "(the space's own sizes otherwise)"])
+    rows += [["warm start", warm_line(w, trials)] for w in warm]
     epochs = [rec.read(t).epochs_run for t in trained(trials)]
     if epochs:
         rows.append(["epochs per trained trial", f"{statistics.fmean(epochs):.1f} of {space.search.epochs} "
@@ -357,6 +358,21 @@ def _summary(page: Page, space, trials, retrain: RetrainResult | None, meta: Met
     page.table([], rows, cls="kv")
     page.p("Selection (pruning, race, winner) uses the validation split only. The test split is read once per retrain "
            "seed for the accuracy above and, in the last section, for reporting; it selects nothing.", "what")
+
+
+def warm_line(warm: dict, trials) -> str:
+    """A warm start (warm.WarmStart.record) in words: where from, which trials carried over and how they did here."""
+    carried = [t for t in trials if (rec.read(t).warm_from or "").split("#")[0] == warm["study"]]
+    done = full_length(carried)
+    here = ", ".join(f"{t.number} (from {rec.read(t).warm_from}" + (f", val {t.value:.4f})" if t in done else ")")
+                     for t in carried)
+    best = rec.best_search_trial(trials)
+    lead = "" if best is None else (f"; the best full-length search trial is trial {best.number}"
+                                    + (", carried over" if best in carried else ""))
+    notes = "".join(f"; {what}: {', '.join(warm[what])}" for what in ("clipped", "dropped") if warm[what])
+    return (f"from {warm['storage']}: its trials {', '.join(map(str, warm['trials']))} were trained first, mapped onto "
+            f"this space, here trials {here or 'none yet'}{lead}; the sampler started from {warm['evidence']} of its "
+            f"trained trials{notes}")
 
 
 def _ladder(page: Page, trials, ladder: dict) -> None:
@@ -391,15 +407,17 @@ def _search(page: Page, figures: F.Figures, space, trials, races: dict, winners:
     page.figure(figures, "progress", F.fig_progress(trials, val_label(space)),
                 "Validation accuracy per trial: full-length trials, pruned ones at the epoch they stopped, race runs, the "
                 "best so far; candidates rejected before training (over budget, invalid) marked on the bottom axis.")
+    origins = {t.number: rec.read(t).warm_from for t in trials if rec.read(t).warm_from}
     for tier, race in races.items():
-        _race(page, race, tier)
+        _race(page, race, tier, origins)
     _size(page, figures, space, trials, winners)
 
 
-def _race(page: Page, race: list[RaceRow], tier: str | None) -> None:
+def _race(page: Page, race: list[RaceRow], tier: str | None, origins: dict[int, str]) -> None:
     if race:
         page.table(["trial", "search split val", "val acc per race round", "mean ± std (rounds)", "params"],
-                   [[r.trial if r.first_trial is None else
+                   [[f"{r.trial} (warm start: {origins[r.trial]})" if r.trial in origins else r.trial
+                     if r.first_trial is None else
                      f"{r.trial} (first_trials[{r.first_trial}]{', kept by race_margin' if r.kept else ''})",
                      f"{r.search_val:.4f}" if r.search_val is not None else "-",
                      ", ".join(f"{v:.4f}" for v in r.val_accs), f"{r.mean:.4f} ± {r.std:.4f}",

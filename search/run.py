@@ -38,6 +38,8 @@ from search.retrain import retrain
 from search.space import Space
 from search.storage import HEARTBEAT, make_storage
 from search.study import default_storage, open_study
+from search import warm as W
+from search.warm import WarmStart
 from search.workers import (RunContext, Terminated, gpus_of, pick_device, plan_workers, processes_for,
                             run_processes, run_worker)
 
@@ -67,6 +69,7 @@ class RunOptions:
     minutes: float | None = None  # the whole command's wall-clock budget, from `started`
     started: float | None = None  # time.time() when the command started (default: now)
     formats: tuple[str, ...] = E.FORMATS  # what the winner is exported to
+    warm_from: str | None = None  # --from: an earlier study to start from (warm.py)
 
 
 def run(space: Space, console, opts: RunOptions = RunOptions()) -> int:
@@ -80,13 +83,14 @@ def run(space: Space, console, opts: RunOptions = RunOptions()) -> int:
     dev = pick_device(opts.device)
     data = load_data(space, dev if k == 1 else "cpu", console)  # with K processes the parent keeps a CPU copy
     B.preflight(space, data.meta)  # a budget nothing meets fails here, before anything is written
-    study = open_study(space, make_storage(url, opts.heartbeat))
+    warm = read_warm_start(opts.warm_from, opts.studies, space, url, console) if opts.warm_from else None
+    study = open_study(space, make_storage(url, opts.heartbeat), warm=warm)
     rec.check_test_split(study, data.test_split, space.file)
     clock = None
     if opts.minutes:
         n = phase_sizes(space, len(data.train), len(data.val))
         clock = Clock(started + opts.minutes * 60, space, n, k, cpu=not gpus_of(opts.device), started=started)
-    ctx = RunContext(space, url, trials, opts.device, k, threads, opts.heartbeat, clock)
+    ctx = RunContext(space, url, trials, opts.device, k, threads, opts.heartbeat, clock, warm)
     with shared_gpu(gpus_of(opts.device), k, console.print) as sharing:
         shared = f" ({sharing})" if sharing else ""
         within = f" within {opts.minutes:g} min" if opts.minutes else ""
@@ -146,6 +150,17 @@ def load_data(space: Space, device, console=None) -> D.Data:
         for note in data.notes:
             console.print(f"data: {note}", highlight=False)
     return data
+
+
+def read_warm_start(source: str, studies: str, space: Space, url: str, console) -> WarmStart:
+    """`--from SOURCE`, read before this study is written to; what it brings, printed."""
+    warm = W.read(source, studies, space, url)
+    for line in warm.lines():
+        console.print(line, highlight=False)
+    if space.search.sampler not in ("tpe", "gp"):
+        console.print(f"warm start: search.sampler {space.search.sampler} does not learn from earlier trials; only "
+                      f"the carried candidates come over", highlight=False)
+    return warm
 
 
 def run_phase(ctx: RunContext, data: D.Data, race_phase: bool, runs: int = 0) -> tuple[set[int], Objective | None]:

@@ -343,7 +343,7 @@ class Param:
 
     def branch(self, chosen) -> Param:
         """The branch for the value `chosen` of `by`."""
-        return next(p for value, p in self.branches if _same(chosen, value))
+        return next(p for value, p in self.branches if same_value(chosen, value))
 
     def distribution(self):
         """Optuna's distribution for this key, or None for a fixed value."""
@@ -534,10 +534,10 @@ def _resolve_conditionals(groups: list[dict[str, Param]], file) -> list[dict[str
                     raise SpaceError(file, f"{_key_path(p.name)}.by", "a categorical key of the same section or a "
                                      f"parameter's full name, with a list of choices ({p.by} is {what})", p.by)
                 for value, branch in p.branches:
-                    if not any(_same(value, c) for c in target.choices):
+                    if not any(same_value(value, c) for c in target.choices):
                         raise SpaceError(file, f"{_key_path(p.name)}.{_text(value)}", f"a value of {by} (one of "
                                          f"{', '.join(map(_text, target.choices))}), one branch each", value)
-                missing = [c for c in target.choices if not any(_same(v, c) for v, _ in p.branches)]
+                missing = [c for c in target.choices if not any(same_value(v, c) for v, _ in p.branches)]
                 if missing:
                     raise SpaceError(file, f"{_key_path(p.name)}.{_text(missing[0])}", f"a branch for every value of "
                                      f"{by}", None, show_got=False)
@@ -582,10 +582,10 @@ def _first_trials(raw, model, stages, train, augment, file) -> list[dict]:
                                  f"{next(iter(searched), 'model.stage0.width')} ({name} is {what})", v, show_got=False)
             if name in branch_of:
                 parent, value = branch_of[name]
-                if parent.by in entry and not _same(entry[parent.by], value):
+                if parent.by in entry and not same_value(entry[parent.by], value):
                     raise SpaceError(file, f"{key}.{name}", f"the branch of {parent.by}: {_text(entry[parent.by])} "
                                      f"({parent.branch(entry[parent.by]).name})", v)
-            inside = any(_same(v, c) for c in p.choices) if p.choices is not None else (
+            inside = any(same_value(v, c) for c in p.choices) if p.choices is not None else (
                 _is_number(v) and p.low <= v <= p.high and (not p.is_int or isinstance(v, int)))
             if not inside:
                 raise SpaceError(file, f"{key}.{name}", f"a value of its {p.domain()}", v)
@@ -593,7 +593,7 @@ def _first_trials(raw, model, stages, train, augment, file) -> list[dict]:
     return out
 
 
-def _same(v, choice) -> bool:
+def same_value(v, choice) -> bool:
     """`v` is this choice (1 is not true, 1 is 1.0)."""
     return v == choice and (isinstance(v, bool) == isinstance(choice, bool)) and isinstance(v, str) == isinstance(choice, str)
 

@@ -17,6 +17,7 @@ from search.neighbourhood import NeighbourhoodSampler
 from search import record as rec
 from search.record import STUDY_SEED_STRIDE
 from search.space import SearchConfig, Space
+from search.warm import EvidenceSampler, WarmStart
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -149,9 +150,10 @@ class TieredSampler(optuna.samplers.BaseSampler):
         self.sampler.reseed_rng()
 
 
-def open_study(space: Space, storage, worker: int = 0) -> optuna.Study:
+def open_study(space: Space, storage, worker: int = 0, warm: WarmStart | None = None) -> optuna.Study:
     """Create or resume the study named by the space. A resumed study must have been searched with the same
-    space; see `check_same_space`."""
+    space; see `check_same_space`. A warm start's candidates are queued first, then the designs; its evidence
+    goes to the sampler (warm.py)."""
     study = optuna.create_study(study_name=space.name, storage=storage, direction="maximize", load_if_exists=True,
                                 pruner=make_pruner(space.search, ladder=bool(space.budget.tiers())))
     stored = rec.stored_space(study)
@@ -162,12 +164,20 @@ def open_study(space: Space, storage, worker: int = 0) -> optuna.Study:
             study.set_metric_names(["val " + metrics.NAMES[space.search.metric]])
     elif stored[0] != space.text:
         check_same_space(study, space)
-    for tier in space.budget.each_tier():  # a design already in the study (in its tier) is not queued again:
-        for i, params in enumerate(space.search.first_trials):  # Optuna's skip_if_exists rule, seeing one tier
+    if warm is not None and worker == 0:
+        rec.store_warm_start(study, warm.record())
+    queue = [(c.params, warm.attrs(c)) for c in warm.candidates] if warm is not None else []
+    queue += [(params, rec.first_trial_attrs(i)) for i, params in enumerate(space.search.first_trials)]
+    for tier in space.budget.each_tier():  # a candidate already in the study (in its tier) is not queued again:
+        for params, attrs in queue:  # Optuna's skip_if_exists rule, seeing one tier
             if not optuna.Study._should_skip_enqueue(_TierView(study, tier), params):
-                study.enqueue_trial(params, user_attrs=rec.first_trial_attrs(i, tier))
+                study.enqueue_trial(params, user_attrs={**attrs, **rec.tier_attr(tier)})
     existing = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)))
-    sampler = make_sampler(space.search, sampler_seed(space.search, worker, existing), bool(space.conditionals()))
+    # A warm start's evidence lacks the parameters it dropped: TPE's `group` models those apart from the rest.
+    sampler = make_sampler(space.search, sampler_seed(space.search, worker, existing),
+                           bool(space.conditionals()) or warm is not None)
+    if warm is not None:
+        sampler = EvidenceSampler(sampler, warm.evidence)
     if space.search.startup == "neighbourhood":
         sampler = NeighbourhoodSampler(sampler, space.search.startup_trials, space.search.seed)
     study.sampler = TieredSampler(sampler) if space.budget.tiers() else sampler

@@ -23,6 +23,7 @@ from search.objective import FAILING, GAVE_UP, Objective
 from search.space import Space
 from search.storage import HEARTBEAT, make_storage
 from search.study import open_study
+from search.warm import WarmStart
 
 
 class Terminated(KeyboardInterrupt):
@@ -100,6 +101,7 @@ class RunContext:
     threads: int = 1  # torch threads per worker
     heartbeat: int = HEARTBEAT
     clock: Clock | None = None  # --minutes
+    warm: WarmStart | None = None  # --from: what an earlier study brings (its evidence reaches every worker's sampler)
 
 
 def run_worker(ctx: RunContext, worker: int = 0, data: D.Data | None = None, race_phase: bool = False) -> Objective:
@@ -110,7 +112,7 @@ def run_worker(ctx: RunContext, worker: int = 0, data: D.Data | None = None, rac
     dev = pick_device(ctx.device, worker)
     if data is None:
         data = D.load(ctx.space.data, dev, ctx.space.search.seed)
-    study = open_study(ctx.space, make_storage(ctx.storage_url, ctx.heartbeat), worker)
+    study = open_study(ctx.space, make_storage(ctx.storage_url, ctx.heartbeat), worker, ctx.warm)
     obj = Objective(ctx.space, data, dev, ctx.trials, race_phase, clock=ctx.clock)
     while not obj.finished(study):
         if obj.may_ask(study):

@@ -1,0 +1,275 @@
+"""Warm start (`nas-run SPACE --from SOURCE`): a new search begins from what an earlier study learned.
+
+- The earlier study's retrained winner(s) and best full-length search trials come first: each is mapped onto this
+  space (`carry`: a number outside this space's range is clipped into it, a choice it does not offer or a parameter
+  it does not have is dropped, and the run says which) and enqueued before anything is sampled; the parameters left
+  out are sampled. Where the budget fills (`budget.fill`), the carried widths set the shape and fill sizes it to
+  this budget, each ladder tier's.
+- The sampler is shown the earlier study's trained search trials as evidence (`EvidenceSampler`), mapped the same
+  way, their validation values as ranks within their own study (the two tasks' accuracies are not on one scale),
+  numbered before this study's trials: TPE weighs older observations down once there are more than 25, so the
+  evidence fades as the new study's own trials come in.
+- The source is opened read-only (SQLite in mode=ro; PostgreSQL in read-only transactions): read, never written.
+
+OptunaHub's MetaLearnTPESampler (task-similarity weighted TPE over source studies) was the other way the issue
+named: `optunahub.load_module` fetches its code from GitHub when the run starts, which an offline install (this
+project's, and many users') cannot do; the weighted evidence needs nothing beyond Optuna.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from search import record as rec
+from search.errors import UserError
+from search.space import Param, Space, same_value
+
+CANDIDATES = 3  # full-length trials carried over and enqueued, besides the source's retrained winner(s)
+EVIDENCE_MOST = 50  # the source's trained trials the sampler is shown at most (the latest)
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where the earlier study lives: an Optuna storage URL and the study's name in it."""
+
+    url: str
+    name: str
+
+    def describe(self) -> str:
+        sqlite = self.url.startswith("sqlite:///")
+        where = self.url[len("sqlite:///"):] if sqlite else self.url.split("@")[-1]  # no password in logs or reports
+        return f"{self.name} ({where})"
+
+
+def locate(text: str, studies: str) -> Source:
+    """--from: a study name in --studies (sqlite:///STUDIES/NAME.db), a .db file, or a storage URL; `#NAME` after a
+    file or URL picks one study where it holds several."""
+    where, _, name = text.partition("#")
+    if "://" not in where and not where.endswith(".db"):
+        return Source(f"sqlite:///{Path(studies) / where}.db", where)
+    url = where if "://" in where else f"sqlite:///{where}"
+    return Source(url, name)
+
+
+def open_source(source: Source) -> optuna.Study:
+    """The source study, opened so that nothing can write to it; a missing file, storage or study is one line."""
+    url, engine = source.url, {}
+    if url.startswith("sqlite:///"):
+        path = Path(url[len("sqlite:///"):])
+        if not path.is_file():
+            raise UserError(f"--from: no study storage at {path} (expected a study name in --studies, a .db file or "
+                            f"a storage URL)")
+        url = f"sqlite:///file:{path}?mode=ro&uri=true"
+    elif url.startswith("postgresql"):
+        engine = {"connect_args": {"options": "-c default_transaction_read_only=on", "connect_timeout": 10}}
+    try:
+        storage = optuna.storages.RDBStorage(url, engine_kwargs=engine, skip_table_creation=True)
+        names = optuna.get_all_study_names(storage)
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"--from: cannot read {source.describe()}: {first}") from None
+    name = source.name or (names[0] if len(names) == 1 else "")
+    if name not in names:
+        held = ", ".join(names) or "none"
+        raise UserError(f"--from: no study {source.name!r} in {source.url.split('@')[-1]} (it holds: {held}; "
+                        f"name one as FILE.db#NAME or URL#NAME)" if source.name or names else
+                        f"--from: {source.url.split('@')[-1]} holds no study")
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+@dataclass(frozen=True)
+class Carried:
+    """One earlier trial, mapped onto this space: its number and value there, the parameters it brings."""
+
+    trial: int
+    value: float
+    params: dict
+
+
+@dataclass(frozen=True)
+class WarmStart:
+    """What a warm start brings: the candidates to enqueue, the sampler's evidence, what the mapping changed."""
+
+    source: Source
+    candidates: tuple[Carried, ...]
+    evidence: tuple[FrozenTrial, ...]
+    clipped: tuple[str, ...]  # "name v -> w (trial n)", for the candidates
+    dropped: tuple[str, ...]  # "name (why)", over the source's trained trials
+
+    def lines(self) -> list[str]:
+        """What the run and --check print."""
+        trials = ", ".join(f"{c.trial} (val {c.value:.4f})" for c in self.candidates)
+        out = [f"warm start from {self.source.describe()}: its trials {trials} are trained first, mapped onto this "
+               f"space; the sampler starts from {len(self.evidence)} of its trained trials"]
+        if self.clipped:
+            out.append("warm start: clipped into this space's ranges: " + "; ".join(self.clipped))
+        if self.dropped:
+            out.append("warm start: dropped (left to the sampler): " + "; ".join(self.dropped))
+        return out
+
+    def record(self) -> dict:
+        """What the study keeps (rec.store_warm_start): the report's provenance."""
+        return {"study": self.source.name, "storage": self.source.describe(),
+                "trials": [c.trial for c in self.candidates], "evidence": len(self.evidence),
+                "clipped": list(self.clipped), "dropped": list(self.dropped)}
+
+    def attrs(self, carried: Carried) -> dict:
+        """User attrs of an enqueued carried candidate: where it came from (the dashboard shows them)."""
+        return rec.warm_attrs(f"{self.source.name}#{carried.trial}")
+
+
+def read(text: str, studies: str, space: Space, own_url: str) -> WarmStart:
+    """`--from TEXT` for a run of `space` writing to `own_url`: the warm start, or one line (exit 2) when the source
+    is missing, is this study, has no full-length trial, or shares no searched parameter with this space."""
+    source = locate(text, studies)
+    study = open_source(source)
+    source = dataclasses.replace(source, name=study.study_name)
+    if source.url == own_url and source.name == space.name:
+        raise UserError(f"--from: {source.describe()} is the study this run writes to; name an earlier study")
+    trials = study.get_trials(deepcopy=False)
+    done = rec.full_length(trials)
+    if not done:
+        raise UserError(f"--from: {source.describe()} has no full-length search trial to start from")
+    searched = {n: p for n, p in space.params().items() if p.distribution() is not None}
+    shared = {n for t in rec.trained(trials) for n in t.params} & set(searched)
+    if not shared:
+        theirs = sorted({n for t in done for n in t.params})
+        raise UserError(f"--from: {source.describe()} shares no searched parameter with {space.file} (its "
+                        f"parameters: {', '.join(theirs[:6])}{', ...' if len(theirs) > 6 else ''}; this space's: "
+                        f"{', '.join(sorted(searched)[:6])}{', ...' if len(searched) > 6 else ''})")
+    candidates, clipped, dropped = [], {}, {}
+    for t in _ranked(study, done):
+        params, moved, _ = carry(t.params, searched)
+        for name, note in moved.items():
+            clipped.setdefault(name, f"{note} (trial {t.number})")
+        if params and all(params != c.params for c in candidates):
+            candidates.append(Carried(t.number, t.value, params))
+        if len(candidates) == CANDIDATES + len(_winners(study)):
+            break
+    for t in rec.trained(trials):  # what the candidates and the evidence leave out, each named once
+        for name, why in carry(t.params, searched)[2].items():
+            dropped.setdefault(name, why)
+    return WarmStart(source, tuple(candidates), tuple(evidence(trials, searched)),
+                     tuple(f"{n} {v}" for n, v in sorted(clipped.items())),
+                     tuple(f"{n} ({v})" for n, v in sorted(dropped.items())))
+
+
+def _winners(study) -> list[int]:
+    """The source's retrained winners (one per ladder tier), largest tier last."""
+    found = [rec.retrain_results(study)] + list(rec.tier_retrain_results(study).values())
+    return list(dict.fromkeys(r.trial for r in found if r is not None))
+
+
+def _ranked(study, done: list) -> list:
+    """Full-length search trials, the retrained winners first, then by validation value."""
+    winners = _winners(study)
+    first = [t for n in winners for t in done if t.number == n]
+    return first + sorted((t for t in done if t.number not in winners), key=lambda t: -t.value)
+
+
+def carry(params: dict, searched: dict[str, Param]) -> tuple[dict, dict[str, str], dict[str, str]]:
+    """An earlier trial's parameters on this space -> (the values kept, clipped into range; {name: "v -> w"} for
+    the clipped numbers; {name: why} for the dropped)."""
+    kept, clipped, dropped = {}, {}, {}
+    for name, v in params.items():
+        p = searched.get(name)
+        if p is None:
+            dropped[name] = "not searched in this space"
+        elif p.choices is not None:
+            hits = [c for c in p.choices if same_value(v, c)]
+            if hits:
+                kept[name] = hits[0]
+            else:
+                dropped[f"{name}={v}"] = f"not among {list(p.choices)}"
+        elif not isinstance(v, (int, float)) or isinstance(v, bool):
+            dropped[name] = f"{v!r} is not a number here"
+        else:
+            w = min(max(v, p.low), p.high)
+            if p.step:
+                w = min(p.high, p.low + round((w - p.low) / p.step) * p.step)
+            w = int(round(w)) if p.is_int else float(w)
+            if abs(w - v) > 1e-9 * max(1.0, abs(v)):
+                clipped[name] = f"{v:g} -> {w:g}"
+            kept[name] = w
+    return kept, clipped, dropped
+
+
+def evidence(trials, searched: dict[str, Param]) -> list[FrozenTrial]:
+    """The source's trained search trials (the latest EVIDENCE_MOST) as trials of this space: mapped parameters with
+    this space's distributions; a full-length trial's value is its rank within its study, from 0 (worst) to 1; a
+    cut-short one is PRUNED with its last epoch (TPE places pruned trials by epoch, then value); numbered -n..-1."""
+    done = sorted(rec.full_length(trials), key=lambda t: t.value)
+    quantile = {t.number: (i + 0.5) / len(done) for i, t in enumerate(done)}
+    out = []
+    for t in rec.trained(trials)[-EVIDENCE_MOST:]:
+        params = carry(t.params, searched)[0]
+        if not params:
+            continue
+        full = t.number in quantile
+        e = optuna.trial.create_trial(
+            state=TrialState.COMPLETE if full else TrialState.PRUNED, value=quantile[t.number] if full else None,
+            params=params, distributions={n: searched[n].distribution() for n in params},
+            intermediate_values=None if full else {rec.last_epoch(t): 0.0})
+        out.append(e)
+    for i, e in enumerate(out):
+        e.number = i - len(out)
+    return out
+
+
+class _WithEvidence:
+    """A study as the wrapped sampler sees it: the evidence first, then the study's own trials with each
+    full-length value as its rank within the study (the evidence's scale)."""
+
+    def __init__(self, study, evidence: tuple[FrozenTrial, ...]):
+        self._study, self._evidence = study, evidence
+
+    def _get_trials(self, deepcopy: bool = False, states=None, use_cache: bool = False) -> list:
+        own = self._study._get_trials(deepcopy=False, states=states, use_cache=use_cache)
+        done = sorted((t for t in own if t.state == TrialState.COMPLETE), key=lambda t: t.value)
+        quantile = {t.number: (i + 0.5) / len(done) for i, t in enumerate(done)}
+        ranked = []
+        for t in own:
+            if t.number in quantile:
+                t = copy.copy(t)
+                t.value = quantile[t.number]
+            ranked.append(t)
+        return [e for e in self._evidence if states is None or e.state in states] + ranked
+
+    def get_trials(self, deepcopy: bool = True, states=None) -> list:
+        return self._get_trials(deepcopy, states)
+
+    def __getattr__(self, name):
+        return getattr(self._study, name)
+
+
+class EvidenceSampler(optuna.samplers.BaseSampler):
+    """`sampler`, shown the earlier study's trials besides this study's (see the module docstring). Optuna calls
+    before_trial and after_trial with the study itself."""
+
+    def __init__(self, sampler: optuna.samplers.BaseSampler, evidence: tuple[FrozenTrial, ...]):
+        self.sampler, self.evidence = sampler, evidence
+
+    def infer_relative_search_space(self, study, trial):
+        return self.sampler.infer_relative_search_space(_WithEvidence(study, self.evidence), trial)
+
+    def sample_relative(self, study, trial, search_space):
+        return self.sampler.sample_relative(_WithEvidence(study, self.evidence), trial, search_space)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        return self.sampler.sample_independent(_WithEvidence(study, self.evidence), trial, param_name,
+                                               param_distribution)
+
+    def before_trial(self, study, trial) -> None:
+        self.sampler.before_trial(study, trial)
+
+    def after_trial(self, study, trial, state, values) -> None:
+        self.sampler.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self.sampler.reseed_rng()
+

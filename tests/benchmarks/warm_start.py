@@ -1,0 +1,203 @@
+"""Warm start (#37): `nas-run SPACE --from EARLIER` against the same run cold, at the same --trials, over study seeds,
+in three scenarios built from Debian's dataset-fashion-mnist (each space written by `nas-init`, as a user would):
+
+    (a) budget   fm28 (28 px grey, 10 classes) at 8,000 params, warm-started from a 4,000-param study of it;
+    (b) size     fm64c (the same kind of images at 64 px, grey in R, G and B) at 25,000 params, warm-started from an
+                 8,000-param study of fm28;
+    (c) classes  fm28 at 8,000 params, warm-started from a study of fm28_5 (its first 5 classes only).
+(a) and (c) share the cold runs. Every run is `nas-run --workers auto` on this machine, one after another.
+
+    python tests/benchmarks/warm_start.py run [--work DIR] [--seeds 5] [--trials 12] [--epochs 5]
+    python tests/benchmarks/warm_start.py table [--work DIR]
+
+For each warm/cold pair (same study seed, so the same validation split): the final retrained winner's test accuracy;
+the minutes from the command's start until the best full-length search trial's validation accuracy first reached the
+cold run's final best (the value selection ranks by; `never` if it did not), against the cold run's minutes to that
+value and its whole wall-clock. Rows go to DIR/rows.jsonl as runs finish; a rerun skips finished runs.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import optuna
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).parent))
+from vs_hand import SOURCE  # noqa: E402
+
+from search import data as D  # noqa: E402
+from search.decode import resize, to_channels  # noqa: E402
+
+TASKS = {"fm28": (28, 1, 3000, tuple(range(10))), "fm28_5": (28, 1, 3000, (0, 1, 2, 3, 4)),
+         "fm64c": (64, 3, 1500, tuple(range(10)))}  # name: (side, channels, training images, classes kept)
+TEST_IMAGES = 1500
+SOURCES = {"src_fm28_4k": ("fm28", 4000), "src_fm28_5": ("fm28_5", 8000), "src_fm28_8k": ("fm28", 8000)}
+SCENARIOS = {"a": ("fm28", 8000, "src_fm28_4k"), "b": ("fm64c", 25000, "src_fm28_8k"), "c": ("fm28", 8000, "src_fm28_5")}
+SOURCE_SEED, SOURCE_TRIALS = 100, 20
+
+
+def build(work: Path, task: str) -> Path:
+    """DIR/data/TASK.npz: a stratified draw of Fashion-MNIST's training and test images."""
+    out = work / "data" / f"{task}.npz"
+    if out.exists():
+        return out
+    side, channels, n_train, keep = TASKS[task]
+    files = {k: D._read_idx(SOURCE / (stem + ".gz")) for k, stem in D.IDX_FILES.items()}
+    arrays = {}
+    for split, n in (("train", n_train), ("test", TEST_IMAGES)):
+        x, y = files[f"{split}_x"], files[f"{split}_y"]
+        mask = torch.tensor([int(v) in keep for v in y])
+        x, y = x[mask], y[mask]
+        _, part = D.stratified_split(y, n / len(y), 0)
+        x = to_channels(x[part].unsqueeze(1), channels)
+        x = resize(x, (side, side)) if side != 28 else x
+        arrays[f"x_{split}"], arrays[f"y_{split}"] = x.numpy(), y[part].numpy()
+    arrays["class_names"] = np.array([f"class{c}" for c in keep])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(out, **arrays)
+    return out
+
+
+def space(work: Path, task: str, params: int, name: str, seed: int, epochs: int) -> Path:
+    """nas-init's space for the task, with the benchmark's short training and the study seed."""
+    out = work / "spaces" / f"{name}.yaml"
+    if out.exists():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".init.yaml")
+    tmp.unlink(missing_ok=True)
+    subprocess.run([shutil.which("nas-init"), str(build(work, task)), "--params", str(params), "--out", str(tmp)],
+                   check=True, stdout=subprocess.DEVNULL)
+    raw = yaml.safe_load(tmp.read_text())
+    raw["name"] = name
+    raw["search"].update(seed=seed, epochs=epochs, min_epochs=1, race_top=2, race_seeds=2)
+    raw["retrain"].update(epochs=epochs, seeds=2)
+    out.write_text(yaml.safe_dump(raw, sort_keys=False))
+    tmp.unlink()
+    return out
+
+
+def run(work: Path, name: str, space_file: Path, trials: int, warm_from: str | None = None) -> dict:
+    """One `nas-run` (skipped when finished before) -> its row."""
+    studies = work / "studies"
+    done = work / "runs" / f"{name}.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    done.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [shutil.which("nas-run"), str(space_file), "--trials", str(trials), "--studies", str(studies),
+           "--format", "checkpoint"] + (["--from", warm_from] if warm_from else [])
+    started = time.time()
+    with open(work / "runs" / f"{name}.log", "w") as log:
+        rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT).returncode
+    if rc != 0:
+        sys.exit(f"{name}: nas-run failed ({rc}); see {work / 'runs' / name}.log")
+    row = {"name": name, "seconds": time.time() - started, "warm_from": warm_from, **measure(studies, name, started)}
+    done.write_text(json.dumps(row))
+    return row
+
+
+def measure(studies: Path, name: str, started: float) -> dict:
+    """The retrained winner's test accuracies and the best-so-far curve: (minutes from the start, the best
+    full-length search trial's validation accuracy then), a point per improvement."""
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{studies / name}.db")
+    trials = study.get_trials(deepcopy=False)
+    full = sorted((t for t in trials if t.user_attrs.get("trained") and "race_of" not in t.user_attrs
+                   and t.state == optuna.trial.TrialState.COMPLETE), key=lambda t: t.datetime_complete)
+    curve, best = [], float("-inf")
+    for t in full:
+        if t.value > best:
+            best = t.value
+            curve.append(((t.datetime_complete.timestamp() - started) / 60, t.value, "warm_from" in t.user_attrs))
+    retrain = study.user_attrs["retrain"]
+    winner = trials[retrain["trial"]]
+    return {"accs": [r["test_acc"] for r in retrain["runs"]], "curve": curve,
+            "trained": sum(1 for t in trials if t.user_attrs.get("trained") and "race_of" not in t.user_attrs),
+            "winner_carried": "warm_from" in winner.user_attrs}
+
+
+def reach(curve, value: float) -> float | None:
+    """Minutes until the curve first reached `value`."""
+    return next((m for m, v, _ in curve if v >= value - 1e-12), None)
+
+
+def main_run(work: Path, seeds: int, trials: int, epochs: int) -> None:
+    for name, (task, params) in SOURCES.items():
+        run(work, name, space(work, task, params, name, SOURCE_SEED, epochs), SOURCE_TRIALS)
+    rows = work / "rows.jsonl"
+    for seed in range(seeds):
+        for key, (task, params, source) in SCENARIOS.items():
+            cold_name = f"cold_{task}_s{seed}"
+            cold = run(work, cold_name, space(work, task, params, cold_name, seed, epochs), trials)
+            warm_name = f"warm{key}_{task}_s{seed}"
+            warm = run(work, warm_name, space(work, task, params, warm_name, seed, epochs), trials,
+                       str(work / "studies" / f"{source}.db"))
+            row = {"scenario": key, "seed": seed, "cold": cold, "warm": warm}
+            with open(rows, "a") as f:
+                f.write(json.dumps(row) + "\n")
+            print(line(row), flush=True)
+
+
+def line(row: dict) -> str:
+    cold, warm = row["cold"], row["warm"]
+    target = cold["curve"][-1][1]
+    w, c = reach(warm["curve"], target), reach(cold["curve"], target)
+    return (f"({row['scenario']}) seed {row['seed']}: test cold {statistics.fmean(cold['accs']):.4f} warm "
+            f"{statistics.fmean(warm['accs']):.4f}; cold's best val {target:.4f} reached cold {c:.1f} min of "
+            f"{cold['seconds'] / 60:.1f}, warm {'never' if w is None else f'{w:.1f} min'} of {warm['seconds'] / 60:.1f}"
+            f"{' (a carried candidate won)' if warm['winner_carried'] else ''}")
+
+
+def table(work: Path) -> None:
+    rows = [json.loads(x) for x in (work / "rows.jsonl").read_text().splitlines()]
+    for r in rows:
+        print(line(r))
+
+    def ms(a):
+        return f"{statistics.fmean(a):.4f} ± {statistics.stdev(a) if len(a) > 1 else 0:.4f}"
+
+    print("\n| scenario | cold test (mean ± std over seeds) | warm test | warm reached cold's best val | "
+          "minutes to it, warm / cold | cold wall-clock | a carried candidate won |")
+    print("|---|---|---|---|---|---|---|")
+    for key in SCENARIOS:
+        mine = [r for r in rows if r["scenario"] == key]
+        if not mine:
+            continue
+        cold = [statistics.fmean(r["cold"]["accs"]) for r in mine]
+        warm = [statistics.fmean(r["warm"]["accs"]) for r in mine]
+        times = [(reach(r["warm"]["curve"], r["cold"]["curve"][-1][1]), reach(r["cold"]["curve"], r["cold"]["curve"][-1][1]))
+                 for r in mine]
+        hit = [(w, c) for w, c in times if w is not None]
+        ratio = f"{statistics.fmean(w for w, _ in hit):.1f} / {statistics.fmean(c for _, c in hit):.1f}" if hit else "-"
+        print(f"| ({key}) | {ms(cold)} | {ms(warm)} | {len(hit)} of {len(mine)} | {ratio} | "
+              f"{statistics.fmean(r['cold']['seconds'] for r in mine) / 60:.1f} min | "
+              f"{sum(r['warm']['winner_carried'] for r in mine)} of {len(mine)} |")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("what", choices=("run", "table"))
+    p.add_argument("--work", default="/tmp/nas-run-warm-start")
+    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--trials", type=int, default=12)
+    p.add_argument("--epochs", type=int, default=5)
+    args = p.parse_args()
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    if args.what == "run":
+        main_run(work, args.seeds, args.trials, args.epochs)
+    table(work)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,175 @@
+"""Warm start (`nas-run SPACE --from SOURCE`): an earlier study's best candidates are trained first, mapped onto this
+space and budget, the sampler starts from its trials, and the source is only read."""
+from __future__ import annotations
+
+import hashlib
+import random
+
+import optuna
+import pytest
+from optuna.distributions import FloatDistribution
+
+from helpers import in_process, nas_run, tiny_space, write_space
+from search import budget as B
+from search import record as rec
+from search import warm as W
+from search.catalogue import DATASETS
+from search.space import parse
+from search.storage import make_storage
+from search.study import open_study
+
+
+def _target(name: str = "warm", **over) -> dict:
+    """The tiny space changed so that every carried candidate is mapped: lr's range lies below the source's
+    (0.003-0.03), so lr is clipped; stage 0's widths are none of the source's (dropped); stage 1's depth is fixed
+    (dropped); stage 1's width and the head are the same choices (kept). A smaller budget, filled."""
+    raw = tiny_space(**{"budget": {"params": 3000, "fill": True}, **over})
+    raw["name"] = name
+    raw["model"]["stages"] = [{"width": [5, 6], "depth": 1}, {"width": [8, 16, 32], "depth": 1}]
+    raw["train"]["lr"] = {"low": 0.0005, "high": 0.002, "log": True}
+    return raw
+
+
+def _fingerprint(folder):
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def test_carry_clips_numbers_into_range_and_drops_what_this_space_lacks():
+    space = parse(_target())
+    searched = {n: p for n, p in space.params().items() if p.distribution() is not None}
+    kept, clipped, dropped = W.carry({"train.lr": 0.02, "model.stage0.width": 24, "model.stage1.width": 16,
+                                      "model.stage1.depth": 2, "model.head": "gap"}, searched)
+    assert kept == {"train.lr": 0.002, "model.stage1.width": 16, "model.head": "gap"}
+    assert clipped == {"train.lr": "0.02 -> 0.002"}
+    assert set(dropped) == {"model.stage0.width=24", "model.stage1.depth"}
+    assert "not among [5, 6]" in dropped["model.stage0.width=24"]
+    kept, clipped, _ = W.carry({"train.lr": 0.001}, searched)  # inside the range: as it was, nothing named
+    assert kept == {"train.lr": 0.001} and not clipped
+
+
+def test_warm_start_trains_the_source_candidates_first_mapped_and_leaves_the_source_unchanged(finished, tmp_path):
+    source_dir = finished[0] / "studies"
+    before = _fingerprint(source_dir)
+    src = optuna.load_study(study_name="tiny", storage=f"sqlite:///{source_dir}/tiny.db")
+    winner = rec.retrain_results(src).trial
+    space = write_space(tmp_path / "warm.yaml", _target())
+    result = nas_run(space, "--from", source_dir / "tiny.db", "--trials", 3, "--no-retrain", "--workers", 1,
+                     "--studies", tmp_path / "studies", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert _fingerprint(source_dir) == before  # read, never written (no -wal or -shm left either)
+    out = result.stdout
+    assert f"warm start from tiny ({source_dir}/tiny.db): its trials {winner} (val" in out
+    assert "clipped into this space's ranges: train.lr" in out and "-> 0.002" in out
+    assert "dropped (left to the sampler): model.stage0.width=" in out and "model.stage1.depth (not searched" in out
+
+    study = optuna.load_study(study_name="warm", storage=f"sqlite:///{tmp_path}/studies/warm.db")
+    trials = sorted(study.trials, key=lambda t: t.number)
+    carried = [t for t in trials if rec.read(t).warm_from]
+    assert carried and carried == trials[:len(carried)]  # before anything sampled
+    assert rec.read(carried[0]).warm_from == f"tiny#{winner}"  # the source's retrained winner first
+    for t in carried:
+        origin = src.trials[int(rec.read(t).warm_from.split("#")[1])]
+        assert t.params["train.lr"] == 0.002 and t.params["model.stage1.width"] == origin.params["model.stage1.width"]
+        assert t.params["model.head"] == origin.params["model.head"] and t.params["model.stage0.width"] in (5, 6)
+        if rec.is_trained(t):
+            assert rec.read(t).params <= 3000
+    [record] = rec.warm_starts(study)
+    assert record["study"] == "tiny" and record["trials"][0] == winner and record["evidence"] >= 3
+    # A rerun of the same command queues nothing again and records nothing twice.
+    again = nas_run(space, "--from", source_dir / "tiny.db", "--trials", 3, "--no-retrain", "--workers", 1,
+                    "--studies", tmp_path / "studies", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    study = optuna.load_study(study_name="warm", storage=f"sqlite:///{tmp_path}/studies/warm.db")
+    assert len([t for t in study.trials if rec.read(t).warm_from]) == len(carried)
+    assert len(rec.warm_starts(study)) == 1
+    report = (tmp_path / "studies" / "warm" / "report.html").read_text()
+    assert "warm start" in report and f"tiny#{winner}" in report
+
+
+def test_check_says_what_the_warm_start_brings_and_writes_nothing(finished, tmp_path):
+    space = write_space(tmp_path / "warm.yaml", _target())
+    result = in_process("nas-run", space, "--check", "--from", "tiny", "--samples", 20,
+                        "--studies", finished[0] / "studies", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "warm start from tiny" in result.stdout and "clipped into this space's ranges: train.lr" in result.stdout
+    assert not (finished[0] / "studies" / "warm.db").exists()
+
+
+@pytest.mark.parametrize("source, expected", [
+    ("nothere", "--from: no study storage at"),
+    ("{studies}/tiny.db#other", "--from: no study 'other' in"),
+    ("{studies}/tiny.db#tiny", "shares no searched parameter with"),
+])
+def test_a_missing_source_or_one_sharing_no_parameter_is_one_line_exit_2_and_nothing_written(
+        finished, tmp_path, source, expected):
+    raw = tiny_space()
+    raw["name"] = "other_space"
+    raw["model"] = {"family": "convnet", "stages": [{"width": 8, "depth": 1}], "head": "gap"}
+    raw["train"] = {"batch_size": [32, 64], "optimizer": "adamw", "lr": 0.01}  # only batch_size is searched
+    space = write_space(tmp_path / "other.yaml", raw)
+    studies = finished[0] / "studies"
+    result = in_process("nas-run", space, "--from", source.format(studies=studies), "--trials", 1,
+                        "--studies", tmp_path / "studies", cwd=tmp_path)
+    assert result.returncode == 2
+    assert expected in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "studies").exists() or not any((tmp_path / "studies").iterdir())
+
+
+def test_a_warm_start_into_a_ladder_queues_each_candidate_in_each_tier_filled_to_its_limit(finished, tmp_path):
+    src = str(finished[0] / "studies" / "tiny.db")
+    space = parse(_target(budget={"params": [1500, 3000], "fill": True}))
+    warm = W.read(src, str(tmp_path), space, f"sqlite:///{tmp_path}/ladder.db")
+    study = open_study(space, make_storage(f"sqlite:///{tmp_path}/ladder.db"), warm=warm)
+    waiting = [t for t in study.trials if t.state == optuna.trial.TrialState.WAITING]
+    assert [(rec.read(t).tier, rec.read(t).warm_from) for t in waiting] == [
+        (tier, f"tiny#{c.trial}") for tier in space.budget.tiers() for c in warm.candidates]
+    meta = DATASETS["fashion_mnist"]
+    for t in waiting:
+        trial = study.ask()  # the queued trial, with its fixed parameters
+        tier = rec.read(study.trials[trial.number]).tier
+        cand, model = B.candidate_model(space, trial, meta, tier)
+        params = sum(p.numel() for p in model.parameters())
+        limit = space.budget.tier(tier).params
+        assert 0.6 * limit < params <= limit, (tier, params)  # filled toward the tier's limit
+        assert trial.params["train.lr"] == 0.002
+
+
+def _sampled(evidence, n=30, seed=0) -> list[float]:
+    study = optuna.create_study(direction="maximize")
+    tpe = optuna.samplers.TPESampler(seed=seed, n_startup_trials=10)
+    study.sampler = W.EvidenceSampler(tpe, tuple(evidence)) if evidence else tpe
+    out = []
+    for _ in range(n):
+        t = study.ask()
+        out.append(t.suggest_float("x", 0, 1))
+        study.tell(t, 0.5)  # flat: what the new study adds says nothing, so the evidence shows
+    return out
+
+
+def test_evidence_is_the_source_trials_mapped_ranked_within_their_study_and_numbered_first(finished):
+    src = optuna.load_study(study_name="tiny", storage=f"sqlite:///{finished[0]}/studies/tiny.db")
+    space = parse(_target())
+    searched = {n: p for n, p in space.params().items() if p.distribution() is not None}
+    evidence = W.evidence(src.trials, searched)
+    full = rec.full_length(src.trials)
+    assert len(evidence) == len(rec.trained(src.trials)) and [e.number for e in evidence] == list(range(-len(evidence), 0))
+    ranks = sorted(e.value for e in evidence if e.state == optuna.trial.TrialState.COMPLETE)
+    assert ranks == [(i + 0.5) / len(full) for i in range(len(full))]
+    for e in evidence:
+        assert set(e.params) <= set(searched) and e.params["train.lr"] == 0.002
+        assert e.distributions["train.lr"] == searched["train.lr"].distribution()
+
+
+def test_the_sampler_starts_from_the_earlier_trials():
+    rng = random.Random(0)
+    earlier = []
+    for i in range(40):
+        x = rng.random()
+        earlier.append(optuna.trial.create_trial(value=1 - abs(x - 0.85), params={"x": x},
+                                                 distributions={"x": FloatDistribution(0, 1)}))
+        earlier[-1].number = i - 40
+    near = [sum(abs(x - 0.85) < 0.15 for x in _sampled(evidence)[:10]) for evidence in (earlier, [])]
+    # Cold, the first 10 are TPE's random start-up (0.3 of them near 0.85 by chance); warm, TPE models from the
+    # first trial on and proposes near the earlier best.
+    assert near[0] >= 6 and near[1] <= 5, near
