@@ -125,7 +125,7 @@ search:
   seed: 0
   first_trials:           # trained first, at full length: {design_name} and recipe, plain and separable
     - &design {{{design}}}
-    - {{<<: *design, model.separable: true}}
+{second_design}
 
 retrain:
   epochs: {epochs}             # {epochs_note}
@@ -245,6 +245,17 @@ def metric_line(ratio: float) -> str:
 SEARCH_SHARE = 0.6  # with --minutes, the search's share of the wall-clock (nas-run sizes the race and retrain to <= 40%)
 DESIGN_SHARE = 1 / 3  # of the search's share, the most the two designs (trained first, at full planned length) may take
 MIN_SEARCH_EPOCHS = 4
+SLOW_DESIGN = 2.0  # with --minutes, the separable design is left out when an epoch of it takes this many times the
+# plain one's: on CPU its depthwise convs run far below their MACs (3x the plain design's time on the 64-px task, for
+# fewer MACs), and trained first at full length it took the search's time; the search may still sample it
+
+
+def slow_separable_note(seconds: list[float]) -> str:
+    """Why the separable design is left out ("" when it is not): its epoch against the plain one's."""
+    if len(seconds) < 2 or seconds[1] <= SLOW_DESIGN * seconds[0]:
+        return ""
+    return (f"the separable design is left out: an epoch of it takes ~{seconds[1]:.0f} s here, {seconds[1] / seconds[0]:.1f}x "
+            f"the plain one's (--minutes); the search may still sample separable: true")
 
 
 def design_wall_seconds(design_seconds: list[float], workers: int) -> float:
@@ -270,8 +281,9 @@ def search_epochs_line(epochs: int, retrain_epochs: int, minutes: float, wall_se
 
 def space_text(name: str, file: str, root: str, kind: str, size: tuple[int, int] | None, channels: int | None, meta: Meta,
                n_train: int, params: int, macs: int, minutes: float | None, ratio: float = 1.0,
-               search_epochs_text: str = "") -> str:
-    """The space file, commented for the reader who will edit it."""
+               search_epochs_text: str = "", slow_separable: str = "") -> str:
+    """The space file, commented for the reader who will edit it. `slow_separable`: why the separable design is
+    left out (else it is the second design)."""
     side = max(meta.height, meta.width)
     colour = meta.channels == 3
     if colour or side > 32:
@@ -295,6 +307,7 @@ def space_text(name: str, file: str, root: str, kind: str, size: tuple[int, int]
         channel_line=channel_line, val=0.25 if n_train <= 20_000 else 0.1, stages="\n".join(stages), model_keys=keys,
         augment=augment_lines(side, colour), metric=metric_line(ratio), class_weight=class_weight_line(ratio),
         search_epochs=search_epochs_text, params=params, macs=macs, design_name=design_name,
+        second_design=f"    # {slow_separable}" if slow_separable else "    - {<<: *design, model.separable: true}",
         design=_yaml_items(design), epochs=epochs,
         epochs_note=f"{REFERENCE[1]} x sqrt({REFERENCE[0]:,} / {n_train:,} training images): a smaller set needs "
                     f"more passes; in {EPOCHS_RANGE[0]}-{EPOCHS_RANGE[1]}")
@@ -360,11 +373,13 @@ def init(data_path: str, params: int = 8000, macs: int | None = None, minutes: f
     B.preflight(space, m)  # a budget no candidate of this space meets is one line here, not a file that fails later
     if minutes:
         seconds, workers = design_epoch_seconds(space, data, n), os.cpu_count() or 1
+        slow = slow_separable_note(seconds)
+        seconds = seconds[:1] if slow else seconds
         epochs = search_epochs(space.retrain.epochs, seconds, minutes, workers)
         line = search_epochs_line(epochs, space.retrain.epochs, minutes, design_wall_seconds(seconds, workers))
-        if line:
+        if line or slow:
             text = space_text(study, str(target), str(path), kind, size, cfg.channels, m, n, params, macs, minutes,
-                              imbalance(data), line)
+                              imbalance(data), line, slow)
             space = S.parse(S.read_yaml(text), str(target), text)
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(text)

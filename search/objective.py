@@ -4,8 +4,10 @@ Over budget: constraint values set (the sampler learns the feasible region from 
 training steps, not counted as trained. Within budget: train for the full planned length (`search.epochs`, by
 default the retrain's), report validation accuracy per epoch; the pruner stops most trials early (and, where
 `search.first_epoch_floor` is set, a sampled trial near chance after its first epoch). Race runs
-(enqueued by the pipeline, see race.py) and `search.first_trials` designs are never pruned: a design the user
-named is the reference the search has to beat, measured at full length. Trial-level trouble (divergence, time
+(enqueued by the pipeline, see race.py), `search.first_trials` designs and a warm start's candidates are never
+pruned: a design the user named is the reference the search has to beat, and a candidate carried from an earlier
+study was its best at full length; both are measured at full length (one epoch inside OneCycle's warm-up is not a
+verdict: a carried winner stopped at chance after epoch 1 in the first warm-start benchmark run). Trial-level trouble (divergence, time
 overrun, a RuntimeError such as CUDA OOM) ends the trial and the study goes on; `search.max_failures` failures
 in a row are not trial-level and stop the run. The trial's record is written through record.py.
 """
@@ -78,7 +80,9 @@ class Objective:
                 return twin.value
             raise optuna.TrialPruned()
         self.rejected_in_a_row = 0
-        hist = self._train(trial, cand, model.to(self.device), keep_going=race or rec.read(trial).first_trial is not None)
+        r = rec.read(trial)  # designs and a warm start's candidates are measured at full length, as in their study
+        hist = self._train(trial, cand, model.to(self.device),
+                           keep_going=race or r.first_trial is not None or r.warm_from is not None)
         if hist.end_reason != End.COMPLETED:
             raise optuna.TrialPruned()
         return hist.val_acc[-1]

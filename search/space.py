@@ -414,7 +414,11 @@ class Space:
 
     def conditionals(self) -> dict[str, str]:
         """Conditional keys by name -> the name of the parameter that picks their branch."""
-        return {p.name: p.by for p in _keys(self.model, self.stages, self.train, self.augment) if p.by is not None}
+        return {p.name: p.by for p in self.conditional_keys()}
+
+    def conditional_keys(self) -> list[Param]:
+        """The conditional keys, each with its `by` and its branches."""
+        return [p for p in _keys(self.model, self.stages, self.train, self.augment) if p.by is not None]
 
     def sample(self, trial, meta: Meta) -> Candidate:
         """Suggest every searchable value on `trial`; return the candidate for data of shape `meta`. Conditional

@@ -152,8 +152,8 @@ class TieredSampler(optuna.samplers.BaseSampler):
 
 def open_study(space: Space, storage, worker: int = 0, warm: WarmStart | None = None) -> optuna.Study:
     """Create or resume the study named by the space. A resumed study must have been searched with the same
-    space; see `check_same_space`. A warm start's candidates are queued first, then the designs; its evidence
-    goes to the sampler (warm.py)."""
+    space; see `check_same_space`. The designs are queued first, then a warm start's candidates; its evidence goes
+    to the sampler (warm.py)."""
     study = optuna.create_study(study_name=space.name, storage=storage, direction="maximize", load_if_exists=True,
                                 pruner=make_pruner(space.search, ladder=bool(space.budget.tiers())))
     stored = rec.stored_space(study)
@@ -166,8 +166,10 @@ def open_study(space: Space, storage, worker: int = 0, warm: WarmStart | None = 
         check_same_space(study, space)
     if warm is not None and worker == 0:
         rec.store_warm_start(study, warm.record())
-    queue = [(c.params, warm.attrs(c)) for c in warm.candidates] if warm is not None else []
-    queue += [(params, rec.first_trial_attrs(i)) for i, params in enumerate(space.search.first_trials)]
+    # The designs first: a carried candidate with a design's values is that design, and stays one (raced, the
+    # reference the search must beat).
+    queue = [(params, rec.first_trial_attrs(i)) for i, params in enumerate(space.search.first_trials)]
+    queue += [(c.params, warm.attrs(c)) for c in warm.candidates] if warm is not None else []
     for tier in space.budget.each_tier():  # a candidate already in the study (in its tier) is not queued again:
         for params, attrs in queue:  # Optuna's skip_if_exists rule, seeing one tier
             if not optuna.Study._should_skip_enqueue(_TierView(study, tier), params):

@@ -6,9 +6,11 @@
   out are sampled. Where the budget fills (`budget.fill`), the carried widths set the shape and fill sizes it to
   this budget, each ladder tier's.
 - The sampler is shown the earlier study's trained search trials as evidence (`EvidenceSampler`), mapped the same
-  way, their validation values as ranks within their own study (the two tasks' accuracies are not on one scale),
-  numbered before this study's trials: TPE weighs older observations down once there are more than 25, so the
-  evidence fades as the new study's own trials come in.
+  way, their validation values as ranks within their own study (the two tasks' accuracies are not on one scale;
+  this study's values are shown as ranks too), numbered before this study's trials. Each counts as one trial:
+  TPE's good set is the best tenth of all trials, so the earlier study's share of it is its share of the trials
+  and shrinks as this study's own come in (with 50 earlier trials, half after 50 here); TPE also weighs the
+  oldest observations of its other set down past 25.
 - The source is opened read-only (SQLite in mode=ro; PostgreSQL in read-only transactions): read, never written.
 
 OptunaHub's MetaLearnTPESampler (task-similarity weighted TPE over source studies) was the other way the issue
@@ -21,6 +23,7 @@ import copy
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -129,34 +132,39 @@ def read(text: str, studies: str, space: Space, own_url: str) -> WarmStart:
     source = locate(text, studies)
     study = open_source(source)
     source = dataclasses.replace(source, name=study.study_name)
-    if source.url == own_url and source.name == space.name:
+    if _where(source.url) == _where(own_url) and source.name == space.name:
         raise UserError(f"--from: {source.describe()} is the study this run writes to; name an earlier study")
     trials = study.get_trials(deepcopy=False)
     done = rec.full_length(trials)
     if not done:
         raise UserError(f"--from: {source.describe()} has no full-length search trial to start from")
-    searched = {n: p for n, p in space.params().items() if p.distribution() is not None}
-    shared = {n for t in rec.trained(trials) for n in t.params} & set(searched)
-    if not shared:
-        theirs = sorted({n for t in done for n in t.params})
+    target = Target.of(space)
+    if not any(carry(t.params, target)[0] for t in rec.trained(trials)):
+        theirs, searched = sorted({n for t in done for n in t.params}), sorted(target.searched)
         raise UserError(f"--from: {source.describe()} shares no searched parameter with {space.file} (its "
                         f"parameters: {', '.join(theirs[:6])}{', ...' if len(theirs) > 6 else ''}; this space's: "
-                        f"{', '.join(sorted(searched)[:6])}{', ...' if len(searched) > 6 else ''})")
+                        f"{', '.join(searched[:6])}{', ...' if len(searched) > 6 else ''})")
     candidates, clipped, dropped = [], {}, {}
-    for t in _ranked(study, done):
-        params, moved, _ = carry(t.params, searched)
+    winners = _winners(study)
+    for t in _ranked(done, winners):
+        params, moved, _ = carry(t.params, target)
         for name, note in moved.items():
             clipped.setdefault(name, f"{note} (trial {t.number})")
         if params and all(params != c.params for c in candidates):
             candidates.append(Carried(t.number, t.value, params))
-        if len(candidates) == CANDIDATES + len(_winners(study)):
+        if len(candidates) == CANDIDATES + len(winners):
             break
     for t in rec.trained(trials):  # what the candidates and the evidence leave out, each named once
-        for name, why in carry(t.params, searched)[2].items():
+        for name, why in carry(t.params, target)[2].items():
             dropped.setdefault(name, why)
-    return WarmStart(source, tuple(candidates), tuple(evidence(trials, searched)),
+    return WarmStart(source, tuple(candidates), tuple(evidence(trials, target)),
                      tuple(f"{n} {v}" for n, v in sorted(clipped.items())),
                      tuple(f"{n} ({v})" for n, v in sorted(dropped.items())))
+
+
+def _where(url: str) -> str:
+    """A storage URL as a place: an SQLite file by its absolute path."""
+    return str(Path(url[len("sqlite:///"):]).resolve()) if url.startswith("sqlite:///") else url
 
 
 def _winners(study) -> list[int]:
@@ -165,21 +173,47 @@ def _winners(study) -> list[int]:
     return list(dict.fromkeys(r.trial for r in found if r is not None))
 
 
-def _ranked(study, done: list) -> list:
+def _ranked(done: list, winners: list[int]) -> list:
     """Full-length search trials, the retrained winners first, then by validation value."""
-    winners = _winners(study)
     first = [t for n in winners for t in done if t.number == n]
     return first + sorted((t for t in done if t.number not in winners), key=lambda t: -t.value)
 
 
-def carry(params: dict, searched: dict[str, Param]) -> tuple[dict, dict[str, str], dict[str, str]]:
-    """An earlier trial's parameters on this space -> (the values kept, clipped into range; {name: "v -> w"} for
-    the clipped numbers; {name: why} for the dropped)."""
+@dataclass(frozen=True)
+class Target:
+    """What an earlier trial is mapped onto: this space's searched parameters by Optuna name, and its conditional
+    keys (the branch parameters, each with the key it belongs to and the choice of `by` it stands for)."""
+
+    searched: dict[str, Param]
+    branch_of: dict[str, tuple[str, str, Any]]  # branch name -> (conditional key's name, its `by`, the choice)
+
+    @classmethod
+    def of(cls, space: Space) -> Target:
+        return cls({n: p for n, p in space.params().items() if p.distribution() is not None},
+                   {b.name: (p.name, p.by, value) for p in space.conditional_keys() for value, b in p.branches})
+
+    def name_for(self, name: str, params: dict) -> str | None:
+        """This space's name for an earlier trial's parameter: the same name; where this space makes the key
+        conditional, the branch of the trial's choice (train.lr with optimizer sgd -> train.lr.sgd); where the
+        earlier space did and this one does not, the key (train.lr.sgd -> train.lr)."""
+        if name in self.searched:
+            return name
+        for branch, (key, by, value) in self.branch_of.items():
+            if key == name and by in params and same_value(params[by], value) and branch in self.searched:
+                return branch
+        key = name.rsplit(".", 1)[0]
+        return key if key in self.searched and key not in self.branch_of else None
+
+
+def carry(params: dict, target: Target) -> tuple[dict, dict[str, str], dict[str, str]]:
+    """An earlier trial's parameters on this space -> (the values kept, by this space's names, clipped into range;
+    {name: "v -> w"} for the clipped numbers; {name: why} for the dropped)."""
     kept, clipped, dropped = {}, {}, {}
-    for name, v in params.items():
-        p = searched.get(name)
+    for source_name, v in params.items():
+        name = target.name_for(source_name, params)
+        p = target.searched.get(name) if name else None
         if p is None:
-            dropped[name] = "not searched in this space"
+            dropped[source_name] = "not searched in this space"
         elif p.choices is not None:
             hits = [c for c in p.choices if same_value(v, c)]
             if hits:
@@ -199,7 +233,7 @@ def carry(params: dict, searched: dict[str, Param]) -> tuple[dict, dict[str, str
     return kept, clipped, dropped
 
 
-def evidence(trials, searched: dict[str, Param]) -> list[FrozenTrial]:
+def evidence(trials, target: Target) -> list[FrozenTrial]:
     """The source's trained search trials (the latest EVIDENCE_MOST) as trials of this space: mapped parameters with
     this space's distributions; a full-length trial's value is its rank within its study, from 0 (worst) to 1; a
     cut-short one is PRUNED with its last epoch (TPE places pruned trials by epoch, then value); numbered -n..-1."""
@@ -207,13 +241,13 @@ def evidence(trials, searched: dict[str, Param]) -> list[FrozenTrial]:
     quantile = {t.number: (i + 0.5) / len(done) for i, t in enumerate(done)}
     out = []
     for t in rec.trained(trials)[-EVIDENCE_MOST:]:
-        params = carry(t.params, searched)[0]
+        params = carry(t.params, target)[0]
         if not params:
             continue
         full = t.number in quantile
         e = optuna.trial.create_trial(
             state=TrialState.COMPLETE if full else TrialState.PRUNED, value=quantile[t.number] if full else None,
-            params=params, distributions={n: searched[n].distribution() for n in params},
+            params=params, distributions={n: target.searched[n].distribution() for n in params},
             intermediate_values=None if full else {rec.last_epoch(t): 0.0})
         out.append(e)
     for i, e in enumerate(out):

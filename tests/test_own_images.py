@@ -147,6 +147,26 @@ def test_with_minutes_nas_init_plans_search_trials_short_enough_for_the_designs_
     assert "# --minutes 0.5: an epoch of the designs takes" in (tmp_path / "c.yaml").read_text()
 
 
+@pytest.mark.parametrize("timed, designs", [([4.0, 12.0], 1), ([4.0, 6.0], 2)])
+def test_with_minutes_nas_init_leaves_out_a_separable_design_that_trains_over_twice_as_slow(
+        tmp_path, monkeypatch, timed, designs):
+    """Trained first at full length, a design whose epoch takes over twice the plain one's (the separable one on a
+    CPU: depthwise convs run far below their MACs) would take the search's time: nas-init leaves it out and says why;
+    within twice, both stay."""
+    from search import init as nas_init
+
+    monkeypatch.setattr(nas_init, "design_epoch_seconds", lambda *a: list(timed))
+    images = write_image_folder(tmp_path / "c", "png", channels=3, size=64, per_class=30)
+    r = in_process("nas-init", images, "--params", 25000, "--minutes", 20, "--out", tmp_path / "c.yaml", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    space, configs = _designs(tmp_path / "c.yaml")
+    assert [c.separable for c in configs] == [False, True][:designs]
+    text = (tmp_path / "c.yaml").read_text()
+    assert ("# the separable design is left out: an epoch of it takes ~12 s here, 3.0x the plain one's" in text) == (
+        designs == 1)
+    assert "separable: [false, true]" in text  # the search may still sample it
+
+
 def test_nas_init_keeps_the_digit_design_for_small_grey_images(tmp_path):
     images = write_image_folder(tmp_path / "grey", "png", channels=1, per_class=30)
     out = tmp_path / "grey.yaml"

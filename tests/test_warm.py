@@ -35,16 +35,28 @@ def _fingerprint(folder):
 
 
 def test_carry_clips_numbers_into_range_and_drops_what_this_space_lacks():
-    space = parse(_target())
-    searched = {n: p for n, p in space.params().items() if p.distribution() is not None}
+    target = W.Target.of(parse(_target()))
     kept, clipped, dropped = W.carry({"train.lr": 0.02, "model.stage0.width": 24, "model.stage1.width": 16,
-                                      "model.stage1.depth": 2, "model.head": "gap"}, searched)
+                                      "model.stage1.depth": 2, "model.head": "gap"}, target)
     assert kept == {"train.lr": 0.002, "model.stage1.width": 16, "model.head": "gap"}
     assert clipped == {"train.lr": "0.02 -> 0.002"}
     assert set(dropped) == {"model.stage0.width=24", "model.stage1.depth"}
     assert "not among [5, 6]" in dropped["model.stage0.width=24"]
-    kept, clipped, _ = W.carry({"train.lr": 0.001}, searched)  # inside the range: as it was, nothing named
+    kept, clipped, _ = W.carry({"train.lr": 0.001}, target)  # inside the range: as it was, nothing named
     assert kept == {"train.lr": 0.001} and not clipped
+
+
+def test_carry_maps_a_key_onto_the_branch_of_a_conditional_one_and_back():
+    raw = tiny_space()
+    raw["train"].update(optimizer=["sgd", "adamw"], lr={"by": "optimizer", "sgd": {"low": 0.02, "high": 0.3, "log": True},
+                                                        "adamw": {"low": 0.001, "high": 0.01, "log": True}})
+    conditional = W.Target.of(parse(raw))
+    kept, clipped, _ = W.carry({"train.optimizer": "adamw", "train.lr": 0.02}, conditional)
+    assert kept == {"train.optimizer": "adamw", "train.lr.adamw": 0.01} and clipped == {"train.lr.adamw": "0.02 -> 0.01"}
+    kept, _, _ = W.carry({"train.optimizer": "sgd", "train.lr": 0.05}, conditional)
+    assert kept == {"train.optimizer": "sgd", "train.lr.sgd": 0.05}
+    plain = W.Target.of(parse(tiny_space()))  # lr 0.003-0.03 for the one optimizer
+    assert W.carry({"train.lr.adamw": 0.004}, plain)[0] == {"train.lr": 0.004}
 
 
 def test_warm_start_trains_the_source_candidates_first_mapped_and_leaves_the_source_unchanged(finished, tmp_path):
@@ -135,6 +147,20 @@ def test_a_warm_start_into_a_ladder_queues_each_candidate_in_each_tier_filled_to
         assert trial.params["train.lr"] == 0.002
 
 
+def test_a_carried_candidate_with_a_designs_values_stays_that_design(finished, tmp_path):
+    src = str(finished[0] / "studies" / "tiny.db")
+    space = parse(_target())
+    carried = W.read(src, str(tmp_path), space, f"sqlite:///{tmp_path}/d.db").candidates
+    raw = _target()
+    raw["search"]["first_trials"] = [carried[0].params]
+    space = parse(raw)
+    warm = W.read(src, str(tmp_path), space, f"sqlite:///{tmp_path}/d.db")
+    study = open_study(space, make_storage(f"sqlite:///{tmp_path}/d.db"), warm=warm)
+    waiting = [rec.read(t) for t in study.trials]
+    assert (waiting[0].first_trial, waiting[0].warm_from) == (0, None)  # queued once, as the design (raced, unpruned)
+    assert [r.warm_from for r in waiting[1:]] == [f"tiny#{c.trial}" for c in carried[1:]]
+
+
 def _sampled(evidence, n=30, seed=0) -> list[float]:
     study = optuna.create_study(direction="maximize")
     tpe = optuna.samplers.TPESampler(seed=seed, n_startup_trials=10)
@@ -149,16 +175,15 @@ def _sampled(evidence, n=30, seed=0) -> list[float]:
 
 def test_evidence_is_the_source_trials_mapped_ranked_within_their_study_and_numbered_first(finished):
     src = optuna.load_study(study_name="tiny", storage=f"sqlite:///{finished[0]}/studies/tiny.db")
-    space = parse(_target())
-    searched = {n: p for n, p in space.params().items() if p.distribution() is not None}
-    evidence = W.evidence(src.trials, searched)
+    target = W.Target.of(parse(_target()))
+    evidence = W.evidence(src.trials, target)
     full = rec.full_length(src.trials)
     assert len(evidence) == len(rec.trained(src.trials)) and [e.number for e in evidence] == list(range(-len(evidence), 0))
     ranks = sorted(e.value for e in evidence if e.state == optuna.trial.TrialState.COMPLETE)
     assert ranks == [(i + 0.5) / len(full) for i in range(len(full))]
     for e in evidence:
-        assert set(e.params) <= set(searched) and e.params["train.lr"] == 0.002
-        assert e.distributions["train.lr"] == searched["train.lr"].distribution()
+        assert set(e.params) <= set(target.searched) and e.params["train.lr"] == 0.002
+        assert e.distributions["train.lr"] == target.searched["train.lr"].distribution()
 
 
 def test_the_sampler_starts_from_the_earlier_trials():

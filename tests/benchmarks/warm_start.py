@@ -7,7 +7,7 @@ in three scenarios built from Debian's dataset-fashion-mnist (each space written
     (c) classes  fm28 at 8,000 params, warm-started from a study of fm28_5 (its first 5 classes only).
 (a) and (c) share the cold runs. Every run is `nas-run --workers auto` on this machine, one after another.
 
-    python tests/benchmarks/warm_start.py run [--work DIR] [--seeds 5] [--trials 12] [--epochs 5]
+    python tests/benchmarks/warm_start.py run [--work DIR] [--seeds 5] [--trials 16] [--epochs 8]
     python tests/benchmarks/warm_start.py table [--work DIR]
 
 For each warm/cold pair (same study seed, so the same validation split): the final retrained winner's test accuracy;
@@ -40,7 +40,7 @@ from search import data as D  # noqa: E402
 from search.decode import resize, to_channels  # noqa: E402
 
 TASKS = {"fm28": (28, 1, 3000, tuple(range(10))), "fm28_5": (28, 1, 3000, (0, 1, 2, 3, 4)),
-         "fm64c": (64, 3, 1500, tuple(range(10)))}  # name: (side, channels, training images, classes kept)
+         "fm64c": (64, 3, 1000, tuple(range(10)))}  # name: (side, channels, training images, classes kept)
 TEST_IMAGES = 1500
 SOURCES = {"src_fm28_4k": ("fm28", 4000), "src_fm28_5": ("fm28_5", 8000), "src_fm28_8k": ("fm28", 8000)}
 SCENARIOS = {"a": ("fm28", 8000, "src_fm28_4k"), "b": ("fm64c", 25000, "src_fm28_8k"), "c": ("fm28", 8000, "src_fm28_5")}
@@ -81,7 +81,7 @@ def space(work: Path, task: str, params: int, name: str, seed: int, epochs: int)
                    check=True, stdout=subprocess.DEVNULL)
     raw = yaml.safe_load(tmp.read_text())
     raw["name"] = name
-    raw["search"].update(seed=seed, epochs=epochs, min_epochs=1, race_top=2, race_seeds=2)
+    raw["search"].update(seed=seed, epochs=epochs, race_top=2, race_seeds=2)
     raw["retrain"].update(epochs=epochs, seeds=2)
     out.write_text(yaml.safe_dump(raw, sort_keys=False))
     tmp.unlink()
@@ -189,8 +189,8 @@ def main() -> None:
     p.add_argument("what", choices=("run", "table"))
     p.add_argument("--work", default="/tmp/nas-run-warm-start")
     p.add_argument("--seeds", type=int, default=5)
-    p.add_argument("--trials", type=int, default=12)
-    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--trials", type=int, default=16)
+    p.add_argument("--epochs", type=int, default=8)
     args = p.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
