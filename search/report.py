@@ -370,9 +370,9 @@ def warm_line(warm: dict, trials) -> str:
     lead = "" if best is None else (f"; the best full-length search trial is trial {best.number}"
                                     + (", carried over" if best in carried else ""))
     notes = "".join(f"; {what}: {', '.join(warm[what])}" for what in ("clipped", "dropped") if warm[what])
-    return (f"from {warm['storage']}: its trials {', '.join(map(str, warm['trials']))} were trained first, mapped onto "
-            f"this space, here trials {here or 'none yet'}{lead}; the sampler started from {warm['evidence']} of its "
-            f"trained trials{notes}")
+    return (f"from {warm['storage']}: its trials {', '.join(map(str, warm['trials']))}, mapped onto this space, "
+            f"trained at full length after the designs as trials {here or 'none yet'}{lead}; the sampler started "
+            f"from {warm['evidence']} of its trained trials{notes}")
 
 
 def _ladder(page: Page, trials, ladder: dict) -> None:

@@ -2,8 +2,8 @@
 
 - The earlier study's retrained winner(s) and best full-length search trials come first: each is mapped onto this
   space (`carry`: a number outside this space's range is clipped into it, a choice it does not offer or a parameter
-  it does not have is dropped, and the run says which) and enqueued before anything is sampled; the parameters left
-  out are sampled. Where the budget fills (`budget.fill`), the carried widths set the shape and fill sizes it to
+  it does not have is dropped, and the run says which) and enqueued after the designs, before anything is sampled,
+  to train at full length (objective.py); the parameters left out are sampled. Where the budget fills (`budget.fill`), the carried widths set the shape and fill sizes it to
   this budget, each ladder tier's.
 - The sampler is shown the earlier study's trained search trials as evidence (`EvidenceSampler`), mapped the same
   way, their validation values as ranks within their own study (the two tasks' accuracies are not on one scale;
@@ -32,7 +32,7 @@ from search import record as rec
 from search.errors import UserError
 from search.space import Param, Space, same_value
 
-CANDIDATES = 3  # full-length trials carried over and enqueued, besides the source's retrained winner(s)
+CANDIDATES = 3  # full-length trials carried over and enqueued (the source's retrained winner first), besides designs
 EVIDENCE_MOST = 50  # the source's trained trials the sampler is shown at most (the latest)
 
 
@@ -100,6 +100,7 @@ class WarmStart:
 
     source: Source
     candidates: tuple[Carried, ...]
+    designs: tuple[str, ...]  # its best trials that are this space's designs: "n (first_trials[i])"
     evidence: tuple[FrozenTrial, ...]
     clipped: tuple[str, ...]  # "name v -> w (trial n)", for the candidates
     dropped: tuple[str, ...]  # "name (why)", over the source's trained trials
@@ -107,8 +108,10 @@ class WarmStart:
     def lines(self) -> list[str]:
         """What the run and --check print."""
         trials = ", ".join(f"{c.trial} (val {c.value:.4f})" for c in self.candidates)
-        out = [f"warm start from {self.source.describe()}: its trials {trials} are trained first, mapped onto this "
-               f"space; the sampler starts from {len(self.evidence)} of its trained trials"]
+        out = [f"warm start from {self.source.describe()}: its trials {trials} train at full length after the "
+               f"designs, mapped onto this space; the sampler starts from {len(self.evidence)} of its trained trials"]
+        if self.designs:
+            out.append("warm start: its trials " + ", ".join(self.designs) + " are this space's designs, trained as such")
         if self.clipped:
             out.append("warm start: clipped into this space's ranges: " + "; ".join(self.clipped))
         if self.dropped:
@@ -118,7 +121,7 @@ class WarmStart:
     def record(self) -> dict:
         """What the study keeps (rec.store_warm_start): the report's provenance."""
         return {"study": self.source.name, "storage": self.source.describe(),
-                "trials": [c.trial for c in self.candidates], "evidence": len(self.evidence),
+                "trials": [c.trial for c in self.candidates], "designs": list(self.designs), "evidence": len(self.evidence),
                 "clipped": list(self.clipped), "dropped": list(self.dropped)}
 
     def attrs(self, carried: Carried) -> dict:
@@ -144,20 +147,24 @@ def read(text: str, studies: str, space: Space, own_url: str) -> WarmStart:
         raise UserError(f"--from: {source.describe()} shares no searched parameter with {space.file} (its "
                         f"parameters: {', '.join(theirs[:6])}{', ...' if len(theirs) > 6 else ''}; this space's: "
                         f"{', '.join(searched[:6])}{', ...' if len(searched) > 6 else ''})")
-    candidates, clipped, dropped = [], {}, {}
-    winners = _winners(study)
-    for t in _ranked(done, winners):
+    candidates, designs, clipped, dropped = [], [], {}, {}
+    for t in _ranked(done, _winners(study)):
         params, moved, _ = carry(t.params, target)
+        design = next((i for i, d in enumerate(space.search.first_trials)  # the design, and values it left to the
+                       if d.items() <= params.items()), None)  # sampler: trained as that design
+        if design is not None:
+            designs.append(f"{t.number} (first_trials[{design}])")
+            continue
         for name, note in moved.items():
             clipped.setdefault(name, f"{note} (trial {t.number})")
         if params and all(params != c.params for c in candidates):
             candidates.append(Carried(t.number, t.value, params))
-        if len(candidates) == CANDIDATES + len(winners):
+        if len(candidates) == CANDIDATES:
             break
     for t in rec.trained(trials):  # what the candidates and the evidence leave out, each named once
         for name, why in carry(t.params, target)[2].items():
             dropped.setdefault(name, why)
-    return WarmStart(source, tuple(candidates), tuple(evidence(trials, target)),
+    return WarmStart(source, tuple(candidates), tuple(designs), tuple(evidence(trials, target)),
                      tuple(f"{n} {v}" for n, v in sorted(clipped.items())),
                      tuple(f"{n} ({v})" for n, v in sorted(dropped.items())))
 
