@@ -5,10 +5,10 @@ training steps, not counted as trained. Within budget: train for the full planne
 default the retrain's), report validation accuracy per epoch; the pruner stops most trials early (and, where
 `search.first_epoch_floor` is set, a sampled trial near chance after its first epoch). Race runs
 (enqueued by the pipeline, see race.py), `search.first_trials` designs and a warm start's candidates are never
-pruned: a design the user named is the reference the search has to beat, and a candidate carried from an earlier
-study was its best at full length; both are measured at full length (one epoch inside OneCycle's warm-up is not a
-verdict: a carried winner stopped at chance after epoch 1 in the first warm-start benchmark run). Trial-level trouble (divergence, time
-overrun, a RuntimeError such as CUDA OOM) ends the trial and the study goes on; `search.max_failures` failures
+pruned, and measured at full length: a design the user named is the reference the search has to beat, a candidate
+carried from an earlier study was among its best at full length (one epoch inside OneCycle's warm-up is no verdict:
+a carried winner stopped at chance after epoch 1 in the first warm-start benchmark). Trial-level trouble (divergence,
+time overrun, a RuntimeError such as CUDA OOM) ends the trial and the study goes on; `search.max_failures` failures
 in a row are not trial-level and stop the run. The trial's record is written through record.py.
 """
 from __future__ import annotations

@@ -39,7 +39,6 @@ from search.space import Space
 from search.storage import HEARTBEAT, make_storage
 from search.study import default_storage, open_study
 from search import warm as W
-from search.warm import WarmStart
 from search.workers import (RunContext, Terminated, gpus_of, pick_device, plan_workers, processes_for,
                             run_processes, run_worker)
 
@@ -152,7 +151,7 @@ def load_data(space: Space, device, console=None) -> D.Data:
     return data
 
 
-def read_warm_start(source: str, studies: str, space: Space, url: str, console) -> WarmStart:
+def read_warm_start(source: str, studies: str, space: Space, url: str, console) -> W.WarmStart:
     """`--from SOURCE`, read before this study is written to; what it brings, printed."""
     warm = W.read(source, studies, space, url)
     for line in warm.lines():

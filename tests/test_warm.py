@@ -3,13 +3,15 @@ space and budget, the sampler starts from its trials, and the source is only rea
 from __future__ import annotations
 
 import hashlib
+import os
 import random
+import uuid
 
 import optuna
 import pytest
 from optuna.distributions import FloatDistribution
 
-from helpers import in_process, nas_run, tiny_space, write_space
+from helpers import in_process, nas_run, need, tiny_space, write_space
 from search import budget as B
 from search import record as rec
 from search import warm as W
@@ -96,6 +98,24 @@ def test_warm_start_trains_the_source_candidates_first_mapped_and_leaves_the_sou
     assert len(rec.warm_starts(study)) == 1
     report = (tmp_path / "studies" / "warm" / "report.html").read_text()
     assert "warm start" in report and f"tiny#{winner}" in report
+
+
+def test_a_source_on_postgresql_is_read_through_a_read_only_connection(finished, tmp_path):
+    """The earlier study on another storage (a real PostgreSQL server): read, and the connection cannot write."""
+    url = os.environ.get("NAS_RUN_TEST_POSTGRES")
+    need(url, "a PostgreSQL server (NAS_RUN_TEST_POSTGRES=postgresql://USER@127.0.0.1:PORT/DB)")
+    name = f"warm_source_{uuid.uuid4().hex[:8]}"
+    optuna.copy_study(from_study_name="tiny", from_storage=f"sqlite:///{finished[0]}/studies/tiny.db",
+                      to_storage=make_storage(url), to_study_name=name)
+    before = optuna.load_study(study_name=name, storage=url)
+    warm = W.read(f"{url}#{name}", str(tmp_path), parse(_target()), f"sqlite:///{tmp_path}/w.db")
+    assert warm.candidates and warm.source.name == name and "@" not in warm.source.describe().split("(")[1][:-1]
+    source = W.open_source(warm.source)
+    with pytest.raises(Exception) as refused:
+        source.set_user_attr("touched", True)
+    assert "read-only transaction" in str(refused.value.__cause__)
+    after = optuna.load_study(study_name=name, storage=url)
+    assert after.user_attrs == before.user_attrs and len(after.trials) == len(before.trials)
 
 
 def test_check_says_what_the_warm_start_brings_and_writes_nothing(finished, tmp_path):

@@ -8,7 +8,11 @@ in three scenarios built from Debian's dataset-fashion-mnist (each space written
 (a) and (c) share the cold runs. Every run is `nas-run --workers auto` on this machine, one after another.
 
     python tests/benchmarks/warm_start.py run [--work DIR] [--seeds 5] [--trials 16] [--epochs 8]
+                                              [--variant evidence] [--scenarios a,c]
     python tests/benchmarks/warm_start.py table [--work DIR]
+
+`--variant evidence`: the warm runs carry no candidate over (the sampler's evidence only), through a
+sitecustomize.py that wraps warm.read in the nas-run process: what the carried candidates add, and cost.
 
 For each warm/cold pair (same study seed, so the same validation split): the final retrained winner's test accuracy;
 the minutes from the command's start until the best full-length search trial's validation accuracy first reached the
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -88,7 +93,15 @@ def space(work: Path, task: str, params: int, name: str, seed: int, epochs: int)
     return out
 
 
-def run(work: Path, name: str, space_file: Path, trials: int, warm_from: str | None = None) -> dict:
+EVIDENCE_ONLY = """import dataclasses
+import search.warm as W
+_read = W.read
+W.read = lambda *a, **k: dataclasses.replace(_read(*a, **k), candidates=())
+"""
+
+
+def run(work: Path, name: str, space_file: Path, trials: int, warm_from: str | None = None,
+        variant: str = "both") -> dict:
     """One `nas-run` (skipped when finished before) -> its row."""
     studies = work / "studies"
     done = work / "runs" / f"{name}.json"
@@ -97,9 +110,15 @@ def run(work: Path, name: str, space_file: Path, trials: int, warm_from: str | N
     done.parent.mkdir(parents=True, exist_ok=True)
     cmd = [shutil.which("nas-run"), str(space_file), "--trials", str(trials), "--studies", str(studies),
            "--format", "checkpoint"] + (["--from", warm_from] if warm_from else [])
+    env = dict(os.environ)
+    if variant == "evidence":
+        patch = work / "evidence_only"
+        patch.mkdir(exist_ok=True)
+        (patch / "sitecustomize.py").write_text(EVIDENCE_ONLY)
+        env["PYTHONPATH"] = str(patch)
     started = time.time()
     with open(work / "runs" / f"{name}.log", "w") as log:
-        rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT).returncode
+        rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
     if rc != 0:
         sys.exit(f"{name}: nas-run failed ({rc}); see {work / 'runs' / name}.log")
     row = {"name": name, "seconds": time.time() - started, "warm_from": warm_from, **measure(studies, name, started)}
@@ -131,17 +150,18 @@ def reach(curve, value: float) -> float | None:
     return next((m for m, v, _ in curve if v >= value - 1e-12), None)
 
 
-def main_run(work: Path, seeds: int, trials: int, epochs: int) -> None:
+def main_run(work: Path, seeds: int, trials: int, epochs: int, variant: str, scenarios: str) -> None:
     for name, (task, params) in SOURCES.items():
         run(work, name, space(work, task, params, name, SOURCE_SEED, epochs), SOURCE_TRIALS)
-    rows = work / "rows.jsonl"
+    rows = work / ("rows.jsonl" if variant == "both" else f"rows_{variant}.jsonl")
     for seed in range(seeds):
-        for key, (task, params, source) in SCENARIOS.items():
+        for key in scenarios.split(","):
+            task, params, source = SCENARIOS[key]
             cold_name = f"cold_{task}_s{seed}"
             cold = run(work, cold_name, space(work, task, params, cold_name, seed, epochs), trials)
-            warm_name = f"warm{key}_{task}_s{seed}"
+            warm_name = f"warm{key}{'' if variant == 'both' else variant}_{task}_s{seed}"
             warm = run(work, warm_name, space(work, task, params, warm_name, seed, epochs), trials,
-                       str(work / "studies" / f"{source}.db"))
+                       str(work / "studies" / f"{source}.db"), variant)
             row = {"scenario": key, "seed": seed, "cold": cold, "warm": warm}
             with open(rows, "a") as f:
                 f.write(json.dumps(row) + "\n")
@@ -158,8 +178,9 @@ def line(row: dict) -> str:
             f"{' (a carried candidate won)' if warm['winner_carried'] else ''}")
 
 
-def table(work: Path) -> None:
-    rows = [json.loads(x) for x in (work / "rows.jsonl").read_text().splitlines()]
+def table(work: Path, variant: str = "both") -> None:
+    rows = [json.loads(x) for x in (work / ("rows.jsonl" if variant == "both" else f"rows_{variant}.jsonl"))
+            .read_text().splitlines()]
     for r in rows:
         print(line(r))
 
@@ -191,12 +212,14 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--trials", type=int, default=16)
     p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--variant", choices=("both", "evidence"), default="both")
+    p.add_argument("--scenarios", default="a,b,c")
     args = p.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     if args.what == "run":
-        main_run(work, args.seeds, args.trials, args.epochs)
-    table(work)
+        main_run(work, args.seeds, args.trials, args.epochs, args.variant, args.scenarios)
+    table(work, args.variant)
 
 
 if __name__ == "__main__":
