@@ -63,8 +63,8 @@ def run_parser() -> argparse.ArgumentParser:
                    "for the race and the retrain (default: none, --trials decides)")
     p.add_argument("--from", dest="warm_from", metavar="STUDY",
                    help="warm start: begin from an earlier study (a name in --studies, a .db file, or a storage URL; "
-                        "FILE.db#NAME or URL#NAME picks one of several): its best candidates train after your designs, "
-                        "mapped onto this space and budget, and the sampler starts from its trials; it is only read")
+                        "FILE.db#NAME or URL#NAME picks one of several): its winner trains after your designs, mapped "
+                        "onto this space and budget, and the sampler starts from its trials; it is only read")
     p.add_argument("--samples", type=_positive, default=300, help="--check: candidates to sample")
     return p
 

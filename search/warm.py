@@ -1,10 +1,11 @@
 """Warm start (`nas-run SPACE --from SOURCE`): a new search begins from what an earlier study learned.
 
-- The earlier study's retrained winner(s) and best full-length search trials come first: each is mapped onto this
-  space (`carry`: a number outside this space's range is clipped into it, a choice it does not offer or a parameter
-  it does not have is dropped, and the run says which) and enqueued after the designs, before anything is sampled,
-  to train at full length (objective.py); the parameters left out are sampled. Where the budget fills (`budget.fill`), the carried widths set the shape and fill sizes it to
-  this budget, each ladder tier's.
+- The earlier study's retrained winner (its best sampled full-length trial where a design won: `CANDIDATES`)
+  comes first: it is mapped onto this space (`carry`: a number outside this space's range is clipped into it, a
+  choice it does not offer or a parameter it does not have is dropped, and the run says which), enqueued after the
+  designs, before anything is sampled, and trained at full length (objective.py); the parameters it lacks are
+  sampled. Where the budget fills (`budget.fill`), its widths set the shape and fill sizes it to this budget, each
+  ladder tier's.
 - The sampler is shown the earlier study's trained search trials as evidence (`EvidenceSampler`), mapped the same
   way, their validation values as ranks within their own study (the two tasks' accuracies are not on one scale;
   this study's values are shown as ranks too), numbered before this study's trials. Each counts as one trial:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import sqlite3
 import uuid
 
 import optuna
@@ -62,15 +63,23 @@ def test_carry_maps_a_key_onto_the_branch_of_a_conditional_one_and_back():
 
 
 def test_warm_start_trains_the_source_candidates_first_mapped_and_leaves_the_source_unchanged(finished, tmp_path):
-    source_dir = finished[0] / "studies"
+    source_dir = tmp_path / "source"  # a copy no other connection of this test session has open
+    source_dir.mkdir()
+    db, copy = sqlite3.connect(finished[0] / "studies" / "tiny.db"), sqlite3.connect(source_dir / "tiny.db")
+    db.backup(copy)
+    db.close(), copy.close()
     before = _fingerprint(source_dir)
-    src = optuna.load_study(study_name="tiny", storage=f"sqlite:///{source_dir}/tiny.db")
+    src = optuna.load_study(study_name="tiny", storage=f"sqlite:///{finished[0]}/studies/tiny.db")
     winner = rec.retrain_results(src).trial
     space = write_space(tmp_path / "warm.yaml", _target())
     result = nas_run(space, "--from", source_dir / "tiny.db", "--trials", 3, "--no-retrain", "--workers", 1,
                      "--studies", tmp_path / "studies", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert _fingerprint(source_dir) == before  # read, never written (no -wal or -shm left either)
+    after = _fingerprint(source_dir)
+    # Read, never written: the database file is byte-identical and its write-ahead log is empty (a write in WAL mode
+    # lands there first); SQLite's shared-memory index (-shm) comes with any reader of a WAL database.
+    assert after["tiny.db"] == before["tiny.db"] and set(after) <= {"tiny.db", "tiny.db-wal", "tiny.db-shm"}
+    assert not (source_dir / "tiny.db-wal").exists() or (source_dir / "tiny.db-wal").stat().st_size == 0
     out = result.stdout
     assert f"warm start from tiny ({source_dir}/tiny.db): its trials {winner} (val" in out
     assert "clipped into this space's ranges: train.lr" in out and "-> 0.002" in out
