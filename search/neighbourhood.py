@@ -20,6 +20,7 @@ from optuna.distributions import CategoricalDistribution
 
 from search import record as rec
 from search.record import STUDY_SEED_STRIDE
+from search.study_view import ViewSampler
 
 MOST_CHANGED = 3  # parameters a start-up trial changes: 1 to this many
 
@@ -33,11 +34,12 @@ class Move:
     changed: frozenset[str]
 
 
-class NeighbourhoodSampler(optuna.samplers.BaseSampler):
+class NeighbourhoodSampler(ViewSampler):
     """`sampler` after the start-up; before it, neighbours of the incumbent (see the module docstring)."""
 
     def __init__(self, sampler: optuna.samplers.BaseSampler, startup: int, study_seed: int):
-        self.sampler, self.startup, self.study_seed = sampler, startup, study_seed
+        super().__init__(sampler)
+        self.startup, self.study_seed = startup, study_seed
         self._moves: dict[int, Move | None] = {}
 
     def _rng(self, number: int, salt: str = "") -> random.Random:
@@ -73,15 +75,6 @@ class NeighbourhoodSampler(optuna.samplers.BaseSampler):
         kept = (param_name not in move.changed and current is not None
                 and param_distribution._contains(param_distribution.to_internal_repr(current)))
         return current if kept else draw(param_distribution, current, self._rng(trial.number, param_name))
-
-    def before_trial(self, study, trial) -> None:
-        self.sampler.before_trial(study, trial)
-
-    def after_trial(self, study, trial, state, values) -> None:
-        self.sampler.after_trial(study, trial, state, values)
-
-    def reseed_rng(self) -> None:
-        self.sampler.reseed_rng()
 
 
 def draw(dist, current, rng: random.Random):

@@ -17,6 +17,7 @@ from search.neighbourhood import NeighbourhoodSampler
 from search import record as rec
 from search.record import STUDY_SEED_STRIDE
 from search.space import SearchConfig, Space
+from search.study_view import StudyView, ViewSampler
 from search.warm import EvidenceSampler, WarmStart
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -94,20 +95,15 @@ def make_pruner(search: SearchConfig, ladder: bool = False) -> optuna.pruners.Ba
     return TieredPruner(pruner) if ladder else pruner
 
 
-class _TierView:
+class _TierView(StudyView):
     """A study as one ladder tier sees it: get_trials lists that tier's trials only; the rest is the study's."""
 
     def __init__(self, study: optuna.Study, tier: str | None):
-        self._study, self._tier = study, tier
+        super().__init__(study)
+        self._tier = tier
 
-    def get_trials(self, deepcopy: bool = True, states=None) -> list:
-        return rec.of_tier(self._study.get_trials(deepcopy=deepcopy, states=states), self._tier)
-
-    def _get_trials(self, deepcopy: bool = True, states=None, use_cache: bool = False) -> list:  # samplers read this
-        return rec.of_tier(self._study._get_trials(deepcopy=deepcopy, states=states, use_cache=use_cache), self._tier)
-
-    def __getattr__(self, name):
-        return getattr(self._study, name)
+    def shown(self, trials: list, states) -> list:
+        return rec.of_tier(trials, self._tier)
 
 
 class TieredPruner(optuna.pruners.BasePruner):
@@ -122,32 +118,14 @@ class TieredPruner(optuna.pruners.BasePruner):
         return self.pruner.prune(_TierView(study, rec.read(trial).tier), trial)
 
 
-class TieredSampler(optuna.samplers.BaseSampler):
+class TieredSampler(ViewSampler):
     """Optuna's sampler, shown only the trials of the sampled trial's ladder tier, as the pruner is: each tier is
     searched as its own run would be. Shown all tiers, TPE's good set would fill with the largest tier's trials
     (ahead by their size) and a small tier would be sampled from them (the two ways side by side: RESULTS.md, "The
     budget ladder"). The Objective sets a trial's tier before its first suggest, where Optuna's sampling starts."""
 
-    def __init__(self, sampler: optuna.samplers.BaseSampler):
-        self.sampler = sampler
-
-    def infer_relative_search_space(self, study, trial):
-        return self.sampler.infer_relative_search_space(_TierView(study, rec.read(trial).tier), trial)
-
-    def sample_relative(self, study, trial, search_space):
-        return self.sampler.sample_relative(_TierView(study, rec.read(trial).tier), trial, search_space)
-
-    def sample_independent(self, study, trial, param_name, param_distribution):
-        return self.sampler.sample_independent(_TierView(study, rec.read(trial).tier), trial, param_name, param_distribution)
-
-    def before_trial(self, study, trial) -> None:  # the tier is not set yet: the sampler's reseeding needs none
-        self.sampler.before_trial(study, trial)
-
-    def after_trial(self, study, trial, state, values) -> None:
-        self.sampler.after_trial(_TierView(study, rec.read(trial).tier), trial, state, values)
-
-    def reseed_rng(self) -> None:
-        self.sampler.reseed_rng()
+    def view(self, study, trial):
+        return _TierView(study, rec.read(trial).tier)
 
 
 def open_study(space: Space, storage, worker: int = 0, warm: WarmStart | None = None) -> optuna.Study:

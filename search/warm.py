@@ -32,6 +32,7 @@ from optuna.trial import FrozenTrial, TrialState
 from search import record as rec
 from search.errors import UserError
 from search.space import Param, Space, same_value
+from search.study_view import StudyView, ViewSampler
 
 # Full-length trials carried over and enqueued, besides designs: the source's retrained winner where it was sampled,
 # else its best sampled trial. Three cost 3 full-length trainings of a 16-trial run and won 1 race of 15; the
@@ -266,55 +267,33 @@ def evidence(trials, target: Target) -> list[FrozenTrial]:
     return out
 
 
-class _WithEvidence:
+class _WithEvidence(StudyView):
     """A study as the wrapped sampler sees it: the evidence first, then the study's own trials with each
     full-length value as its rank within the study (the evidence's scale)."""
 
     def __init__(self, study, evidence: tuple[FrozenTrial, ...]):
-        self._study, self._evidence = study, evidence
+        super().__init__(study)
+        self._evidence = evidence
 
-    def _get_trials(self, deepcopy: bool = False, states=None, use_cache: bool = False) -> list:
-        own = self._study._get_trials(deepcopy=False, states=states, use_cache=use_cache)
-        done = sorted((t for t in own if t.state == TrialState.COMPLETE), key=lambda t: t.value)
+    def shown(self, trials: list, states) -> list:
+        done = sorted((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: t.value)
         quantile = {t.number: (i + 0.5) / len(done) for i, t in enumerate(done)}
         ranked = []
-        for t in own:
+        for t in trials:
             if t.number in quantile:
                 t = copy.copy(t)
                 t.value = quantile[t.number]
             ranked.append(t)
         return [e for e in self._evidence if states is None or e.state in states] + ranked
 
-    def get_trials(self, deepcopy: bool = True, states=None) -> list:
-        return self._get_trials(deepcopy, states)
 
-    def __getattr__(self, name):
-        return getattr(self._study, name)
-
-
-class EvidenceSampler(optuna.samplers.BaseSampler):
-    """`sampler`, shown the earlier study's trials besides this study's (see the module docstring). Optuna calls
-    before_trial and after_trial with the study itself."""
+class EvidenceSampler(ViewSampler):
+    """`sampler`, shown the earlier study's trials besides this study's (see the module docstring)."""
 
     def __init__(self, sampler: optuna.samplers.BaseSampler, evidence: tuple[FrozenTrial, ...]):
-        self.sampler, self.evidence = sampler, evidence
+        super().__init__(sampler)
+        self.evidence = evidence
 
-    def infer_relative_search_space(self, study, trial):
-        return self.sampler.infer_relative_search_space(_WithEvidence(study, self.evidence), trial)
-
-    def sample_relative(self, study, trial, search_space):
-        return self.sampler.sample_relative(_WithEvidence(study, self.evidence), trial, search_space)
-
-    def sample_independent(self, study, trial, param_name, param_distribution):
-        return self.sampler.sample_independent(_WithEvidence(study, self.evidence), trial, param_name,
-                                               param_distribution)
-
-    def before_trial(self, study, trial) -> None:
-        self.sampler.before_trial(study, trial)
-
-    def after_trial(self, study, trial, state, values) -> None:
-        self.sampler.after_trial(study, trial, state, values)
-
-    def reseed_rng(self) -> None:
-        self.sampler.reseed_rng()
+    def view(self, study, trial):
+        return _WithEvidence(study, self.evidence)
 

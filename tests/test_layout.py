@@ -9,7 +9,7 @@ import re
 from helpers import ROOT
 
 SEARCH = ROOT / "search"
-LEAVES = {"catalogue": set(), "errors": set(), "measure": {"catalogue"}}  # module -> the search modules it may import
+LEAVES = {"catalogue": set(), "errors": set(), "measure": {"catalogue"}, "study_view": set()}  # module -> the search modules it may import
 
 
 def import_graph() -> dict[str, set[str]]:
