@@ -20,8 +20,10 @@ from search.space import SearchConfig, Space
 # The machine's speed drifts within an hour: --minutes prices the tail on the slow side
 # (tests/benchmarks/RESULTS.md, "--minutes: pricing the tail").
 SLOW_SIDE = 1.25
-# Starting the race's and the retrain's processes, loading the data in each, exporting, writing the report.
-OVERHEAD_SECONDS = 60
+# Starting the race's and the retrain's processes, loading the data in each, exporting, writing the report: 10-11 s
+# measured on 2 cores with every export format (RESULTS.md, "--minutes 3"); 60 s before the forkserver, which at
+# 3 minutes left the search a fifth of them.
+OVERHEAD_SECONDS = 20
 # Median pruner: the share of the full length a trained trial ran, measured in one median-pruned study (10.7 of 15
 # epochs; tests/benchmarks/RESULTS.md, "--check"); its rule depends on the values, so it is not replayed.
 MEDIAN_SHARE = 10.7 / 15

@@ -134,20 +134,20 @@ def test_with_minutes_the_clock_sizes_the_tail_to_its_share_of_the_budget():
 
 
 def test_a_short_minutes_run_races_and_retrains_less_and_says_so(tmp_path):
-    """--minutes 2 on the tiny space: the tail's overhead alone is over 40% of 2 minutes, so the race and the retrain
+    """--minutes 0.8 on the tiny space: the tail's overhead alone (20 s) is over 40% of 48 s, so the race and the retrain
     take the smallest plan (1 finalist x 1 round, 1 retrain seed); the run, the study and the report say so."""
     from search import record as rec
 
     raw = tiny_space(search={"seed": 0, "race_top": 2, "race_seeds": 3}, retrain={"epochs": 1, "seeds": 2})
     space = write_space(tmp_path / "tiny.yaml", raw)
-    r = in_process("nas-run", space, "--trials", 3, "--minutes", 2, "--studies", tmp_path / "studies", "--workers", 1,
+    r = in_process("nas-run", space, "--trials", 3, "--minutes", 0.8, "--studies", tmp_path / "studies", "--workers", 1,
                    "--format", "checkpoint")
     assert r.returncode == 0, r.stderr
     out = " ".join(r.stdout.split())
-    assert "--minutes 2: the race and the retrain at their smallest, still ~" in out  # the overhead alone is over 40%
+    assert "--minutes 0.8: the race and the retrain at their smallest, still ~" in out  # the overhead alone is over 40%
     assert ("of the time (more --minutes would leave the search more): race of the top 1 x 1 round(s), retrain on 1 "
             "seed(s) (the space: race of the top 2 x 2 round(s), retrain on 2 seed(s))") in out
-    assert "--minutes 2 sized the tail: race of the top 1 x 1 round(s), retrain on 1 seed(s)" in out
+    assert "--minutes 0.8 sized the tail: race of the top 1 x 1 round(s), retrain on 1 seed(s)" in out
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path}/studies/tiny.db")
     assert rec.tail_plan(study) == rec.TailPlan(1, 2, 1) and len(rec.retrain_results(study).runs) == 1
     assert len([t for t in study.trials if rec.is_race(t)]) == 1

@@ -1,17 +1,19 @@
 """More search per minute (#34): one search against another at equal `--minutes` on three tasks and several study
 seeds, beside the plain CNN a user would write in 20 lines. Each run is a user's path: `nas-init FOLDER --params P
---minutes M`, then `nas-run SPACE --trials 40 --minutes M`.
+--minutes M`, then `nas-run SPACE --trials 300 --minutes M`.
 
     python tests/benchmarks/search_per_minute.py tasks [--work DIR]
         The three task folders (PNG, train/ and test/), built once from Debian's dataset-fashion-mnist:
         fm8k   28 px grey, 10 classes, 8,000 training images (vs_hand.py's draw), 2,000 test images;
         fm64c  64 px colour (resized, the grey channel in R, G and B), 9 classes (no bags), 3,800 training images;
-        fm16x4 16 px grey, 4 coarse classes (tops, trousers and dresses, shoes, bags), 2,000 training images.
+        fm16x4 16 px grey, 4 coarse classes (tops, trousers and dresses, shoes, bags), 2,000 training images;
+        fm28   28 px grey, 10 classes, 3,000 training images; fm32c 32 px colour, 9 classes, 2,000 training images
+               (the three of `--minutes 3`: small enough that 3 minutes on 2 cores train more than the designs).
     python tests/benchmarks/search_per_minute.py plain --task T [--params P] [--seeds 3] [--epochs 30] [--work DIR]
         The plain CNN at the same params (conv-BN-ReLU-maxpool stages down to <= 8 px, widths 12-24-32-48 scaled to
         P, GAP, AdamW + OneCycle, random crops and flips) trained through torchvision's ImageFolder + DataLoader.
     python tests/benchmarks/search_per_minute.py run --task T --seed S [--code new|CHECKOUT] [--minutes 20]
-                                                     [--params P] [--trials 40] [--work DIR]
+                                                     [--params P] [--trials 300] [--work DIR]
         One nas-init + nas-run with this checkout's code (new) or another checkout's (a folder holding search/ and
         models/ at an older commit: today's search), then the best first_trials design retrained the same way
         (`nas-export --trial N`).
@@ -51,8 +53,10 @@ TASKS = {  # name: (side, channels, training images, test images, class groups (
     "fm8k": (28, 1, 8000, 2000, None),
     "fm64c": (64, 3, 3800, 1800, [[0], [1], [2], [3], [4], [5], [6], [7], [9]]),
     "fm16x4": (16, 1, 2000, 2000, [[0, 2, 4, 6], [1, 3], [5, 7, 9], [8]]),
+    "fm28": (28, 1, 3000, 2000, None),
+    "fm32c": (32, 3, 2000, 1800, [[0], [1], [2], [3], [4], [5], [6], [7], [9]]),
 }
-PARAMS = {"fm8k": 8000, "fm64c": 25000, "fm16x4": 4000}
+PARAMS = {"fm8k": 8000, "fm64c": 25000, "fm16x4": 4000, "fm28": 8000, "fm32c": 20000}
 
 
 def build(work: Path, name: str) -> Path:
@@ -211,6 +215,7 @@ def measure(studies: Path, name: str, seconds: float) -> dict:
 
 def table(work: Path) -> None:
     rows = [json.loads(line) for line in (work / "rows.jsonl").read_text().splitlines()]
+    rows = list({(r["what"], r["task"], r.get("seed")): r for r in rows}.values())  # a row run again: its last
 
     def ms(a):
         return f"{statistics.fmean(a):.4f} ± {statistics.stdev(a) if len(a) > 1 else 0:.4f}" if a else "-"
@@ -237,7 +242,7 @@ def main() -> None:
     p.add_argument("--code", default="new", help="new, or a checkout folder of another commit")
     p.add_argument("--minutes", type=float, default=20)
     p.add_argument("--params", type=int)
-    p.add_argument("--trials", type=int, default=40)
+    p.add_argument("--trials", type=int, default=300, help="high enough that --minutes ends the search")
     p.add_argument("--skip-design", action="store_true", help="do not retrain the best design (nas-export --trial)")
     args = p.parse_args()
     work = Path(args.work)
