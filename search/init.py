@@ -99,7 +99,7 @@ model:
   bias: false
 
 train:
-  batch_size: [64, 128, 256]
+  batch_size: {batch_sizes}   # {batch_note}
   optimizer: [sgd, adamw]
   lr: {{by: optimizer, sgd: {{low: 0.02, high: 0.3, log: true}}, adamw: {{low: 0.001, high: 0.01, log: true}}}}
   momentum: 0.9
@@ -117,7 +117,7 @@ budget:
 search:
   trials: 40
   metric: {metric}
-{search_epochs}  pruner: successive_halving  # first rung at ~epochs / 7 (search.min_epochs), 1 in 3 goes on at each rung
+{search_epochs}{min_epochs}  pruner: successive_halving  # first rung at ~epochs / 7 (search.min_epochs), 1 in 3 goes on at each rung
   reduction_factor: 3
   race_top: 3
   race_seeds: 2
@@ -155,6 +155,27 @@ def training_epochs(n_train: int) -> int:
     steps, but fewer than its size alone would ask (a small set also overfits sooner)."""
     images, epochs = REFERENCE
     return max(EPOCHS_RANGE[0], min(EPOCHS_RANGE[1], round(epochs * math.sqrt(images / max(1, n_train)))))
+
+
+# A rung decides on what a trial learned in its first optimizer steps: on the small sets of the --minutes 3
+# benchmark, 88-100% of sampled trials at batch 256 (6-9 steps an epoch) were at chance at the first rung, 41% at ~24
+# steps before it, 9% at ~48, 3% at ~94 (RESULTS.md, "--minutes 3").
+BATCH_SIZES = (16, 32, 64, 128, 256)
+MIN_STEPS_PER_EPOCH = 15  # the batch sizes searched: the three largest with at least this many steps an epoch
+FIRST_RUNG_STEPS = 45  # the first rung comes after at least this many steps at the largest of them
+
+
+def batch_sizes(n_search: int) -> list[int]:
+    """The batch sizes to search for `n_search` training images an epoch (8,000 images: 64, 128, 256)."""
+    fit = [b for b in BATCH_SIZES if n_search / b >= MIN_STEPS_PER_EPOCH] or list(BATCH_SIZES[:1])
+    return fit[-3:]
+
+
+def first_rung(search_epochs: int, n_search: int, largest_batch: int) -> int:
+    """search.min_epochs: nas-run's default (~epochs / 7), or later where an epoch at the largest batch size takes
+    too few steps to tell a slow starter from a hopeless one; at most half the trial."""
+    steps = max(1, n_search // largest_batch)
+    return max(1, round(search_epochs / 7), min(search_epochs // 2, math.ceil(FIRST_RUNG_STEPS / steps)))
 
 
 def _yaml_items(design: dict, width: int = 110) -> str:
@@ -281,9 +302,9 @@ def search_epochs_line(epochs: int, retrain_epochs: int, minutes: float, wall_se
 
 def space_text(name: str, file: str, root: str, kind: str, size: tuple[int, int] | None, channels: int | None, meta: Meta,
                n_train: int, params: int, macs: int, minutes: float | None, ratio: float = 1.0,
-               search_epochs_text: str = "", slow_separable: str = "") -> str:
+               search_epochs_text: str = "", slow_separable: str = "", trial_epochs: int | None = None) -> str:
     """The space file, commented for the reader who will edit it. `slow_separable`: why the separable design is
-    left out (else it is the second design)."""
+    left out (else it is the second design); `trial_epochs`: search.epochs where it is not the retrain's."""
     side = max(meta.height, meta.width)
     colour = meta.channels == 3
     if colour or side > 32:
@@ -298,15 +319,25 @@ def space_text(name: str, file: str, root: str, kind: str, size: tuple[int, int]
     if ratio > BALANCED_ABOVE:  # trained for what it is selected on: a small class's few validation images cannot
         design["train.class_weight"] = "balanced"  # be relied on to tell the weighted nets (RESULTS.md, imbalance)
     epochs = training_epochs(n_train)
+    val = 0.25 if n_train <= 20_000 else 0.1
+    n_search = round(n_train * (1 - val))
+    batches = batch_sizes(n_search)
+    design["train.batch_size"] = min(design["train.batch_size"], max(batches))  # the design's, or the largest searched
+    rung = first_rung(trial_epochs or epochs, n_search, max(batches))
+    min_epochs = "" if rung == max(1, round((trial_epochs or epochs) / 7)) else (
+        f"  min_epochs: {rung}            # the first rung: >= {FIRST_RUNG_STEPS} steps at batch {max(batches)} "
+        f"({n_search // max(batches)} an epoch)\n")
     size_line = f"  image_size: {list(size) if size[0] != size[1] else size[0]}   # resized once at load (antialiased)\n" if size else ""
     channel_line = f"  channels: {channels}\n" if channels else ""
     return TEMPLATE.format(
         root=root, root_yaml=json.dumps(root), classes=meta.classes, height=meta.height, width=meta.width,
         channels=meta.channels, n_train=n_train, design_note=note, file=file,
         minutes=f" --minutes {minutes:g}" if minutes else "", name=name, kind=kind, size_line=size_line,
-        channel_line=channel_line, val=0.25 if n_train <= 20_000 else 0.1, stages="\n".join(stages), model_keys=keys,
+        channel_line=channel_line, val=val, stages="\n".join(stages), model_keys=keys,
         augment=augment_lines(side, colour), metric=metric_line(ratio), class_weight=class_weight_line(ratio),
-        search_epochs=search_epochs_text, params=params, macs=macs, design_name=design_name,
+        search_epochs=search_epochs_text, min_epochs=min_epochs, params=params,
+        batch_sizes="[" + ", ".join(map(str, batches)) + "]",
+        batch_note=f"each >= {MIN_STEPS_PER_EPOCH} steps an epoch on {n_search:,} images",  macs=macs, design_name=design_name,
         second_design=f"    # {slow_separable}" if slow_separable else "    - {<<: *design, model.separable: true}",
         design=_yaml_items(design), epochs=epochs,
         epochs_note=f"{REFERENCE[1]} x sqrt({REFERENCE[0]:,} / {n_train:,} training images): a smaller set needs "
@@ -379,7 +410,7 @@ def init(data_path: str, params: int = 8000, macs: int | None = None, minutes: f
         line = search_epochs_line(epochs, space.retrain.epochs, minutes, design_wall_seconds(seconds, workers))
         if line or slow:
             text = space_text(study, str(target), str(path), kind, size, cfg.channels, m, n, params, macs, minutes,
-                              imbalance(data), line, slow)
+                              imbalance(data), line, slow, epochs)
             space = S.parse(S.read_yaml(text), str(target), text)
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(text)

@@ -125,8 +125,24 @@ def test_nas_init_on_a_64_px_colour_folder_writes_designs_that_pool_to_8_px_and_
         assert design["train.augment.flip"] is True and design["train.augment.crop"] > 0
         assert {"brightness", "contrast"} <= set(yaml.safe_load(out.read_text())["train"]["augment"])
         lengths[per_class] = space.retrain.epochs
+        batches = yaml.safe_load(out.read_text())["train"]["batch_size"]
+        n_search = round(len(list((images / "train").rglob("*.png"))) * (1 - space.data.val_fraction))
+        assert design["train.batch_size"] in batches and (n_search / max(batches) >= 15 or batches == [16])
     assert lengths[30] > lengths[100]  # 300 training images train longer than 1,000
     assert training_epochs(8000) == 15 and training_epochs(3800) == 22 and training_epochs(60_000) == 10
+
+
+def test_nas_init_searches_batch_sizes_that_give_an_epoch_enough_steps_and_puts_the_first_rung_after_enough():
+    """A small set at a large batch takes few optimizer steps an epoch: nearly every such trial was at chance at its
+    first rung. The three largest batch sizes with >= 15 steps an epoch are searched; the first rung comes after >= 45
+    steps at the largest, at most half the trial; nas-run's default (~epochs / 7) where that is later."""
+    from search.init import batch_sizes, first_rung
+
+    assert batch_sizes(6000) == [64, 128, 256] and batch_sizes(2250) == [32, 64, 128] and batch_sizes(1500) == [16, 32, 64]
+    assert batch_sizes(100) == [16]  # too few images for 15 steps at any: the smallest
+    assert first_rung(15, 6000, 256) == 2  # 23 steps an epoch: the default, 2 epochs (46 steps)
+    assert first_rung(14, 2250, 128) == 3  # 17 steps an epoch: 3 epochs (51 steps), not 2
+    assert first_rung(4, 2250, 128) == 2 and first_rung(60, 6000, 256) == 9  # at most half; the default when later
 
 
 def test_with_minutes_nas_init_plans_search_trials_short_enough_for_the_designs_to_leave_the_search_time(tmp_path):

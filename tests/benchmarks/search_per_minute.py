@@ -18,6 +18,8 @@ seeds, beside the plain CNN a user would write in 20 lines. Each run is a user's
         models/ at an older commit: today's search), then the best first_trials design retrained the same way
         (`nas-export --trial N`).
     python tests/benchmarks/search_per_minute.py table [--work DIR]
+    python tests/benchmarks/search_per_minute.py first-rung [--work DIR]
+        Of the runs' sampled trials, the share at or below twice chance at the first rung, by batch size.
 
 Every result is appended to DIR/rows.jsonl as it finishes, so a session that stops between runs keeps them. A run's
 row: (a) the winner's test accuracy mean ± std and the best design's, retrained the same way; (b) trained search
@@ -231,9 +233,32 @@ def table(work: Path) -> None:
               f"{r['trained']:>7} {r['hopeless_share']:>8.0%} {r['search_share']:>6.0%} {r['seconds'] / 60:>7.1f}")
 
 
+def first_rung(work: Path) -> None:
+    """Sampled search trials at or below twice chance at their first rung, by code, task and batch size (a small set
+    at a large batch takes few optimizer steps an epoch)."""
+    groups: dict[tuple, list[bool]] = {}
+    for db in sorted((work / "runs").glob("*/studies/*.db")):
+        study = optuna.load_study(study_name=db.stem, storage=f"sqlite:///{db}")
+        space = yaml.safe_load(study.user_attrs["space"])
+        classes = len(study.user_attrs.get("class_names") or []) or TASK_CLASSES[db.stem.split("_")[0]]
+        rung = space["search"].get("min_epochs") or max(1, round((space["search"].get("epochs") or space["retrain"]["epochs"]) / 7))
+        for t in study.get_trials(deepcopy=False):
+            if not t.user_attrs.get("trained") or "race_of" in t.user_attrs or "first_trial" in t.user_attrs:
+                continue
+            if rung in t.intermediate_values:
+                key = (db.stem.split("_")[1], db.stem.split("_")[0], t.params.get("train.batch_size"))
+                groups.setdefault(key, []).append(t.intermediate_values[rung] <= 2 / classes)
+    print(f"{'code':8} {'task':8} {'batch':>5} {'trials':>6} {'<= 2x chance at the first rung':>31}")
+    for (code, task, batch), low in sorted(groups.items(), key=lambda kv: tuple(map(str, kv[0]))):
+        print(f"{code:8} {task:8} {batch!s:>5} {len(low):>6} {sum(low) / len(low):>31.0%}")
+
+
+TASK_CLASSES = {name: len(groups) if groups else 10 for name, (*_, groups) in TASKS.items()}
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("what", choices=("tasks", "plain", "run", "table"))
+    p.add_argument("what", choices=("tasks", "plain", "run", "table", "first-rung"))
     p.add_argument("--work", default="/tmp/nas-run-per-minute")
     p.add_argument("--task", choices=tuple(TASKS))
     p.add_argument("--seed", type=int, default=0)
@@ -253,6 +278,9 @@ def main() -> None:
         return
     if args.what == "table":
         table(work)
+        return
+    if args.what == "first-rung":
+        first_rung(work)
         return
     params = args.params or PARAMS[args.task]
     if args.what == "plain":
