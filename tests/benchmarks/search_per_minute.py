@@ -222,15 +222,26 @@ def table(work: Path) -> None:
     def ms(a):
         return f"{statistics.fmean(a):.4f} ± {statistics.stdev(a) if len(a) > 1 else 0:.4f}" if a else "-"
 
-    print(f"{'task':8} {'what':10} {'seed':>4} {'winner':>17} {'best design':>17} {'trained':>7} {'hopeless':>8} "
+    print(f"{'task':8} {'what':12} {'seed':>4} {'winner':>17} {'best design':>17} {'trained':>7} {'hopeless':>8} "
           f"{'search':>6} {'minutes':>7}")
     for r in rows:
         if r["what"] == "plain":
-            print(f"{r['task']:8} {'plain CNN':10} {'':>4} {ms(r['accs']):>17} {'':>17} {'':>7} {'':>8} {'':>6} "
+            print(f"{r['task']:8} {'plain CNN':12} {'':>4} {ms(r['accs']):>17} {'':>17} {'':>7} {'':>8} {'':>6} "
                   f"{r['minutes_per_seed']:>6.1f}/seed")
             continue
-        print(f"{r['task']:8} {r['what']:10} {r['seed']:>4} {ms(r['accs']):>17} {ms(r.get('design_accs', [])):>17} "
+        print(f"{r['task']:8} {r['what']:12} {r['seed']:>4} {ms(r['accs']):>17} {ms(r.get('design_accs', [])):>17} "
               f"{r['trained']:>7} {r['hopeless_share']:>8.0%} {r['search_share']:>6.0%} {r['seconds'] / 60:>7.1f}")
+    print("\nover the study seeds (each seed's test accuracy its retrain seeds' mean):")
+    runs: dict[tuple, list] = {}
+    for r in rows:
+        if r["what"] != "plain":
+            runs.setdefault((r["task"], r["what"]), []).append(r)
+    for (task, what), rs in sorted(runs.items()):
+        mean = lambda key: statistics.fmean(r[key] for r in rs)  # noqa: E731
+        print(f"{task:8} {what:12} {len(rs):>2} seeds  winner {ms([statistics.fmean(r['accs']) for r in rs])}  "
+              f"best design {ms([statistics.fmean(r['design_accs']) for r in rs if r.get('design_accs')])}  "
+              f"trained {mean('trained'):.1f}  hopeless {mean('hopeless_share'):.0%}  search {mean('search_share'):.0%}  "
+              f"{mean('seconds') / 60:.1f} min  winner a design {sum(r['winner_is_design'] for r in rs)}/{len(rs)}")
 
 
 def first_rung(work: Path) -> None:
