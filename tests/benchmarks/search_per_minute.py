@@ -257,11 +257,12 @@ def first_rung(work: Path) -> None:
             if not t.user_attrs.get("trained") or "race_of" in t.user_attrs or "first_trial" in t.user_attrs:
                 continue
             if rung in t.intermediate_values:
-                key = (db.stem.split("_")[1], db.stem.split("_")[0], t.params.get("train.batch_size"))
+                task, *code, _ = db.stem.split("_")
+                key = ("_".join(code), task, t.params.get("train.batch_size"))
                 groups.setdefault(key, []).append(t.intermediate_values[rung] <= 2 / classes)
-    print(f"{'code':8} {'task':8} {'batch':>5} {'trials':>6} {'<= 2x chance at the first rung':>31}")
+    print(f"{'code':12} {'task':8} {'batch':>5} {'trials':>6} {'<= 2x chance at the first rung':>31}")
     for (code, task, batch), low in sorted(groups.items(), key=lambda kv: tuple(map(str, kv[0]))):
-        print(f"{code:8} {task:8} {batch!s:>5} {len(low):>6} {sum(low) / len(low):>31.0%}")
+        print(f"{code:12} {task:8} {batch!s:>5} {len(low):>6} {sum(low) / len(low):>31.0%}")
 
 
 TASK_CLASSES = {name: len(groups) if groups else 10 for name, (*_, groups) in TASKS.items()}
