@@ -22,6 +22,7 @@ from search import images as I
 from search.catalogue import Meta
 from search.decode import header
 from search.errors import UserError
+from search.space import default_min_epochs
 
 MAX_OWN_SIZE = 128  # larger images are resized to this side by default (set data.image_size to keep more)
 MACS_PER_PARAM_PIXEL = 2_000_000 / (8000 * 28 * 28)  # mnist_8k's budget: 2M MACs for 8k params at 28x28
@@ -158,8 +159,8 @@ def training_epochs(n_train: int) -> int:
 
 
 # A rung decides on what a trial learned in its first optimizer steps: on the small sets of the --minutes 3
-# benchmark, 88-100% of sampled trials at batch 256 (6-9 steps an epoch) were at chance at the first rung, 41% at ~24
-# steps before it, 9% at ~48, 3% at ~94 (RESULTS.md, "--minutes 3").
+# benchmark, 75-100% of sampled trials at batch 256 (6-9 steps an epoch) were near chance at the first rung whatever
+# the rung; batch 128 23% at ~23 steps before it, 9% at ~47; batch 64 6-8% at 47-94 (RESULTS.md, "--minutes 3").
 BATCH_SIZES = (16, 32, 64, 128, 256)
 MIN_STEPS_PER_EPOCH = 15  # the batch sizes searched: the three largest with at least this many steps an epoch
 FIRST_RUNG_STEPS = 45  # the first rung comes after at least this many steps at the largest of them
@@ -175,7 +176,7 @@ def first_rung(search_epochs: int, n_search: int, largest_batch: int) -> int:
     """search.min_epochs: nas-run's default (~epochs / 7), or later where an epoch at the largest batch size takes
     too few steps to tell a slow starter from a hopeless one; at most half the trial."""
     steps = max(1, n_search // largest_batch)
-    return max(1, round(search_epochs / 7), min(search_epochs // 2, math.ceil(FIRST_RUNG_STEPS / steps)))
+    return max(default_min_epochs(search_epochs), min(search_epochs // 2, math.ceil(FIRST_RUNG_STEPS / steps)))
 
 
 def _yaml_items(design: dict, width: int = 110) -> str:
@@ -324,7 +325,7 @@ def space_text(name: str, file: str, root: str, kind: str, size: tuple[int, int]
     batches = batch_sizes(n_search)
     design["train.batch_size"] = min(design["train.batch_size"], max(batches))  # the design's, or the largest searched
     rung = first_rung(trial_epochs or epochs, n_search, max(batches))
-    min_epochs = "" if rung == max(1, round((trial_epochs or epochs) / 7)) else (
+    min_epochs = "" if rung == default_min_epochs(trial_epochs or epochs) else (
         f"  min_epochs: {rung}            # the first rung: >= {FIRST_RUNG_STEPS} steps at batch {max(batches)} "
         f"({n_search // max(batches)} an epoch)\n")
     size_line = f"  image_size: {list(size) if size[0] != size[1] else size[0]}   # resized once at load (antialiased)\n" if size else ""
@@ -335,9 +336,9 @@ def space_text(name: str, file: str, root: str, kind: str, size: tuple[int, int]
         minutes=f" --minutes {minutes:g}" if minutes else "", name=name, kind=kind, size_line=size_line,
         channel_line=channel_line, val=val, stages="\n".join(stages), model_keys=keys,
         augment=augment_lines(side, colour), metric=metric_line(ratio), class_weight=class_weight_line(ratio),
-        search_epochs=search_epochs_text, min_epochs=min_epochs, params=params,
+        search_epochs=search_epochs_text, min_epochs=min_epochs, params=params, macs=macs, design_name=design_name,
         batch_sizes="[" + ", ".join(map(str, batches)) + "]",
-        batch_note=f"each >= {MIN_STEPS_PER_EPOCH} steps an epoch on {n_search:,} images",  macs=macs, design_name=design_name,
+        batch_note=f"each >= {MIN_STEPS_PER_EPOCH} steps an epoch on {n_search:,} images",
         second_design=f"    # {slow_separable}" if slow_separable else "    - {<<: *design, model.separable: true}",
         design=_yaml_items(design), epochs=epochs,
         epochs_note=f"{REFERENCE[1]} x sqrt({REFERENCE[0]:,} / {n_train:,} training images): a smaller set needs "

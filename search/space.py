@@ -454,6 +454,11 @@ def load(path: str | Path) -> Space:
     return parse(raw, file, text)
 
 
+def default_min_epochs(epochs: int) -> int:
+    """search.min_epochs when the space leaves it out: ~epochs / 7 (15 epochs: rungs at 2 and 6)."""
+    return max(1, round(epochs / 7))
+
+
 def parse(raw: Any, file: str = "<space>", text: str = "") -> Space:
     if not isinstance(raw, dict):
         raise SpaceError(file, "(top level)", "a mapping of sections " + ", ".join(TOP), type(raw).__name__)
@@ -470,7 +475,7 @@ def parse(raw: Any, file: str = "<space>", text: str = "") -> Space:
     if search["epochs"] is None:
         search["epochs"] = retrain.epochs
     if search["min_epochs"] is None:
-        search["min_epochs"] = max(1, round(search["epochs"] / 7))  # 15 epochs: rungs at 2, 6
+        search["min_epochs"] = default_min_epochs(search["epochs"])
     if search["race_val_fraction"] is None:
         search["race_val_fraction"] = data.val_fraction
     if data.extra and data.dataset != "svhn":
