@@ -120,6 +120,7 @@ search:
   metric: {metric}
 {search_epochs}{min_epochs}  pruner: successive_halving  # first rung at ~epochs / 7 (search.min_epochs), 1 in 3 goes on at each rung
   reduction_factor: 3
+  startup: neighbourhood  # the first 10 sampled trials each change 1-3 values of the best so far (2x the trials a minute)
   race_top: 3
   race_seeds: 2
   race_margin: 0.005

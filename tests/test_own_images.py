@@ -190,6 +190,7 @@ def test_nas_init_keeps_the_digit_design_for_small_grey_images(tmp_path):
     space, configs = _designs(out)
     assert configs[0].padding == "valid" and configs[0].transition == "pool_1x1"  # spaces/mnist_8k.yaml's hand net
     assert space.search.first_trials[0]["train.lr.sgd"] == 0.1
+    assert space.search.startup == "neighbourhood"  # the first sampled trials start near the designs (RESULTS.md)
 
 
 def _tiny(space_file, name):

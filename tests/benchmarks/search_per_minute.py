@@ -14,6 +14,7 @@ seeds, beside the plain CNN a user would write in 20 lines. Each run is a user's
         P, GAP, AdamW + OneCycle, random crops and flips) trained through torchvision's ImageFolder + DataLoader.
     python tests/benchmarks/search_per_minute.py run --task T --seed S [--code new|CHECKOUT] [--minutes 20]
                                                      [--params P] [--trials 300] [--work DIR]
+                                                     [--set KEY=VALUE ... --label NAME] [--skip-design]
         One nas-init + nas-run with this checkout's code (new) or another checkout's (a folder holding search/ and
         models/ at an older commit: today's search), then the best first_trials design retrained the same way
         (`nas-export --trial N`).
@@ -153,9 +154,9 @@ def _env(code: str) -> dict:
 
 
 def run(work: Path, task: str, seed: int, code: str, minutes: float, params: int, trials: int,
-        retrain_design: bool = True) -> dict:
+        retrain_design: bool = True, settings: tuple = (), label: str | None = None) -> dict:
     root = build(work, task)
-    label = "new" if code == "new" else Path(code).name
+    label = label or ("new" if code == "new" else Path(code).name)
     name = f"{task}_{label}_s{seed}"
     out = work / "runs" / name
     out.mkdir(parents=True, exist_ok=True)
@@ -165,6 +166,13 @@ def run(work: Path, task: str, seed: int, code: str, minutes: float, params: int
                         "--out", str(space_file)], check=True, env=_env(code), cwd=out)
         raw = yaml.safe_load(space_file.read_text())
         raw["name"], raw["search"]["seed"] = name, seed
+        for setting in settings:  # --set search.startup=neighbourhood: a variant of nas-init's space
+            key, value = setting.split("=", 1)
+            *path, last = key.split(".")
+            node = raw
+            for part in path:
+                node = node.setdefault(part, {})
+            node[last] = yaml.safe_load(value)
         space_file.write_text(yaml.safe_dump(raw, sort_keys=False))
     log, took = out / "run.log", out / "seconds.json"
     if not took.exists():  # a run that finished keeps its wall-clock: rerunning the row does not run it again
@@ -208,9 +216,15 @@ def measure(studies: Path, name: str, seconds: float) -> dict:
     starts = [t.datetime_start for t in search if t.datetime_start]
     designs = [t for t in search if "first_trial" in t.user_attrs and t.state == optuna.trial.TrialState.COMPLETE]
     retrain = study.user_attrs["retrain"]
-    return {"accs": [r["test_acc"] for r in retrain["runs"]], "trained": len(search),
+    race = [t for t in trials if "race_of" in t.user_attrs and t.datetime_complete]
+    search_s = (max(ends) - min(starts)).total_seconds() if ends else 0.0
+    return {"search_s": round(search_s, 1),  # the tail's parts: where the time that is not search went
+            "race_s": round((max(t.datetime_complete for t in race) - min(t.datetime_start for t in race)).total_seconds(), 1)
+            if race else 0.0,
+            "retrain_s": round(max(r["seconds"] for r in retrain["runs"]), 1), "retrain_seeds": len(retrain["runs"]),
+            "accs": [r["test_acc"] for r in retrain["runs"]], "trained": len(search),
             "hopeless_share": len(hopeless) / max(1, len(sampled)),
-            "search_share": (max(ends) - min(starts)).total_seconds() / seconds if ends else 0.0,
+            "search_share": search_s / seconds,
             "winner_is_design": "first_trial" in trials[retrain["trial"]].user_attrs, "winner": retrain["trial"],
             "best_design": max(designs, key=lambda t: t.value).number if designs else None}
 
@@ -241,7 +255,16 @@ def table(work: Path) -> None:
         print(f"{task:8} {what:12} {len(rs):>2} seeds  winner {ms([statistics.fmean(r['accs']) for r in rs])}  "
               f"best design {ms([statistics.fmean(r['design_accs']) for r in rs if r.get('design_accs')])}  "
               f"trained {mean('trained'):.1f}  hopeless {mean('hopeless_share'):.0%}  search {mean('search_share'):.0%}  "
-              f"{mean('seconds') / 60:.1f} min  winner a design {sum(r['winner_is_design'] for r in rs)}/{len(rs)}")
+              f"{mean('seconds') / 60:.1f} min  winner a design {sum(r['winner_is_design'] for r in rs)}/{len(rs)}" + tail(rs))
+
+
+def tail(rows: list[dict]) -> str:
+    """Mean seconds of the search, the race and the retrain (one seed's) over rows that recorded them."""
+    rs = [r for r in rows if "race_s" in r]
+    if not rs:
+        return ""
+    return "  s: " + " / ".join(f"{key[:-2]} {statistics.fmean(r[key] for r in rs):.0f}"
+                                for key in ("search_s", "race_s", "retrain_s"))
 
 
 def first_rung(work: Path) -> None:
@@ -281,6 +304,9 @@ def main() -> None:
     p.add_argument("--params", type=int)
     p.add_argument("--trials", type=int, default=300, help="high enough that --minutes ends the search")
     p.add_argument("--skip-design", action="store_true", help="do not retrain the best design (nas-export --trial)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="change nas-init's space before the run, e.g. search.startup=neighbourhood (repeatable)")
+    p.add_argument("--label", help="the variant's name in the table (default: new, or the code folder's name)")
     args = p.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -299,7 +325,8 @@ def main() -> None:
         torch.set_num_threads(os.cpu_count() or 1)
         row = plain(work, args.task, params, args.seeds, args.epochs)
     else:
-        row = run(work, args.task, args.seed, args.code, args.minutes, params, args.trials, not args.skip_design)
+        row = run(work, args.task, args.seed, args.code, args.minutes, params, args.trials, not args.skip_design,
+                  tuple(args.set), args.label)
     with open(work / "rows.jsonl", "a") as f:
         f.write(json.dumps(row) + "\n")
     print(json.dumps(row))
