@@ -20,7 +20,6 @@ order); `--race-val-fraction 0.25` trains each seed as a race round at that shar
 from __future__ import annotations
 
 import argparse
-import itertools
 import statistics
 import sys
 import time
