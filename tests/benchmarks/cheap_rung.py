@@ -22,7 +22,6 @@ import sys
 import time
 from pathlib import Path
 
-import optuna
 import torch
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,7 +29,6 @@ sys.path.insert(0, str(ROOT))
 
 from search import budget as B  # noqa: E402
 from search import data as D  # noqa: E402
-from search import measure as M  # noqa: E402
 from search import space as S  # noqa: E402
 from search.record import End  # noqa: E402
 from search.report import spearman  # noqa: E402
@@ -75,19 +73,9 @@ def _one(job: tuple) -> dict:
 
 
 def sample(space, meta, n: int, seed: int) -> list:
-    """`n` random candidates within the budget (params and MACs), as the run samples and fills them."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
-    out = []
-    while len(out) < n:
-        try:
-            cand, model = B.candidate_model(space, study.ask(), meta)
-        except ValueError:
-            continue
-        cost = B.Cost(M.count_params(model), M.count_macs(model, meta))
-        if all(v <= 0 for v in B.violations(cost, space.budget).values()):
-            out.append(cand)
-    return out
+    """The first `n` random candidates within the budget (params and MACs), as the run samples and fills them."""
+    rows, _ = B.sample_costs(space, meta, 20 * n, seed)
+    return [r.candidate for r in rows if r.fits()][:n]
 
 
 def summarise(rows: list[dict], eta: int) -> None:
