@@ -134,6 +134,13 @@ def stratified_split(y: torch.Tensor, fraction: float, seed: int) -> tuple[torch
     return mask.nonzero().squeeze(1), part
 
 
+def searched_share(split: Split, fraction: float, seed: int) -> Split:
+    """`split`, or the fixed stratified share of it that `search.data_fraction` asks for."""
+    if fraction >= 1:
+        return split
+    return split.subset(stratified_split(split.y, fraction, seed)[1])
+
+
 def _cache_dir() -> Path:
     return Path(os.environ.get("NAS_RUN_CACHE", Path.home() / ".cache" / "nas-run"))
 

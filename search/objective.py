@@ -184,12 +184,7 @@ class Objective:
         return self._searched_share(self.data.train)
 
     def _searched_share(self, split: D.Split) -> D.Split:
-        """`split`, or the fixed stratified share of it that `search.data_fraction` asks for."""
-        frac = self.space.search.data_fraction
-        if frac >= 1:
-            return split
-        _, part = D.stratified_split(split.y, frac, self.space.search.seed)
-        return split.subset(part)
+        return D.searched_share(split, self.space.search.data_fraction, self.space.search.seed)
 
     def splits(self, fold: int | None) -> tuple[D.Split, D.Split]:
         """(train, val) a trial trains and is measured on: the search's, or race round `fold`'s (`D.race_fold`,

@@ -19,7 +19,6 @@ import json
 import multiprocessing as mp
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -42,8 +41,7 @@ def _setup(path: str) -> None:
     torch.set_num_threads(1)
     _space = S.load(path)
     _data = D.load(_space.data, "cpu", _space.search.seed)
-    frac = _space.search.data_fraction
-    _split = _data.train if frac >= 1 else _data.train.subset(D.stratified_split(_data.train.y, frac, _space.search.seed)[1])
+    _split = D.searched_share(_data.train, _space.search.data_fraction, _space.search.seed)
 
 
 def _one(job: tuple) -> dict:
@@ -56,17 +54,15 @@ def _one(job: tuple) -> dict:
         torch.manual_seed(seed)
         model = cand.build()
         stop = (lambda epoch, _: End.PRUNED if epoch + 1 >= stop_at else None) if stop_at else None
-        t0 = time.perf_counter()
-        hist = train(model, _split, _data.val, _data.mean, _data.std, cand.train, epochs, on_epoch=stop,
+        return train(model, _split, _data.val, _data.mean, _data.std, cand.train, epochs, on_epoch=stop,
                      cheap_epochs=rung if fraction < 1 else 0, cheap_fraction=fraction, metric=s.metric)
-        return hist, time.perf_counter() - t0
 
-    hist, _ = run(s.epochs, 1.0)
+    hist = run(s.epochs, 1.0)
     out["final"] = hist.val_acc[-1] if hist.val_acc else 0.0
     out["rung"] = {"1.0": hist.val_acc[rung - 1] if len(hist.val_acc) >= rung else 0.0}
     out["rung_seconds"] = {"1.0": sum(hist.epoch_seconds[:rung])}
     for f in fractions:
-        h, _ = run(s.epochs, f, stop_at=rung)
+        h = run(s.epochs, f, stop_at=rung)
         out["rung"][str(f)] = h.val_acc[-1] if h.val_acc else 0.0
         out["rung_seconds"][str(f)] = sum(h.epoch_seconds)
     return out
