@@ -16,7 +16,9 @@
 
 OptunaHub's MetaLearnTPESampler (task-similarity weighted TPE over source studies) was the other way the issue
 named: `optunahub.load_module` fetches its code from GitHub when the run starts, which an offline install (this
-project's, and many users') cannot do; the weighted evidence needs nothing beyond Optuna.
+project's, and many users') cannot do; the weighted evidence needs nothing beyond Optuna. It also uses the sources
+only once this study has `n_startup_trials` (10) COMPLETE trials: successive halving leaves 2-7 in nas-init's 3- and
+6-minute runs on 28-32 px tasks (RESULTS.md, "Warm start").
 """
 from __future__ import annotations
 

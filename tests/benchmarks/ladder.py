@@ -11,12 +11,14 @@ trained in all (search trials, race runs and retrain seeds) and the wall-clock.
     python tests/benchmarks/ladder.py [--trials 40] [--tiers 2000,4000,8000] [--workers auto] [--work DIR]
                                       [--epochs 6]   # retrain (and search) epochs of every run, for a shorter check
                                       [--seed 1]     # search.seed of every run (default the space's), one --work each
+                                      [--ladder-only] [--code CHECKOUT --label NAME]
+        --ladder-only runs the ladder alone; --code runs another checkout's nas-run (a folder holding search/ and
+        models/: a variant such as one TPE over all tiers), its study named ladder_T_NAME.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import statistics
 import subprocess
 import sys
@@ -27,10 +29,11 @@ import optuna
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from search_per_minute import _command, _env  # noqa: E402
 from vs_hand import build_task, space_copy  # noqa: E402
 
 
-def run(space: dict, work: Path, trials: int, workers: str) -> float:
+def run(space: dict, work: Path, trials: int, workers: str, code: str = "new") -> float:
     """nas-run, once: a run that finished in an earlier call (the same --work) is not run again; -> its seconds."""
     done = work / f"{space['name']}.seconds"
     if done.exists():
@@ -39,8 +42,9 @@ def run(space: dict, work: Path, trials: int, workers: str) -> float:
     path.write_text(yaml.safe_dump(space, sort_keys=False))
     t0 = time.perf_counter()
     with open(work / f"{space['name']}.log", "w") as log:
-        rc = subprocess.run([shutil.which("nas-run"), str(path), "--trials", str(trials), "--workers", workers,
-                             "--studies", str(work / "studies")], stdout=log, stderr=subprocess.STDOUT).returncode
+        rc = subprocess.run([*_command(code, "nas-run"), str(path), "--trials", str(trials), "--workers", workers,
+                             "--studies", str(work / "studies")], stdout=log, stderr=subprocess.STDOUT,
+                            env=_env(code), cwd=work).returncode  # not this checkout's folder: `-c` imports from there
     if rc != 0:
         sys.exit(f"nas-run failed ({rc}); see {work / space['name']}.log")
     done.write_text(str(time.perf_counter() - t0))
@@ -59,6 +63,7 @@ def winner_row(study, key: str) -> dict:
     accs = [x["test_acc"] for x in r["runs"]]
     t = study.trials[r["trial"]]
     return {"params": t.user_attrs["params"], "mean": statistics.fmean(accs), "std": statistics.stdev(accs),
+            "winner": "design" if "first_trial" in t.user_attrs else "sampled",
             "int8": (r.get("deployment") or {}).get("int8", {}).get("test_acc"),
             "latency_ms": (r.get("deployment") or {}).get("latency_ms", {}).get("batch_1", {}).get("ms")}
 
@@ -81,6 +86,9 @@ def main():
     p.add_argument("--work", default="/tmp/nas-run-ladder")
     p.add_argument("--epochs", type=int, help="retrain.epochs (and so the search's) of every run; default the space's 15")
     p.add_argument("--seed", type=int, help="search.seed (the study seed) of every run; default the space's")
+    p.add_argument("--ladder-only", action="store_true", help="the ladder alone, no separate runs")
+    p.add_argument("--code", default="new", help="new, or a checkout folder whose nas-run runs the ladder")
+    p.add_argument("--label", help="the ladder variant's name (with --code; default the folder's name)")
     args = p.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -91,15 +99,22 @@ def main():
     # the ladder first: a resumed study (the same --work) is not trained again, so an interrupted benchmark goes on
     ladder_trials = args.ladder_trials or args.trials
     name = "ladder" if ladder_trials == args.trials else f"ladder_{ladder_trials}"
+    if args.code != "new":
+        name += "_" + (args.label or Path(args.code).name)
     seed = {} if args.seed is None else {"seed": args.seed}
     space = shorter(space_copy(root, name, **seed), args.epochs)
     space["budget"]["params"] = tiers
-    seconds = run(space, work, ladder_trials, args.workers)
+    seconds = run(space, work, ladder_trials, args.workers, args.code)
     study = optuna.load_study(study_name=name, storage=storage(name))
     for limit in tiers:
         rows[("ladder", limit)] = winner_row(study, f"retrain:params_{limit}")
         print(f"ladder {limit}: {rows[('ladder', limit)]}", flush=True)
     totals["ladder"] = [epochs_trained(study), seconds]
+    if args.ladder_only:
+        print(f"{name}: {totals['ladder'][0]:,} epochs trained, {seconds / 60:.1f} min")
+        (work / f"{name}.json").write_text(json.dumps({"rows": {f"ladder_{k[1]}": v for k, v in rows.items()},
+                                                       "totals": totals, "ladder_trials": ladder_trials}, indent=2))
+        return
     for limit in tiers:
         space = shorter(space_copy(root, f"separate_{limit}", **seed), args.epochs)
         space["budget"]["params"] = limit
