@@ -17,7 +17,7 @@ from search.neighbourhood import NeighbourhoodSampler
 from search import record as rec
 from search.record import STUDY_SEED_STRIDE
 from search.space import SearchConfig, Space
-from search.study_view import StudyView, ViewSampler
+from search.study_view import StudyView
 from search.warm import EvidenceSampler, WarmStart
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -118,16 +118,6 @@ class TieredPruner(optuna.pruners.BasePruner):
         return self.pruner.prune(_TierView(study, rec.read(trial).tier), trial)
 
 
-class TieredSampler(ViewSampler):
-    """Optuna's sampler, shown only the trials of the sampled trial's ladder tier, as the pruner is: each tier is
-    searched as its own run would be. Shown all tiers, TPE's good set would fill with the largest tier's trials
-    (ahead by their size) and a small tier would be sampled from them (the two ways side by side: RESULTS.md, "The
-    budget ladder"). The Objective sets a trial's tier before its first suggest, where Optuna's sampling starts."""
-
-    def view(self, study, trial):
-        return _TierView(study, rec.read(trial).tier)
-
-
 def open_study(space: Space, storage, worker: int = 0, warm: WarmStart | None = None) -> optuna.Study:
     """Create or resume the study named by the space. A resumed study must have been searched with the same
     space; see `check_same_space`. The designs are queued first, then a warm start's candidates; its evidence goes
@@ -160,7 +150,9 @@ def open_study(space: Space, storage, worker: int = 0, warm: WarmStart | None = 
         sampler = EvidenceSampler(sampler, warm.evidence)
     if space.search.startup == "neighbourhood":
         sampler = NeighbourhoodSampler(sampler, space.search.startup_trials, space.search.seed)
-    study.sampler = TieredSampler(sampler) if space.budget.tiers() else sampler
+    # A ladder's tiers share one sampler: fill gives them one shape space, and each tier's few trials alone
+    # left TPE in its random start-up (RESULTS.md, "The ladder's sampler").
+    study.sampler = sampler
     return study
 
 

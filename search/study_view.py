@@ -1,6 +1,6 @@
-"""A study as a wrapped sampler sees it: its trial list changed (one ladder tier's trials, an earlier study's
-evidence added), the rest the study's own; and the sampler that shows it one (study.py's ladder tiers, warm.py's
-evidence, neighbourhood.py's start-up all wrap Optuna's sampler this way)."""
+"""A study as a wrapped sampler or pruner sees it: its trial list changed (one ladder tier's trials, an earlier
+study's evidence added), the rest the study's own; and the sampler that shows it one (warm.py's evidence and
+neighbourhood.py's start-up wrap Optuna's sampler this way, study.py's ladder tiers its pruner)."""
 from __future__ import annotations
 
 import optuna
@@ -27,7 +27,7 @@ class StudyView:
 
 class ViewSampler(optuna.samplers.BaseSampler):
     """`sampler`, shown `view(study, trial)` where it samples and after each trial. before_trial runs before the
-    Objective has set anything on the trial (a ladder tier, say): the sampler's reseeding there sees the study."""
+    Objective has set anything on the trial: the sampler's reseeding there sees the study."""
 
     def __init__(self, sampler: optuna.samplers.BaseSampler):
         self.sampler = sampler

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import math
 import random
 
 import optuna
@@ -126,47 +125,13 @@ def test_the_tiered_pruner_decides_as_a_replay_of_each_tier_alone(kind):
     assert play(mixed, runs, tiered=False) != together
 
 
-@pytest.mark.parametrize("multivariate", [False, True])
-def test_the_tiered_sampler_proposes_as_the_sampler_would_from_the_tier_alone(multivariate):
-    """A ladder's TPE proposes for a tier exactly what it would in a study of that tier's trials alone, and not what
-    it proposes from all tiers, where the biggest tier's values (ahead by its size) fill the good set."""
-    rng = random.Random(0)
-    tiers = ["a", "b", "c"]
-    dists = {"lr": optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True),
-             "depth": optuna.distributions.IntDistribution(1, 4)}
-    history = []  # tier a does best at small lr, tier c (0.3 ahead of a) at large lr
-    for i in range(45):
-        tier, lr, depth = tiers[i % 3], 10 ** rng.uniform(-4, -1), rng.randint(1, 4)
-        good = -abs(math.log10(lr) - (-3.5 if tier == "a" else -1.5))
-        history.append((tier, optuna.trial.create_trial(params={"lr": lr, "depth": depth}, distributions=dists,
-                                                        value=good + 0.3 * tiers.index(tier), user_attrs={"tier": tier})))
-
-    def propose(history, sampler, tier) -> dict:
-        study = optuna.create_study(direction="maximize", sampler=sampler)
-        for _, t in history:
-            study.add_trial(t)
-        trial = study.ask()
-        if tier:
-            trial.set_user_attr("tier", tier)
-        return {"lr": trial.suggest_float("lr", 1e-4, 1e-1, log=True), "depth": trial.suggest_int("depth", 1, 4)}
-
-    def tpe():
-        return optuna.samplers.TPESampler(seed=1, multivariate=multivariate, n_startup_trials=5)
-
-    for tier in tiers:
-        alone = propose([h for h in history if h[0] == tier], tpe(), None)
-        assert propose(history, ST.TieredSampler(tpe()), tier) == alone
-    mixed = propose(history, tpe(), None)
-    assert propose(history, ST.TieredSampler(tpe()), "a")["lr"] < 10 ** -2.5 < mixed["lr"]
-
-
-def test_a_ladder_study_samples_through_the_tiered_sampler_and_a_single_budget_through_its_own(tmp_path):
+def test_a_ladder_study_samples_all_tiers_through_one_sampler_as_a_single_budget_does(tmp_path):
     from search.storage import make_storage
 
     ladder = parse(tiny_space(budget={"params": TIERS, "fill": True}), "tiny.yaml")
     single = parse(tiny_space(name="one"), "tiny.yaml")
     url = f"sqlite:///{tmp_path}/s.db"
-    assert isinstance(ST.open_study(ladder, make_storage(url)).sampler, ST.TieredSampler)
+    assert isinstance(ST.open_study(ladder, make_storage(url)).sampler, ST.SeededTPESampler)
     assert isinstance(ST.open_study(single, make_storage(url)).sampler, ST.SeededTPESampler)
 
 
