@@ -11,39 +11,36 @@ import optuna
 import optunahub
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from search import record as rec
+from search.neighbourhood import NeighbourhoodSampler
 from search.record import STUDY_SEED_STRIDE
-from search.study_view import ViewSampler
 
 HUB = optunahub.load_local_module(package="samplers/catcmawm",
                                   registry_root=os.environ.get("NAS_RUN_HUB", "/tmp/hub/package"))
 DESIGN_WEIGHT = 0.8  # the incumbent's choice of each categorical: this probability, the rest shared
 
 
-class HubCentredSampler(ViewSampler):
+class HubCentredSampler(NeighbourhoodSampler):
+    """neighbourhood.py's start-up rule (which trials, which incumbent); each start-up trial drawn by CatCMAwM."""
+
     def __init__(self, sampler, startup: int, study_seed: int):
-        super().__init__(sampler)
-        self.startup, self.study_seed = startup, study_seed
+        super().__init__(sampler, startup, study_seed)
         self._hub = {}
 
     def hub(self, study, trial):
-        if trial.number not in self._hub:
-            trials = study.get_trials(deepcopy=False)
-            sampled = [t for t in rec.trained(trials) if not rec.is_enqueued(t)]
-            best = rec.best_search_trial(trials)
-            self._hub[trial.number] = None
-            if best is not None and len(sampled) < self.startup:
-                self._hub[trial.number] = centred(best, self.study_seed * STUDY_SEED_STRIDE + trial.number)
-        return self._hub[trial.number]
+        move = self.move(study, trial)
+        if move is not None and trial.number not in self._hub:
+            best = study.get_trials(deepcopy=False)[move.incumbent]
+            self._hub[trial.number] = centred(best, self.study_seed * STUDY_SEED_STRIDE + trial.number)
+        return self._hub.get(trial.number) if move is not None else None
 
     def infer_relative_search_space(self, study, trial):
         h = self.hub(study, trial)
-        return h.infer_relative_search_space(study, trial) if h else super().infer_relative_search_space(study, trial)
+        return h.infer_relative_search_space(study, trial) if h else self.sampler.infer_relative_search_space(study, trial)
 
     def sample_relative(self, study, trial, search_space):
         h = self.hub(study, trial)
         if not h:
-            return super().sample_relative(study, trial, search_space)
+            return self.sampler.sample_relative(study, trial, search_space)
         values = h.sample_relative(study, trial, search_space)  # numpy numbers: Python's, as Optuna's samplers return
         return {n: int(v) if isinstance(search_space[n], IntDistribution) else
                 float(v) if isinstance(search_space[n], FloatDistribution) else v for n, v in values.items()}
@@ -51,7 +48,7 @@ class HubCentredSampler(ViewSampler):
     def sample_independent(self, study, trial, name, dist):
         h = self.hub(study, trial)
         return (h.sample_independent(study, trial, name, dist) if h
-                else super().sample_independent(study, trial, name, dist))
+                else self.sampler.sample_independent(study, trial, name, dist))
 
 
 def centred(best, seed: int):

@@ -112,9 +112,7 @@ def main():
     totals["ladder"] = [epochs_trained(study), seconds]
     if args.ladder_only:
         print(f"{name}: {totals['ladder'][0]:,} epochs trained, {seconds / 60:.1f} min")
-        (work / f"{name}.json").write_text(json.dumps({"rows": {f"ladder_{k[1]}": v for k, v in rows.items()},
-                                                       "totals": totals, "ladder_trials": ladder_trials}, indent=2))
-        return
+        return save(work / f"{name}.json", rows, totals, ladder_trials=ladder_trials)
     for limit in tiers:
         space = shorter(space_copy(root, f"separate_{limit}", **seed), args.epochs)
         space["budget"]["params"] = limit
@@ -134,9 +132,12 @@ def main():
     for what, (epochs, seconds) in totals.items():
         print(f"{what}: {epochs:,} epochs trained, {seconds / 60:.1f} min")
     print(f"ladder / separate epochs: {totals['ladder'][0] / totals['separate'][0]:.0%}")
-    (work / f"{name}.json").write_text(json.dumps({"rows": {f"{k[0]}_{k[1]}": v for k, v in rows.items()},
-                                                   "totals": totals, "trials": args.trials,
-                                                   "ladder_trials": ladder_trials}, indent=2))
+    save(work / f"{name}.json", rows, totals, trials=args.trials, ladder_trials=ladder_trials)
+
+
+def save(path: Path, rows: dict, totals: dict, **run) -> None:
+    path.write_text(json.dumps({"rows": {f"{k[0]}_{k[1]}": v for k, v in rows.items()}, "totals": totals, **run},
+                               indent=2))
 
 
 if __name__ == "__main__":
