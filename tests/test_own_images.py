@@ -96,12 +96,18 @@ def test_nas_init_pools_large_images_early_so_the_macs_budget_holds(tmp_path):
 
 
 def _designs(space_file):
-    """The space nas-init wrote, and its first_trials designs' model configs as the run builds them."""
+    """The space nas-init wrote, and its first_trials designs' model configs as the run builds them. Each design sets
+    every value the space searches on its path (a FixedTrial raises on one it does not name): a value left out would
+    be sampled, and the design would no longer be the net it says."""
+    import optuna
+
     from search import check
     from search import space as S
 
     space = S.load(space_file)
     meta = D.load(space.data, "cpu", 0).meta
+    for design in space.search.first_trials:
+        space.sample(optuna.trial.FixedTrial(design), meta)
     return space, [model.config for _, model in check.design_models(space, meta)]
 
 
@@ -129,7 +135,7 @@ def test_nas_init_on_a_64_px_colour_folder_writes_designs_that_pool_to_8_px_and_
         n_search = round(len(list((images / "train").rglob("*.png"))) * (1 - space.data.val_fraction))
         assert design["train.batch_size"] in batches and (n_search / max(batches) >= 15 or batches == [16])
     assert lengths[30] > lengths[100]  # 300 training images train longer than 1,000
-    assert training_epochs(8000) == 15 and training_epochs(3800) == 22 and training_epochs(60_000) == 10
+    assert training_epochs(8000) == training_epochs(3800) == training_epochs(60_000) == 30 and training_epochs(1000) == 42
 
 
 def test_nas_init_searches_batch_sizes_that_give_an_epoch_enough_steps_and_puts_the_first_rung_after_enough():
@@ -191,6 +197,15 @@ def test_nas_init_keeps_the_digit_design_for_small_grey_images(tmp_path):
     assert configs[0].padding == "valid" and configs[0].transition == "pool_1x1"  # spaces/mnist_8k.yaml's hand net
     assert space.search.first_trials[0]["train.lr.sgd"] == 0.1
     assert space.search.startup == "neighbourhood"  # the first sampled trials start near the designs (RESULTS.md)
+
+
+def test_nas_init_gives_large_grey_images_the_plain_design_without_rotation(tmp_path):
+    images = write_image_folder(tmp_path / "grey64", "png", channels=1, size=64, per_class=30)
+    out = tmp_path / "grey64.yaml"
+    assert in_process("nas-init", images, "--out", out, cwd=tmp_path).returncode == 0
+    space, configs = _designs(out)
+    assert configs[0].padding == "same" and configs[0].final_pool and max(configs[0].final_size()) <= 8
+    assert space.search.first_trials[0]["train.augment.rotate"] == 0.0  # searched, but the plain net does not rotate
 
 
 def _tiny(space_file, name):

@@ -9,6 +9,7 @@ seeds, beside the plain CNN a user would write in 20 lines. Each run is a user's
         fm16x4 16 px grey, 4 coarse classes (tops, trousers and dresses, shoes, bags), 2,000 training images;
         fm28   28 px grey, 10 classes, 3,000 training images; fm32c 32 px colour, 9 classes, 2,000 training images
                (the three of `--minutes 3`: small enough that 3 minutes on 2 cores train more than the designs).
+        fm32c8k 32 px colour, 9 classes, 8,000 training images (design_length.py's second colour task).
     python tests/benchmarks/search_per_minute.py plain --task T [--params P] [--seeds 3] [--epochs 30] [--work DIR]
         The plain CNN at the same params (conv-BN-ReLU-maxpool stages down to <= 8 px, widths 12-24-32-48 scaled to
         P, GAP, AdamW + OneCycle, random crops and flips) trained through torchvision's ImageFolder + DataLoader.
@@ -58,8 +59,9 @@ TASKS = {  # name: (side, channels, training images, test images, class groups (
     "fm16x4": (16, 1, 2000, 2000, [[0, 2, 4, 6], [1, 3], [5, 7, 9], [8]]),
     "fm28": (28, 1, 3000, 2000, None),
     "fm32c": (32, 3, 2000, 1800, [[0], [1], [2], [3], [4], [5], [6], [7], [9]]),
+    "fm32c8k": (32, 3, 8000, 1800, [[0], [1], [2], [3], [4], [5], [6], [7], [9]]),
 }
-PARAMS = {"fm8k": 8000, "fm64c": 25000, "fm16x4": 4000, "fm28": 8000, "fm32c": 20000}
+PARAMS = {"fm8k": 8000, "fm64c": 25000, "fm16x4": 4000, "fm28": 8000, "fm32c": 20000, "fm32c8k": 20000}
 
 
 def build(work: Path, name: str) -> Path:
