@@ -352,6 +352,7 @@ def space_text(name: str, file: str, root: str, kind: str, size: tuple[int, int]
 
 
 TIMED_IMAGES = 1500  # nas-init times one real epoch of the design on this many images (a few seconds) and scales
+WARMUP_STEPS = 3  # untimed steps of each design before its timed epoch (why: design_epoch_seconds)
 
 
 def design_epoch_seconds(space, data: D.Data, n_images: int) -> list[float]:
@@ -375,6 +376,11 @@ def design_epoch_seconds(space, data: D.Data, n_images: int) -> list[float]:
     try:
         for cand, model in check.design_models(space, data.meta):
             torch.manual_seed(0)
+            # a few untimed steps first: the process's first steps cost twice an epoch's share (allocation, kernel
+            # choice), which put the plain design, timed first, at 7.0 s an epoch against 3.4-3.6 s timed again, and
+            # the separable one at 1.5x of it instead of 2.4-2.9x (RESULTS.md, "nas-init's training length")
+            warm = min(k, WARMUP_STEPS * cand.train.batch_size)
+            train(model, D.Split(part.x[:warm], part.y[:warm]), None, data.mean, data.std, cand.train, 1)
             t0 = time.perf_counter()
             train(model, part, val, data.mean, data.std, cand.train, 1)
             seconds.append((time.perf_counter() - t0) * (n_images - n_val) / k)
