@@ -233,8 +233,8 @@ def plain_design(height: int, width: int, colour: bool) -> tuple[list[str], dict
                "model.dropout": 0.0, "train.batch_size": 64, "train.optimizer": "adamw", "train.lr.adamw": 0.005,
                "train.weight_decay": 5.0e-4, "train.scheduler": "onecycle", "train.label_smoothing": 0.0,
                "train.augment.crop": _crop(side), "train.augment.flip": colour}
-    # every augmentation key the space searches is set: one left out is sampled, and the design is no longer the
-    # plain net (on the 64-px colour task its retrain lost ~0.7 pt when colour jitter was drawn for it)
+    # every augmentation key the space searches is set: one left out would be sampled (colour jitter, rotation),
+    # and the design would not be the plain net it says it is
     design |= {"train.augment.brightness": 0.0, "train.augment.contrast": 0.0} if colour else {"train.augment.rotate": 0.0}
     return stages, design
 
@@ -376,9 +376,9 @@ def design_epoch_seconds(space, data: D.Data, n_images: int) -> list[float]:
     try:
         for cand, model in check.design_models(space, data.meta):
             torch.manual_seed(0)
-            # a few untimed steps first: the process's first steps cost twice an epoch's share (allocation, kernel
-            # choice), which put the plain design, timed first, at 7.0 s an epoch against 3.4-3.6 s timed again, and
-            # the separable one at 1.5x of it instead of 2.4-2.9x (RESULTS.md, "nas-init's training length")
+            # a few untimed steps first: the process's first steps are slow (allocation, kernel choice); they put the
+            # plain design, timed first, at 7.0 s an epoch against 3.4-3.6 s timed again, and the separable one at
+            # 1.5x of it instead of 2.4-2.9x (RESULTS.md, "the 64-px colour task at `--minutes 20`")
             warm = min(k, WARMUP_STEPS * cand.train.batch_size)
             train(model, D.Split(part.x[:warm], part.y[:warm]), None, data.mean, data.std, cand.train, 1)
             t0 = time.perf_counter()
