@@ -3,8 +3,8 @@ search_per_minute.py's tasks, each seed as nas-run's retrain trains it (one proc
 
     python tests/benchmarks/design_length.py --task fm64c --epochs 22 30 40 [--seeds 2] [--work DIR]
 
-nas-init writes the task's space (its own `retrain.epochs` are replaced by each length); every value the design
-leaves out is set as the design says it (nothing sampled). Prints one JSON row a run and the mean per length.
+nas-init writes the task's space (its own `retrain.epochs` are replaced by each length); the design is built as
+the run builds it (`check.design_models`; nas-init's designs set every value they search). Prints one JSON row a run and the mean per length.
 """
 from __future__ import annotations
 
@@ -17,13 +17,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import optuna
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from search_per_minute import PARAMS, TASKS, build  # noqa: E402
 
-from search import budget as B  # noqa: E402
+from search import check  # noqa: E402
 from search import data as D  # noqa: E402
 from search import retrain as RT  # noqa: E402
 from search import space as S  # noqa: E402
@@ -33,7 +32,7 @@ def one(space_file: str, epochs: int, seed: int) -> dict:
     torch.set_num_threads(1)
     space = S.load(space_file)
     data = D.load(space.data, "cpu", space.search.seed)
-    cand, _ = B.candidate_model(space, optuna.trial.FixedTrial(space.search.first_trials[0]), data.meta)
+    cand, _ = check.design_models(space, data.meta)[0]
     space = dataclasses.replace(space, retrain=dataclasses.replace(space.retrain, epochs=epochs))
     run, model = RT.one_seed(cand, space, data, seed)
     return {"space": space_file, "epochs": epochs, "seed": seed, "test": run.test_acc, "seconds": run.seconds,
