@@ -11,7 +11,8 @@ if the search stopped now, and the slowest of them as the retrain's candidate, c
 - the race and the retrain are never cut: they are what the time was kept for. They are sized to the budget
   instead: where the space's race and retrain would take more than TAIL_SHARE of the command's minutes, they
   shrink step by step (retrain seeds to 2, finalists to 1, race rounds to 1, retrain seeds to 1; the first_trials
-  designs always race) until they fit, so the search keeps the larger share (`plan`).
+  designs always race) until they fit, so the search keeps the larger share (`plan`); where none fits, the first
+  of the cheapest (a last step that saves no time, 1 retrain seed where 2 run side by side, is not taken).
 
 The budget belongs to one command: a rerun resumes toward `--trials` with its own `--minutes`.
 """
@@ -83,13 +84,17 @@ class Clock:
 
     def sized_tail(self, trials) -> tuple[TailPlan, float]:
         """(plan, its seconds): the largest of the space's own race and retrain and the smaller ones (smaller_plans)
-        priced within TAIL_SHARE of the command's minutes, else the smallest; the space's own without a start time."""
+        priced within TAIL_SHARE of the command's minutes, else the first of the cheapest; the space's own without a
+        start time. The first of the cheapest: a step that saves no time is not taken (on CPU, retrain seeds up to
+        the workers run side by side, one process each: 2 seeds on 2 workers take what 1 takes)."""
         plans = smaller_plans(self.space) if self.budget is not None else [own_plan(self.space)]
+        priced = []
         for plan in plans:
             seconds = self._price(trials, sized(self.space, plan))
             if self.budget is None or seconds <= TAIL_SHARE * self.budget:
-                break
-        return plan, seconds  # the first that fits, else the smallest
+                return plan, seconds
+            priced.append((plan, seconds))
+        return min(priced, key=lambda p: p[1])  # min keeps the first of equal prices
 
     def _price(self, trials, space: Space) -> float:
         from search import race as R

@@ -217,7 +217,7 @@ def size_tail(ctx: RunContext, study, console, minutes: float) -> RunContext:
         return ctx
     share = seconds / ctx.clock.budget
     fits = (f"sized to {TAIL_SHARE:.0%} of the time or less" if share <= TAIL_SHARE else
-            f"at their smallest, still ~{share:.0%} of the time (more --minutes would leave the search more)")
+            f"at their cheapest, still ~{share:.0%} of the time (more --minutes would leave the search more)")
     console.print(f"--minutes {minutes:g}: the race and the retrain {fits}: {plan.describe()} (the space: "
                   f"{own.describe()})", highlight=False)
     return dataclasses.replace(ctx, space=sized(ctx.space, plan))

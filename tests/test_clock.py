@@ -118,19 +118,26 @@ def test_the_tail_shrinks_step_by_step_retrain_seeds_then_finalists_then_rounds(
 
 
 def test_with_minutes_the_clock_sizes_the_tail_to_its_share_of_the_budget():
-    """The largest plan priced within TAIL_SHARE of the command's seconds; the smallest when none fits; the space's
-    own when it fits or when the clock has no start time."""
+    """The largest plan priced within TAIL_SHARE of the command's seconds; when none fits, the first of the cheapest:
+    on 2 CPU workers one finalist's 2 race rounds, or 2 retrain seeds, run side by side in the time of one, so the
+    steps to 1 round and to 1 seed are not taken; on 1 worker each saves time and is. The space's own when it fits
+    or when the clock has no start time."""
     trials = [_trial(0, 0.9, 2.0), _trial(1, 0.8, 3.0), _trial(2, 0.5, 10.0)]
     space = _space()  # race_top 2, race_seeds 3, retrain seeds 2
     plans = C.smaller_plans(space)
+    assert [(p.race_top, p.race_seeds, p.retrain_seeds) for p in plans] == [(2, 3, 2), (1, 3, 2), (1, 2, 2), (1, 2, 1)]
     prices = [C.Clock(1000.0, space, N, workers=2)._price(trials, C.sized(space, p)) for p in plans]
-    assert prices == sorted(prices, reverse=True) and prices[0] > prices[-1]
+    assert prices[0] > prices[1] == prices[2] == prices[3]  # 1 finalist: 2 runs or 1 on 2 workers, the same time
     for budget, want in ((prices[0] / C.TAIL_SHARE + 1, plans[0]), (prices[1] / C.TAIL_SHARE + 1, plans[1]),
-                         (prices[-1] / C.TAIL_SHARE - 1, plans[-1])):
+                         (prices[-1] / C.TAIL_SHARE - 1, plans[1])):
         clock = C.Clock(1000.0 + budget, space, N, workers=2, started=1000.0)
         assert clock.plan(trials) == want
         assert clock.tail(trials) == pytest.approx(prices[plans.index(want)])
     assert C.Clock(1000.0, space, N, workers=2).plan(trials) == plans[0]
+    one = C.Clock(1001.0, space, N, workers=1, started=1000.0)  # 1 s: nothing fits
+    one_prices = [one._price(trials, C.sized(space, p)) for p in plans]
+    assert one_prices == sorted(one_prices, reverse=True) and len(set(one_prices)) == 4
+    assert one.plan(trials) == plans[-1]
 
 
 def test_a_short_minutes_run_races_and_retrains_less_and_says_so(tmp_path):
@@ -144,7 +151,7 @@ def test_a_short_minutes_run_races_and_retrains_less_and_says_so(tmp_path):
                    "--format", "checkpoint")
     assert r.returncode == 0, r.stderr
     out = " ".join(r.stdout.split())
-    assert "--minutes 0.8: the race and the retrain at their smallest, still ~" in out  # the overhead alone is over 40%
+    assert "--minutes 0.8: the race and the retrain at their cheapest, still ~" in out  # the overhead alone is over 40%
     assert ("of the time (more --minutes would leave the search more): race of the top 1 x 1 round(s), retrain on 1 "
             "seed(s) (the space: race of the top 2 x 2 round(s), retrain on 2 seed(s))") in out
     assert "--minutes 0.8 sized the tail: race of the top 1 x 1 round(s), retrain on 1 seed(s)" in out
