@@ -25,8 +25,8 @@ seeds, beside the plain CNN a user would write in 20 lines. Each run is a user's
 
 Every result is appended to DIR/rows.jsonl as it finishes, so a session that stops between runs keeps them. A run's
 row: (a) the winner's test accuracy mean ± std and the best design's, retrained the same way; (b) trained search
-trials; (c) the share of sampled trials stopped at the first rung at or below twice chance; (d) the search's share
-of the wall-clock.
+trials, and the epochs they trained (the search's work where one code's trials are longer); (c) the share of
+sampled trials stopped at the first rung at or below twice chance; (d) the search's share of the wall-clock.
 """
 from __future__ import annotations
 
@@ -225,6 +225,8 @@ def measure(studies: Path, name: str, seconds: float) -> dict:
             if race else 0.0,
             "retrain_s": round(max(r["seconds"] for r in retrain["runs"]), 1), "retrain_seeds": len(retrain["runs"]),
             "accs": [r["test_acc"] for r in retrain["runs"]], "trained": len(search),
+            # the search's work: a trial of 30 planned epochs counts twice one of 15 where "trained" counts each once
+            "search_epochs": sum(len(t.intermediate_values) for t in search),
             "hopeless_share": len(hopeless) / max(1, len(sampled)),
             "search_share": search_s / seconds,
             "winner_is_design": "first_trial" in trials[retrain["trial"]].user_attrs, "winner": retrain["trial"],
@@ -256,8 +258,15 @@ def table(work: Path) -> None:
         mean = lambda key: statistics.fmean(r[key] for r in rs)  # noqa: E731
         print(f"{task:8} {what:12} {len(rs):>2} seeds  winner {ms([statistics.fmean(r['accs']) for r in rs])}  "
               f"best design {ms([statistics.fmean(r['design_accs']) for r in rs if r.get('design_accs')])}  "
-              f"trained {mean('trained'):.1f}  hopeless {mean('hopeless_share'):.0%}  search {mean('search_share'):.0%}  "
+              f"trained {mean('trained'):.1f}{epochs(rs)}  hopeless {mean('hopeless_share'):.0%}  "
+              f"search {mean('search_share'):.0%}  "
               f"{mean('seconds') / 60:.1f} min  winner a design {sum(r['winner_is_design'] for r in rs)}/{len(rs)}" + tail(rs))
+
+
+def epochs(rows: list[dict]) -> str:
+    """Mean epochs the search trained, over rows that recorded them."""
+    got = [r["search_epochs"] for r in rows if "search_epochs" in r]
+    return f"  epochs {statistics.fmean(got):.0f}" if got else ""
 
 
 def tail(rows: list[dict]) -> str:
