@@ -12,7 +12,8 @@ if the search stopped now, and the slowest of them as the retrain's candidate, c
   instead: where the space's race and retrain would take more than TAIL_SHARE of the command's minutes, they
   shrink step by step (retrain seeds to 2, finalists to 1, race rounds to 1, retrain seeds to 1; the first_trials
   designs always race) until they fit, so the search keeps the larger share (`plan`); where none fits, the first
-  of the cheapest (a last step that saves no time, 1 retrain seed where 2 run side by side, is not taken).
+  of the cheapest: a step that saves no time is not taken (on 2 CPU workers, 2 retrain seeds, or one finalist's 2
+  race rounds, run side by side in the time of 1).
 
 The budget belongs to one command: a rerun resumes toward `--trials` with its own `--minutes`.
 """
@@ -85,8 +86,7 @@ class Clock:
     def sized_tail(self, trials) -> tuple[TailPlan, float]:
         """(plan, its seconds): the largest of the space's own race and retrain and the smaller ones (smaller_plans)
         priced within TAIL_SHARE of the command's minutes, else the first of the cheapest; the space's own without a
-        start time. The first of the cheapest: a step that saves no time is not taken (on CPU, retrain seeds up to
-        the workers run side by side, one process each: 2 seeds on 2 workers take what 1 takes)."""
+        start time (see the module docstring for why the first of the cheapest)."""
         plans = smaller_plans(self.space) if self.budget is not None else [own_plan(self.space)]
         priced = []
         for plan in plans:
