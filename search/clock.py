@@ -10,10 +10,13 @@ if the search stopped now, and the slowest of them as the retrain's candidate, c
   `out_of_time`, pruned; its epochs count like a pruned trial's);
 - the race and the retrain are never cut: they are what the time was kept for. They are sized to the budget
   instead: where the space's race and retrain would take more than TAIL_SHARE of the command's minutes, they
-  shrink step by step (retrain seeds to 2, finalists to 1, race rounds to 1, retrain seeds to 1; the first_trials
-  designs always race) until they fit, so the search keeps the larger share (`plan`); where none fits, the first
-  of the cheapest: a step that saves no time is not taken (on 2 CPU workers, 2 retrain seeds, or one finalist's 2
-  race rounds, run side by side in the time of 1).
+  shrink step by step (retrain seeds to 2, finalists to 1, race rounds to 1, then none, retrain seeds to 1) until
+  they fit, so the search keeps the larger share (`plan`); where none fits, the first of the cheapest: a step that
+  saves no time is not taken (on 2 CPU workers, 2 retrain seeds, or one finalist's 2 race rounds, run side by side
+  in the time of 1). With no race rounds left the best sampled trial and the first_trials designs are compared on
+  their search values (a design is kept unless beaten by more than race_margin): the winner is known when the
+  search stops, so the retrain is priced on it, not on the slowest finalist. The rounds go before the second
+  retrain seed: one round is a run per finalist and design, the seed one run (none on 2 CPU workers).
 
 The budget belongs to one command: a rerun resumes toward `--trials` with its own `--minutes`.
 """
@@ -24,7 +27,7 @@ import statistics
 import time
 
 from search import record as rec
-from search.cost import PhaseSizes, tail_seconds
+from search.cost import PhaseSizes, race_runs, tail_seconds
 from search.record import TailPlan
 from search.space import Space
 
@@ -44,7 +47,7 @@ def own_plan(space: Space) -> TailPlan:
 
 def smaller_plans(space: Space) -> list[TailPlan]:
     """The space's own plan, then each step smaller: retrain seeds down to 2 (a mean and a std), finalists down to 1
-    (the designs race besides), race rounds down to 1, retrain seeds to 1."""
+    (the designs race besides), race rounds down to 1, then to none (race_seeds 1), retrain seeds to 1."""
     plans = [own_plan(space)]
 
     def step(**change):
@@ -54,7 +57,7 @@ def smaller_plans(space: Space) -> list[TailPlan]:
         step(retrain_seeds=plans[-1].retrain_seeds - 1)
     while plans[-1].race_top > 1:
         step(race_top=plans[-1].race_top - 1)
-    while plans[-1].race_top and plans[-1].race_seeds > 2:
+    while plans[-1].race_top and plans[-1].race_seeds > 1:
         step(race_seeds=plans[-1].race_seeds - 1)
     if plans[-1].retrain_seeds > 1:
         step(retrain_seeds=1)
@@ -99,8 +102,12 @@ class Clock:
     def _price(self, trials, space: Space) -> float:
         from search import race as R
 
-        return sum(tail_seconds(R.finalists(rec.of_tier(trials, tier), space.search), space, self.n, self.workers,
-                                self.cpu) for tier in space.budget.each_tier())
+        s, price = space.search, 0.0
+        for tier in space.budget.each_tier():
+            of_tier = rec.of_tier(trials, tier)
+            known = R.winner(of_tier, s) if not race_runs(s, 1) else None  # no round can change it
+            price += tail_seconds(R.finalists(of_tier, s), space, self.n, self.workers, self.cpu, retrained=known)
+        return price
 
     def left(self, trials, now: float | None = None) -> float:
         """Seconds the search has left: until the deadline, less the tail."""

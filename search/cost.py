@@ -180,17 +180,19 @@ def run_cost(space: Space, sps: float, bs: int, n: PhaseSizes, trials: int, work
                    per_epoch=per_epoch, retrain_one=retrain_one, designs=len(designs))
 
 
-def tail_seconds(finals: list, space: Space, n: PhaseSizes, workers: int, cpu: bool = True) -> float:
+def tail_seconds(finals: list, space: Space, n: PhaseSizes, workers: int, cpu: bool = True,
+                 retrained=None) -> float:
     """Seconds from the end of the search to the report, priced from the `finals` (trained trials with their
-    measured seconds per epoch): their race runs, the retrain of the slowest of them (the winner is not known
-    yet), on the slow side, plus overhead."""
+    measured seconds per epoch): their race runs, the retrain of `retrained` where the winner is known already (no
+    race rounds), else of the slowest finalist, on the slow side, plus overhead."""
     s, r = space.search, space.retrain
     spe = [x for f in finals if (x := rec.read(f).seconds_per_epoch)]
     if not spe:
         return float(OVERHEAD_SECONDS)
+    known = retrained is not None and rec.read(retrained).seconds_per_epoch
     search_work = epoch_work(n.search, n.val)
     each = race_runs(s, 1)
     race = race_seconds([x * s.epochs * epoch_work(n.race, n.race_val) / search_work for x in spe for _ in range(each)],
                         workers)
-    retrain_one = max(spe) * r.epochs * n.retrain / search_work
+    retrain_one = (known or max(spe)) * r.epochs * n.retrain / search_work
     return SLOW_SIDE * (race + retrain_seconds(retrain_one, r.seeds, workers, cpu)) + OVERHEAD_SECONDS

@@ -14,6 +14,7 @@ from search import clock as C
 from search import cost
 from search.cost import PhaseSizes
 from search import race as R
+from search import record as rec
 from search import space as S
 from search.record import trained
 from search.study import open_study
@@ -22,9 +23,9 @@ from search.workers import RunContext, run_worker
 N = PhaseSizes(search=900, val=300, race=900, race_val=300, retrain=1200)  # an epoch: 900 + 300/3 = 1,000 image-works
 
 
-def _trial(number: int, value: float, spe: float, seconds: float = 30.0):
+def _trial(number: int, value: float, spe: float, seconds: float = 30.0, **attrs):
     t = optuna.trial.create_trial(value=value, user_attrs={"trained": True, "candidate": stored_candidate(n=number),
-                                                          "seconds_per_epoch": spe})
+                                                          "seconds_per_epoch": spe, **attrs})
     t.number, t.datetime_start = number, dt.datetime(2026, 1, 1)
     t.datetime_complete = t.datetime_start + dt.timedelta(seconds=seconds)
     return t
@@ -51,6 +52,25 @@ def test_the_tail_is_the_finalists_race_runs_and_the_slowest_retrained_on_the_sl
     assert cost.tail_seconds(R.finalists(trials, no_race.search), no_race, N, workers=1, cpu=False) == pytest.approx(
         cost.SLOW_SIDE * 2 * 14.4 + cost.OVERHEAD_SECONDS)
     assert cost.tail_seconds([], space, N, workers=2) == cost.OVERHEAD_SECONDS  # nothing trained yet: nothing to price
+
+
+def test_with_no_race_rounds_the_retrain_is_priced_on_the_winner_the_search_values_pick():
+    """No race rounds (the clock's plan race_seeds 1): no race run, and the winner is known when the search stops,
+    so its retrain is priced, not the slowest finalist's: the best trial (2.0 s/epoch, 14.4 s a seed); with a design
+    (4.0 s/epoch) the best beats by no more than race_margin, the design (28.8 s a seed)."""
+    trials = [_trial(0, 0.9, 2.0), _trial(1, 0.8, 3.0), _trial(2, 0.5, 10.0)]
+    space = _space(race_margin=0.01)
+    rounds_none = C.sized(space, rec.TailPlan(1, 1, 2))
+    clock = C.Clock(1000.0, space, N, workers=2)
+    assert clock._price(trials, rounds_none) == pytest.approx(cost.SLOW_SIDE * 14.4 + cost.OVERHEAD_SECONDS)
+    design = _trial(3, 0.895, 4.0, first_trial=0)
+    assert R.winner(trials + [design], rounds_none.search).number == 3  # kept: 0.9 is not 0.01 ahead
+    assert clock._price(trials + [design], rounds_none) == pytest.approx(cost.SLOW_SIDE * 28.8 + cost.OVERHEAD_SECONDS)
+    assert clock._price(trials + [_trial(3, 0.85, 4.0, first_trial=0)], rounds_none) == pytest.approx(
+        cost.SLOW_SIDE * 14.4 + cost.OVERHEAD_SECONDS)  # beaten by 5 pt: the sampled trial is retrained
+    # with race rounds the winner is not known yet: the slowest finalist (the design, 4.0) is priced
+    one_round = C.sized(space, rec.TailPlan(1, 2, 2))
+    assert clock._price(trials + [design], one_round) > cost.SLOW_SIDE * 28.8 + cost.OVERHEAD_SECONDS
 
 
 def test_a_trial_starts_only_if_it_fits_before_the_tail_and_a_running_one_stops_at_it():
@@ -109,11 +129,11 @@ def test_the_tail_shrinks_step_by_step_retrain_seeds_then_finalists_then_rounds(
     space = S.parse(tiny_space(search={"seed": 0, "epochs": 4, "race_top": 3, "race_seeds": 3},
                                retrain={"epochs": 6, "seeds": 3}))
     assert [(p.race_top, p.race_seeds, p.retrain_seeds) for p in C.smaller_plans(space)] == [
-        (3, 3, 3), (3, 3, 2), (2, 3, 2), (1, 3, 2), (1, 2, 2), (1, 2, 1)]
+        (3, 3, 3), (3, 3, 2), (2, 3, 2), (1, 3, 2), (1, 2, 2), (1, 1, 2), (1, 1, 1)]
     assert [(p.race_top, p.race_seeds, p.retrain_seeds) for p in C.smaller_plans(_space(race_top=0))] == [
         (0, 3, 2), (0, 3, 1)]  # no race: only the retrain shrinks
     small = C.sized(space, C.smaller_plans(space)[-1])
-    assert (small.search.race_top, small.search.race_seeds, small.retrain.seeds) == (1, 2, 1)
+    assert (small.search.race_top, small.search.race_seeds, small.retrain.seeds) == (1, 1, 1)
     assert small.search.epochs == space.search.epochs and small.budget == space.budget  # nothing else changes
 
 
@@ -125,24 +145,27 @@ def test_with_minutes_the_clock_sizes_the_tail_to_its_share_of_the_budget():
     trials = [_trial(0, 0.9, 2.0), _trial(1, 0.8, 3.0), _trial(2, 0.5, 10.0)]
     space = _space()  # race_top 2, race_seeds 3, retrain seeds 2
     plans = C.smaller_plans(space)
-    assert [(p.race_top, p.race_seeds, p.retrain_seeds) for p in plans] == [(2, 3, 2), (1, 3, 2), (1, 2, 2), (1, 2, 1)]
+    assert [(p.race_top, p.race_seeds, p.retrain_seeds) for p in plans] == [
+        (2, 3, 2), (1, 3, 2), (1, 2, 2), (1, 1, 2), (1, 1, 1)]
     prices = [C.Clock(1000.0, space, N, workers=2)._price(trials, C.sized(space, p)) for p in plans]
-    assert prices[0] > prices[1] == prices[2] == prices[3]  # 1 finalist: 2 runs or 1 on 2 workers, the same time
+    # 1 finalist: 2 runs or 1 on 2 workers, the same time; no rounds: none, and the winner's retrain priced
+    assert prices[0] > prices[1] == prices[2] > prices[3] == prices[4]
     for budget, want in ((prices[0] / C.TAIL_SHARE + 1, plans[0]), (prices[1] / C.TAIL_SHARE + 1, plans[1]),
-                         (prices[-1] / C.TAIL_SHARE - 1, plans[1])):
+                         (prices[3] / C.TAIL_SHARE + 1, plans[3]), (prices[-1] / C.TAIL_SHARE - 1, plans[3])):
         clock = C.Clock(1000.0 + budget, space, N, workers=2, started=1000.0)
         assert clock.plan(trials) == want
         assert clock.tail(trials) == pytest.approx(prices[plans.index(want)])
     assert C.Clock(1000.0, space, N, workers=2).plan(trials) == plans[0]
     one = C.Clock(1001.0, space, N, workers=1, started=1000.0)  # 1 s: nothing fits
     one_prices = [one._price(trials, C.sized(space, p)) for p in plans]
-    assert one_prices == sorted(one_prices, reverse=True) and len(set(one_prices)) == 4
+    assert one_prices == sorted(one_prices, reverse=True) and len(set(one_prices)) == 5
     assert one.plan(trials) == plans[-1]
 
 
 def test_a_short_minutes_run_races_and_retrains_less_and_says_so(tmp_path):
     """--minutes 0.8 on the tiny space: the tail's overhead alone (20 s) is over 40% of 48 s, so the race and the retrain
-    take the smallest plan (1 finalist x 1 round, 1 retrain seed); the run, the study and the report say so."""
+    take the smallest plan (1 finalist, no race rounds: compared on search values, 1 retrain seed); the run, the study
+    and the report say so, and no race run trains."""
     from search import record as rec
 
     raw = tiny_space(search={"seed": 0, "race_top": 2, "race_seeds": 3}, retrain={"epochs": 1, "seeds": 2})
@@ -151,12 +174,13 @@ def test_a_short_minutes_run_races_and_retrains_less_and_says_so(tmp_path):
                    "--format", "checkpoint")
     assert r.returncode == 0, r.stderr
     out = " ".join(r.stdout.split())
+    smallest = "no race rounds (the finalists compared on their search values), retrain on 1 seed(s)"
     assert "--minutes 0.8: the race and the retrain at their cheapest, still ~" in out  # the overhead alone is over 40%
-    assert ("of the time (more --minutes would leave the search more): race of the top 1 x 1 round(s), retrain on 1 "
-            "seed(s) (the space: race of the top 2 x 2 round(s), retrain on 2 seed(s))") in out
-    assert "--minutes 0.8 sized the tail: race of the top 1 x 1 round(s), retrain on 1 seed(s)" in out
+    assert (f"of the time (more --minutes would leave the search more): {smallest} (the space: race of the top 2 x 2 "
+            "round(s), retrain on 2 seed(s))") in out
+    assert f"--minutes 0.8 sized the tail: {smallest}" in out
+    assert "over its search run (no race rounds); search split" in out
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path}/studies/tiny.db")
-    assert rec.tail_plan(study) == rec.TailPlan(1, 2, 1) and len(rec.retrain_results(study).runs) == 1
-    assert len([t for t in study.trials if rec.is_race(t)]) == 1
-    assert "race of the top 1 x 1 round(s), retrain on 1 seed(s): sized by --minutes" in (
-        tmp_path / "studies" / "tiny" / "report.html").read_text()
+    assert rec.tail_plan(study) == rec.TailPlan(1, 1, 1) and len(rec.retrain_results(study).runs) == 1
+    assert not [t for t in study.trials if rec.is_race(t)]
+    assert f"{smallest}: sized by --minutes" in (tmp_path / "studies" / "tiny" / "report.html").read_text()
