@@ -420,7 +420,8 @@ def _race(page: Page, race: list[RaceRow], tier: str | None, origins: dict[int, 
                      if r.first_trial is None else
                      f"{r.trial} (first_trials[{r.first_trial}]{', kept by race_margin' if r.kept else ''})",
                      f"{r.search_val:.4f}" if r.search_val is not None else "-",
-                     ", ".join(f"{v:.4f}" for v in r.val_accs), f"{r.mean:.4f} ± {r.std:.4f}",
+                     ", ".join(f"{v:.4f}" for v in r.val_accs) or "none (--minutes)",
+                     f"{r.mean:.4f} ± {r.std:.4f}" if r.val_accs else "-",
                      f"{r.params or 0:,}"] for r in race],
                    (f"tier {tier}: " if tier else "") +
                    "race: the finalists (the best search trials, and the first_trials designs) on more seeds, each round on a "

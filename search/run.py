@@ -247,11 +247,11 @@ def print_standings(standings: list[RaceRow], space: Space, console) -> None:
         vals = ", ".join(f"{v:.4f}" for v in row.val_accs)
         design = "" if row.first_trial is None else f" (first_trials[{row.first_trial}])"
         counted = "its search run and race rounds" if row.search_counts else "its race rounds"
-        counted = f"{counted} ({vals})" if vals else "its search run (no race rounds)"
+        measured = (f"val {row.mean:.4f} ± {row.std:.4f} over {counted} ({vals}); search split {row.search_val:.4f}"
+                    if vals else f"val {row.search_val:.4f} on the search split (no race rounds)")
         kept = (f"; kept: no finalist beat it by more than race_margin {space.search.race_margin:g}"
                 if row.kept else "")
-        console.print(f"race: trial {row.trial}{design} val {row.mean:.4f} ± {row.std:.4f} over {counted}; "
-                      f"search split {row.search_val:.4f}{kept}", highlight=False)
+        console.print(f"race: trial {row.trial}{design} {measured}{kept}", highlight=False)
 
 
 def write_report(study, space: Space, out: Path, data: D.Data | None, console, problem: str = "") -> Path:

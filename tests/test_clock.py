@@ -179,8 +179,9 @@ def test_a_short_minutes_run_races_and_retrains_less_and_says_so(tmp_path):
     assert (f"of the time (more --minutes would leave the search more): {smallest} (the space: race of the top 2 x 2 "
             "round(s), retrain on 2 seed(s))") in out
     assert f"--minutes 0.8 sized the tail: {smallest}" in out
-    assert "over its search run (no race rounds); search split" in out
+    assert " on the search split (no race rounds)" in out
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path}/studies/tiny.db")
     assert rec.tail_plan(study) == rec.TailPlan(1, 1, 1) and len(rec.retrain_results(study).runs) == 1
     assert not [t for t in study.trials if rec.is_race(t)]
-    assert f"{smallest}: sized by --minutes" in (tmp_path / "studies" / "tiny" / "report.html").read_text()
+    html = (tmp_path / "studies" / "tiny" / "report.html").read_text()
+    assert f"{smallest}: sized by --minutes" in html and "none (--minutes)" in html
