@@ -189,10 +189,10 @@ def tail_seconds(finals: list, space: Space, n: PhaseSizes, workers: int, cpu: b
     spe = [x for f in finals if (x := rec.read(f).seconds_per_epoch)]
     if not spe:
         return float(OVERHEAD_SECONDS)
-    known = retrained is not None and rec.read(retrained).seconds_per_epoch
+    known = rec.read(retrained).seconds_per_epoch if retrained is not None else None
     search_work = epoch_work(n.search, n.val)
     each = race_runs(s, 1)
     race = race_seconds([x * s.epochs * epoch_work(n.race, n.race_val) / search_work for x in spe for _ in range(each)],
                         workers)
-    retrain_one = (known or max(spe)) * r.epochs * n.retrain / search_work
+    retrain_one = (known if known else max(spe)) * r.epochs * n.retrain / search_work  # no timing stored: the slowest
     return SLOW_SIDE * (race + retrain_seconds(retrain_one, r.seeds, workers, cpu)) + OVERHEAD_SECONDS

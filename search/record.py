@@ -572,9 +572,12 @@ class TailPlan:
     retrain_seeds: int
 
     def describe(self) -> str:
-        race = (f"race of the top {self.race_top} x {self.race_seeds - 1} round(s)" if self.race_seeds > 1 else
-                "no race rounds (the finalists compared on their search values)")
-        race = race if self.race_top else "no race"
+        if not self.race_top:
+            race = "no race"
+        elif self.race_seeds > 1:
+            race = f"race of the top {self.race_top} x {self.race_seeds - 1} round(s)"
+        else:
+            race = "no race rounds (the finalists compared on their search values)"
         return f"{race}, retrain on {self.retrain_seeds} seed(s)"
 
 
