@@ -146,10 +146,14 @@ def open_study(space: Space, storage, worker: int = 0, warm: WarmStart | None = 
     # A warm start's evidence lacks the parameters it dropped: TPE's `group` models those apart from the rest.
     sampler = make_sampler(space.search, sampler_seed(space.search, worker, existing),
                            bool(space.conditionals()) or warm is not None)
+    startup = space.search.startup_trials
     if warm is not None:
         sampler = EvidenceSampler(sampler, warm.evidence)
+        # The start-up is there because the sampler has nothing to learn from yet; the earlier trials stand in for
+        # it, one each, as they do for TPE's own random start-up (it counts the trials it is shown).
+        startup = max(0, startup - len(warm.evidence))
     if space.search.startup == "neighbourhood":
-        sampler = NeighbourhoodSampler(sampler, space.search.startup_trials, space.search.seed)
+        sampler = NeighbourhoodSampler(sampler, startup, space.search.seed)
     # A ladder's tiers share one sampler: fill gives them one shape space, and each tier's few trials alone
     # left TPE in its random start-up (RESULTS.md, "The ladder's sampler").
     study.sampler = sampler

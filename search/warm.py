@@ -11,7 +11,9 @@
   this study's values are shown as ranks too), numbered before this study's trials. Each counts as one trial:
   TPE's good set is the best tenth of all trials, so the earlier study's share of it is its share of the trials
   and shrinks as this study's own come in (with 50 earlier trials, half after 50 here); TPE also weighs the
-  oldest observations of its other set down past 25.
+  oldest observations of its other set down past 25. Each also stands in for one start-up trial (`startup_trials`,
+  the neighbourhood's or TPE's random one): the start-up is there because the sampler has nothing to learn from.
+  Before, the neighbourhood's 10 start-up trials took most of a 16-trial warm run, and the evidence acted on 3.
 - The source is opened read-only (SQLite in mode=ro; PostgreSQL in read-only transactions): read, never written.
 
 OptunaHub's MetaLearnTPESampler (task-similarity weighted TPE over source studies) was the other way the issue
@@ -116,7 +118,8 @@ class WarmStart:
         """What the run and --check print."""
         trials = ", ".join(f"{c.trial} (val {c.value:.4f})" for c in self.candidates)
         out = [f"warm start from {self.source.describe()}: its trials {trials} train at full length after the "
-               f"designs, mapped onto this space; the sampler starts from {len(self.evidence)} of its trained trials"]
+               f"designs, mapped onto this space; the sampler starts from {len(self.evidence)} of its trained trials, "
+               f"each in place of a start-up trial"]
         if self.designs:
             out.append("warm start: its trials " + ", ".join(self.designs) + " are this space's designs, trained as such")
         if self.clipped:
