@@ -8,11 +8,17 @@ in three scenarios built from Debian's dataset-fashion-mnist (each space written
 (a) and (c) share the cold runs. Every run is `nas-run --workers auto` on this machine, one after another.
 
     python tests/benchmarks/warm_start.py run [--work DIR] [--seeds 5] [--trials 16] [--epochs 8]
-                                              [--variant evidence] [--scenarios a,c]
+                                              [--variant evidence|startup] [--scenarios a,c]
     python tests/benchmarks/warm_start.py table [--work DIR]
+    python tests/benchmarks/warm_start.py winners [--work DIR]
+        The issue's measure: minutes until the warm run's winner (its best full-length trial then, retrained by
+        `nas-export --trial N` as the run retrains) first reached the cold run's final test accuracy; the same for
+        the cold run's own winners, as the reference (a first design may already reach it).
 
 `--variant evidence`: the warm runs carry no candidate over (the sampler's evidence only), through a
 sitecustomize.py that wraps warm.read in the nas-run process: what the carried candidates add, and cost.
+`--variant startup`: the warm runs keep the neighbourhood's whole start-up (10 sampled trials) before the sampler
+learns from the evidence, as before 86bba41, through a sitecustomize.py the same way.
 
 For each warm/cold pair (same study seed, so the same validation split): the final retrained winner's test accuracy;
 the minutes from the command's start until the best full-length search trial's validation accuracy first reached the
@@ -93,11 +99,16 @@ def space(work: Path, task: str, params: int, name: str, seed: int, epochs: int)
     return out
 
 
-EVIDENCE_ONLY = """import dataclasses
+PATCHES = {  # variant: the sitecustomize.py its warm runs start with
+    "evidence": """import dataclasses
 import search.warm as W
 _read = W.read
 W.read = lambda *a, **k: dataclasses.replace(_read(*a, **k), candidates=())
-"""
+""",
+    "startup": """import search.neighbourhood as N
+_init = N.NeighbourhoodSampler.__init__
+N.NeighbourhoodSampler.__init__ = lambda self, sampler, startup, study_seed: _init(self, sampler, 10, study_seed)
+"""}
 
 
 def run(work: Path, name: str, space_file: Path, trials: int, warm_from: str | None = None,
@@ -111,10 +122,10 @@ def run(work: Path, name: str, space_file: Path, trials: int, warm_from: str | N
     cmd = [shutil.which("nas-run"), str(space_file), "--trials", str(trials), "--studies", str(studies),
            "--format", "checkpoint"] + (["--from", warm_from] if warm_from else [])
     env = dict(os.environ)
-    if variant == "evidence":
-        patch = work / "evidence_only"
+    if variant in PATCHES:
+        patch = work / f"patch_{variant}"
         patch.mkdir(exist_ok=True)
-        (patch / "sitecustomize.py").write_text(EVIDENCE_ONLY)
+        (patch / "sitecustomize.py").write_text(PATCHES[variant])
         env["PYTHONPATH"] = str(patch)
     started = time.time()
     with open(work / "runs" / f"{name}.log", "w") as log:
@@ -148,6 +159,46 @@ def measure(studies: Path, name: str, started: float) -> dict:
 def reach(curve, value: float) -> float | None:
     """Minutes until the curve first reached `value`."""
     return next((m for m, v, _ in curve if v >= value - 1e-12), None)
+
+
+def winners(work: Path, run: dict, target: float) -> tuple[list, float | None]:
+    """The issue's own measure: when a run's winner first reached `target` (the cold run's final test accuracy) ->
+    (its winners: (minutes, trial, test accuracy) each, minutes from the command's start), the minutes or None. The
+    winner at a moment is taken as the best full-length search trial then (what the race would start from),
+    retrained as the run's winner is (`nas-export --trial N`: retrain.seeds, the trial's own seeds; the run's own
+    retrain where it is the final winner); the final winner counts from the run's end."""
+    studies, name = work / "studies", run["name"]
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{studies / name}.db")
+    full = sorted((t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("trained")
+                   and "race_of" not in t.user_attrs and t.state == optuna.trial.TrialState.COMPLETE),
+                  key=lambda t: t.datetime_complete)
+    first_minutes, first_value = run["curve"][0][:2]  # the curve's clock: minutes from the command's start
+    started = next(t for t in full if abs(t.value - first_value) < 1e-12).datetime_complete.timestamp() - 60 * first_minutes
+    retrain = study.user_attrs["retrain"]
+    cache = work / "winners_test.json"
+    known = json.loads(cache.read_text()) if cache.exists() else {}
+
+    def test_of(number: int) -> float:
+        if number == retrain["trial"]:
+            return statistics.fmean(r["test_acc"] for r in retrain["runs"])
+        key = f"{name}#{number}"
+        if key not in known:
+            folder = studies / name / f"trial-{number}"
+            if not (folder / "model_card.json").exists():
+                subprocess.run([shutil.which("nas-export"), name, "--trial", str(number), "--studies", str(studies),
+                                "--format", "checkpoint"], check=True, stdout=subprocess.DEVNULL)
+            runs = json.loads((folder / "model_card.json").read_text())["metrics"]["runs"]
+            known[key] = statistics.fmean(r["test_acc"] for r in runs)
+            cache.write_text(json.dumps(known))
+        return known[key]
+
+    points, best = [], float("-inf")
+    for t in full:
+        if t.value > best:
+            best = t.value
+            points.append(((t.datetime_complete.timestamp() - started) / 60, t.number, test_of(t.number)))
+    points.append((run["seconds"] / 60, retrain["trial"], test_of(retrain["trial"])))
+    return points, next((m for m, _, acc in points if acc >= target - 1e-12), None)
 
 
 def main_run(work: Path, seeds: int, trials: int, epochs: int, variant: str, scenarios: str) -> None:
@@ -205,21 +256,53 @@ def table(work: Path, variant: str = "both") -> None:
               f"{sum(r['warm']['winner_carried'] for r in mine)} of {len(mine)} |")
 
 
+def winners_table(work: Path, variant: str = "both") -> None:
+    """Per scenario: how many warm runs' winners reached the cold run's final test accuracy, and when, as a share of
+    the cold run's wall-clock; beside it, when the cold run's own winner first did (how much its search added)."""
+    rows = [json.loads(x) for x in (work / ("rows.jsonl" if variant == "both" else f"rows_{variant}.jsonl"))
+            .read_text().splitlines()]
+    print("| scenario | warm winner reached cold's final test | when (share of cold's wall-clock) | "
+          "cold's own winner reached it |")
+    print("|---|---|---|---|")
+    for key in SCENARIOS:
+        shares = {"warm": [], "cold": []}
+        for r in (r for r in rows if r["scenario"] == key):
+            target, cold_minutes = statistics.fmean(r["cold"]["accs"]), r["cold"]["seconds"] / 60
+            said = []
+            for which in ("warm", "cold"):
+                points, reached = winners(work, r[which], target)
+                shares[which].append(None if reached is None else reached / cold_minutes)
+                said.append(f"{which} " + ", ".join(f"{m:.1f} min #{n} {acc:.4f}" for m, n, acc in points)
+                            + " -> " + ("never" if reached is None else f"{reached:.1f} min"))
+            print(f"({key}) seed {r['seed']}: cold test {target:.4f} in {cold_minutes:.1f} min; " + "; ".join(said),
+                  flush=True)
+        if shares["warm"]:
+            def said(xs):
+                hit = [x for x in xs if x is not None]
+                return f"{statistics.fmean(hit):.0%} (each {', '.join(f'{h:.0%}' for h in hit)})" if hit else "-"
+            n = len(shares["warm"])
+            print(f"| ({key}) | {sum(x is not None for x in shares['warm'])} of {n} | {said(shares['warm'])} | "
+                  f"{said(shares['cold'])} |")
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("what", choices=("run", "table"))
+    p.add_argument("what", choices=("run", "table", "winners"))
     p.add_argument("--work", default="/tmp/nas-run-warm-start")
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--trials", type=int, default=16)
     p.add_argument("--epochs", type=int, default=8)
-    p.add_argument("--variant", choices=("both", "evidence"), default="both")
+    p.add_argument("--variant", choices=("both", *PATCHES), default="both")
     p.add_argument("--scenarios", default="a,b,c")
     args = p.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     if args.what == "run":
         main_run(work, args.seeds, args.trials, args.epochs, args.variant, args.scenarios)
-    table(work, args.variant)
+    if args.what == "winners":
+        winners_table(work, args.variant)
+    else:
+        table(work, args.variant)
 
 
 if __name__ == "__main__":
