@@ -13,7 +13,6 @@
   and shrinks as this study's own come in (with 50 earlier trials, half after 50 here); TPE also weighs the
   oldest observations of its other set down past 25. Each also stands in for one start-up trial (`startup_trials`,
   the neighbourhood's or TPE's random one): the start-up is there because the sampler has nothing to learn from.
-  Before, the neighbourhood's 10 start-up trials took most of a 16-trial warm run, and the evidence acted on 3.
 - The source is opened read-only (SQLite in mode=ro; PostgreSQL in read-only transactions): read, never written.
 
 OptunaHub's MetaLearnTPESampler (task-similarity weighted TPE over source studies) was the other way the issue

@@ -197,25 +197,25 @@ def test_a_carried_candidate_with_a_designs_values_stays_that_design(finished, t
 def test_the_earlier_trials_stand_in_for_the_start_up_one_each(finished, tmp_path):
     """With neighbourhood start-up, a cold study's first `startup_trials` sampled trials are neighbours of the
     incumbent; a warm one's are fewer by the evidence, after which the sampler proposes from what it was shown."""
-    src = str(finished[0] / "studies" / "tiny.db")
-    n = len(W.read(src, str(tmp_path), parse(_target()), f"sqlite:///{tmp_path}/x.db").evidence)
     raw = _target()
-    raw["search"].update(startup="neighbourhood", startup_trials=n + 2)
+    raw["search"].update(startup="neighbourhood", startup_trials=12)
     space = parse(raw)
-    warm = W.read(src, str(tmp_path), space, f"sqlite:///{tmp_path}/x.db")
+    warm = W.read(str(finished[0] / "studies" / "tiny.db"), str(tmp_path), space, f"sqlite:///{tmp_path}/x.db")
+    n = len(warm.evidence)
+    assert 0 < n < 12
     searched = W.Target.of(space).searched
     design = warm.candidates[0].params
-    for name, start_from, neighbours in (("cold", None, n + 2), ("warm", warm, 2)):
+    for name, start_from, neighbours in (("cold", None, 12), ("warm", warm, 12 - n)):
         study = open_study(space, make_storage(f"sqlite:///{tmp_path}/{name}.db"), warm=start_from)
         study.add_trial(optuna.trial.create_trial(  # a design trained at full length: the incumbent
             value=0.8, params=design, distributions={k: searched[k].distribution() for k in design},
             user_attrs={"trained": True}, system_attrs={"fixed_params": design}))
         moved = []
-        for i in range(n + 4):
+        for i in range(14):
             moved.append(study.sampler.move(study, SimpleNamespace(number=1000 + i)) is not None)  # the next ask's plan
             study.add_trial(optuna.trial.create_trial(state=TrialState.PRUNED, params={}, distributions={},
                                                       user_attrs={"trained": True}, intermediate_values={1: 0.1}))
-        assert moved == [True] * neighbours + [False] * (n + 4 - neighbours), (name, n, moved)
+        assert moved == [True] * neighbours + [False] * (14 - neighbours), (name, n, moved)
 
 
 def _sampled(evidence, n=30, seed=0) -> list[float]:

@@ -48,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from vs_hand import SOURCE  # noqa: E402
 
 from search import data as D  # noqa: E402
+from search import record as rec  # noqa: E402
 from search.decode import resize, to_channels  # noqa: E402
 
 TASKS = {"fm28": (28, 1, 3000, tuple(range(10))), "fm28_5": (28, 1, 3000, (0, 1, 2, 3, 4)),
@@ -142,8 +143,7 @@ def measure(studies: Path, name: str, started: float) -> dict:
     full-length search trial's validation accuracy then), a point per improvement."""
     study = optuna.load_study(study_name=name, storage=f"sqlite:///{studies / name}.db")
     trials = study.get_trials(deepcopy=False)
-    full = sorted((t for t in trials if t.user_attrs.get("trained") and "race_of" not in t.user_attrs
-                   and t.state == optuna.trial.TrialState.COMPLETE), key=lambda t: t.datetime_complete)
+    full = sorted(rec.full_length(trials), key=lambda t: t.datetime_complete)
     curve, best = [], float("-inf")
     for t in full:
         if t.value > best:
@@ -152,7 +152,7 @@ def measure(studies: Path, name: str, started: float) -> dict:
     retrain = study.user_attrs["retrain"]
     winner = trials[retrain["trial"]]
     return {"accs": [r["test_acc"] for r in retrain["runs"]], "curve": curve,
-            "trained": sum(1 for t in trials if t.user_attrs.get("trained") and "race_of" not in t.user_attrs),
+            "trained": len(rec.trained(trials)),
             "winner_carried": "warm_from" in winner.user_attrs}
 
 
@@ -169,11 +169,9 @@ def winners(work: Path, run: dict, target: float) -> tuple[list, float | None]:
     retrain where it is the final winner); the final winner counts from the run's end."""
     studies, name = work / "studies", run["name"]
     study = optuna.load_study(study_name=name, storage=f"sqlite:///{studies / name}.db")
-    full = sorted((t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("trained")
-                   and "race_of" not in t.user_attrs and t.state == optuna.trial.TrialState.COMPLETE),
-                  key=lambda t: t.datetime_complete)
-    first_minutes, first_value = run["curve"][0][:2]  # the curve's clock: minutes from the command's start
-    started = next(t for t in full if abs(t.value - first_value) < 1e-12).datetime_complete.timestamp() - 60 * first_minutes
+    full = sorted(rec.full_length(study.get_trials(deepcopy=False)), key=lambda t: t.datetime_complete)
+    # the curve's clock (minutes from the command's start) from its first point, the first full-length trial
+    started = full[0].datetime_complete.timestamp() - 60 * run["curve"][0][0]
     retrain = study.user_attrs["retrain"]
     cache = work / "winners_test.json"
     known = json.loads(cache.read_text()) if cache.exists() else {}
@@ -201,10 +199,14 @@ def winners(work: Path, run: dict, target: float) -> tuple[list, float | None]:
     return points, next((m for m, _, acc in points if acc >= target - 1e-12), None)
 
 
+def rows_file(work: Path, variant: str) -> Path:
+    return work / ("rows.jsonl" if variant == "both" else f"rows_{variant}.jsonl")
+
+
 def main_run(work: Path, seeds: int, trials: int, epochs: int, variant: str, scenarios: str) -> None:
     for name, (task, params) in SOURCES.items():
         run(work, name, space(work, task, params, name, SOURCE_SEED, epochs), SOURCE_TRIALS)
-    rows = work / ("rows.jsonl" if variant == "both" else f"rows_{variant}.jsonl")
+    rows = rows_file(work, variant)
     for seed in range(seeds):
         for key in scenarios.split(","):
             task, params, source = SCENARIOS[key]
@@ -230,8 +232,7 @@ def line(row: dict) -> str:
 
 
 def table(work: Path, variant: str = "both") -> None:
-    rows = [json.loads(x) for x in (work / ("rows.jsonl" if variant == "both" else f"rows_{variant}.jsonl"))
-            .read_text().splitlines()]
+    rows = [json.loads(x) for x in rows_file(work, variant).read_text().splitlines()]
     for r in rows:
         print(line(r))
 
@@ -259,8 +260,7 @@ def table(work: Path, variant: str = "both") -> None:
 def winners_table(work: Path, variant: str = "both") -> None:
     """Per scenario: how many warm runs' winners reached the cold run's final test accuracy, and when, as a share of
     the cold run's wall-clock; beside it, when the cold run's own winner first did (how much its search added)."""
-    rows = [json.loads(x) for x in (work / ("rows.jsonl" if variant == "both" else f"rows_{variant}.jsonl"))
-            .read_text().splitlines()]
+    rows = [json.loads(x) for x in rows_file(work, variant).read_text().splitlines()]
     print("| scenario | warm winner reached cold's final test | when (share of cold's wall-clock) | "
           "cold's own winner reached it |")
     print("|---|---|---|---|")
@@ -268,21 +268,24 @@ def winners_table(work: Path, variant: str = "both") -> None:
         shares = {"warm": [], "cold": []}
         for r in (r for r in rows if r["scenario"] == key):
             target, cold_minutes = statistics.fmean(r["cold"]["accs"]), r["cold"]["seconds"] / 60
-            said = []
+            runs = []
             for which in ("warm", "cold"):
                 points, reached = winners(work, r[which], target)
                 shares[which].append(None if reached is None else reached / cold_minutes)
-                said.append(f"{which} " + ", ".join(f"{m:.1f} min #{n} {acc:.4f}" for m, n, acc in points)
+                runs.append(f"{which} " + ", ".join(f"{m:.1f} min #{n} {acc:.4f}" for m, n, acc in points)
                             + " -> " + ("never" if reached is None else f"{reached:.1f} min"))
-            print(f"({key}) seed {r['seed']}: cold test {target:.4f} in {cold_minutes:.1f} min; " + "; ".join(said),
+            print(f"({key}) seed {r['seed']}: cold test {target:.4f} in {cold_minutes:.1f} min; " + "; ".join(runs),
                   flush=True)
         if shares["warm"]:
-            def said(xs):
-                hit = [x for x in xs if x is not None]
-                return f"{statistics.fmean(hit):.0%} (each {', '.join(f'{h:.0%}' for h in hit)})" if hit else "-"
             n = len(shares["warm"])
-            print(f"| ({key}) | {sum(x is not None for x in shares['warm'])} of {n} | {said(shares['warm'])} | "
-                  f"{said(shares['cold'])} |")
+            print(f"| ({key}) | {sum(x is not None for x in shares['warm'])} of {n} | {_shares(shares['warm'])} | "
+                  f"{_shares(shares['cold'])} |")
+
+
+def _shares(xs: list) -> str:
+    """Shares of the cold wall-clock at which a run reached the target, the runs that never did left out."""
+    hit = [x for x in xs if x is not None]
+    return f"{statistics.fmean(hit):.0%} (each {', '.join(f'{h:.0%}' for h in hit)})" if hit else "-"
 
 
 def main() -> None:
