@@ -96,29 +96,55 @@ def measure(model, recipe: Recipe, budget: BudgetConfig, meta: Meta, *, n_train:
 
 def fill(cand: Candidate, budget: BudgetConfig, meta: Meta, steps: int = 12) -> Candidate:
     """Scale the candidate's widths by the largest multiplier whose model still fits the params and MACs limits
-    (bisection; each probe builds the model and counts, ~1 ms for params, ~15 ms with an fvcore MACs trace). The
+    (bisection; each probe builds the model and counts, ~1 ms for params, ~15-50 ms with an fvcore MACs trace). The
     sampled widths then set the shape (ratios between stages), the budget sets the size. A candidate that does
     not fit even at one channel per conv is returned as sampled and rejected by `measure`."""
+    # Widths are whole channels, so late bisection steps round to a model already probed: each is counted once.
+    # Both counts grow with every width, so where the params-only answer fits the MACs limit too it is the answer
+    # (the same bisection, probe for probe) and one trace is all MACs cost; else bisect on both.
+    counted: dict[tuple, list] = {}  # model config -> [model until traced, params, MACs once traced]
 
-    def fits(m: float) -> bool:
-        model = cand.scaled(m).build()
-        if budget.params is not None and M.count_params(model) > budget.params:
-            return False
-        return budget.macs is None or M.count_macs(model, meta) <= budget.macs
+    def count(scaled: Candidate, macs: bool) -> tuple[int, int | None]:
+        key = (tuple(scaled.model["widths"]), scaled.model.get("fc_width"), scaled.model.get("stem_width"))
+        if key not in counted:
+            model = scaled.build()
+            counted[key] = [model, M.count_params(model), None]
+        entry = counted[key]
+        if macs and entry[2] is None:
+            entry[2], entry[0] = M.count_macs(entry[0], meta), None  # a traced model is not needed again
+        return entry[1], entry[2]
 
+    def params_fit(scaled: Candidate) -> bool:
+        return budget.params is None or count(scaled, False)[0] <= budget.params
+
+    def both_fit(scaled: Candidate) -> bool:
+        return params_fit(scaled) and count(scaled, True)[1] <= budget.macs
+
+    if budget.macs is None:
+        return _largest(cand, params_fit, steps)
+    if budget.params is not None:
+        filled = _largest(cand, params_fit, steps)
+        if filled is not cand and both_fit(filled):
+            return filled
+    return _largest(cand, both_fit, steps)
+
+
+def _largest(cand: Candidate, fits, steps: int) -> Candidate:
+    """cand scaled by the largest multiplier whose model `fits` (doubling, then `steps` of geometric bisection), or
+    cand itself where not even one channel per conv fits."""
     lo, hi = 1.0, 1.0
-    if fits(1.0):
-        while fits(hi * 2) and hi < 64:
+    if fits(cand.scaled(1.0)):
+        while fits(cand.scaled(hi * 2)) and hi < 64:
             hi *= 2
         lo, hi = hi, hi * 2
     else:
-        while not fits(lo):
+        while not fits(cand.scaled(lo)):
             lo /= 2
             if all(w * lo < 1 for w in cand.widths):
                 return cand
     for _ in range(steps):
         mid = (lo * hi) ** 0.5
-        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+        lo, hi = (mid, hi) if fits(cand.scaled(mid)) else (lo, mid)
     return cand.scaled(lo)
 
 

@@ -74,3 +74,30 @@ def test_fill_scales_widths_to_just_under_the_limits():
         assert w[0] <= w[1] <= w[2]  # the shape is kept
     too_small = B.fill(cand, BudgetConfig(20, None, None, fill=True), meta)  # even 1 channel per conv is over: returned as sampled
     assert too_small == cand
+
+
+def test_fill_builds_and_traces_each_model_once_and_traces_only_where_macs_decide(monkeypatch):
+    """Widths are whole channels, so late bisection steps round to a model already probed: fill builds each
+    distinct model once. Where the params limit decides, one MACs trace (~15-50 ms) checks the answer; where MACs
+    decide, only models within the params limit are traced. Either way the answer is the largest that fits."""
+    meta = DATASETS["mnist"]
+    cand = Candidate("convnet", {"in_channels": 1, "num_classes": 10, "image_size": 28, "widths": [4, 8, 16],
+                                 "depths": [1, 2, 1], "head": "gap_fc", "fc_width": 8}, S.recipe(lr=0.1))
+    built, traced = [], []
+    real_build, real_macs = Candidate.build, B.M.count_macs
+    monkeypatch.setattr(Candidate, "build", lambda self: built.append(
+        (tuple(self.model["widths"]), self.model["fc_width"])) or real_build(self))
+    monkeypatch.setattr(B.M, "count_macs", lambda model, meta: traced.append(count_params(model)) or real_macs(
+        model, meta))
+    for macs_limit, traces in ((10**9, 1), (400_000, None)):  # the params limit decides; MACs do
+        built.clear(), traced.clear()
+        filled = B.fill(cand, BudgetConfig(8000, macs_limit, None, fill=True), meta)
+        assert len(built) == len(set(built)) and len(traced) == len(set(traced))
+        assert all(params <= 8000 for params in traced)
+        model, bigger = filled.build(), filled.scaled(1.1).build()
+        assert count_params(model) <= 8000 and real_macs(model, meta) <= macs_limit
+        assert count_params(bigger) > 8000 or real_macs(bigger, meta) > macs_limit
+        if traces:
+            assert len(traced) == traces
+        else:
+            assert real_macs(bigger, meta) > macs_limit and count_params(bigger) <= 8000
