@@ -102,10 +102,10 @@ def fill(cand: Candidate, budget: BudgetConfig, meta: Meta, steps: int = 12) -> 
     # Widths are whole channels, so late bisection steps round to a model already probed: each is counted once.
     # Both counts grow with every width, so where the params-only answer fits the MACs limit too it is the answer
     # (the same bisection, probe for probe) and one trace is all MACs cost; else bisect on both.
-    counted: dict[tuple, list] = {}  # model config -> [model until traced, params, MACs once traced]
+    counted: dict[str, list] = {}  # model config -> [model until traced, params, MACs once traced]
 
     def count(scaled: Candidate, macs: bool) -> tuple[int, int | None]:
-        key = (tuple(scaled.model["widths"]), scaled.model.get("fc_width"), scaled.model.get("stem_width"))
+        key = repr(scaled.model)  # the config, whichever of its fields `scaled` changes
         if key not in counted:
             model = scaled.build()
             counted[key] = [model, M.count_params(model), None]

@@ -33,16 +33,22 @@ def main() -> None:
     from search.catalogue import DATASETS
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    traces = [0]
+    traces = []
     count_macs = B.M.count_macs
-    B.M.count_macs = lambda model, meta: traces.__setitem__(0, traces[0] + 1) or count_macs(model, meta)
+
+    def counted_macs(model, meta):
+        traces.append(1)
+        return count_macs(model, meta)
+
+    B.M.count_macs = counted_macs
     print(f"code: {Path(B.__file__).parents[1]}")
     for path in args.spaces:
         space = S.load(path)
         meta = DATASETS[space.data.dataset] if space.data.dataset in DATASETS else D.load(space.data).meta
         for budget in (space.budget, dataclasses.replace(space.budget, macs=None)):
             study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-            filled, seconds, traces[0] = [], 0.0, 0
+            filled, seconds = [], 0.0
+            traces.clear()
             for _ in range(args.candidates):
                 trial = study.ask()
                 cand = space.sample(trial, meta)
@@ -51,7 +57,7 @@ def main() -> None:
                 seconds += time.perf_counter() - start
                 study.tell(trial, 0.0)
             digest = hashlib.md5(repr(filled).encode()).hexdigest()[:10]
-            print(f"{Path(path).name} params {budget.params} MACs {budget.macs}: {traces[0] / args.candidates:.1f} "
+            print(f"{Path(path).name} params {budget.params} MACs {budget.macs}: {len(traces) / args.candidates:.1f} "
                   f"traces and {seconds / args.candidates:.3f} s a fill; filled configs {digest}")
 
 
