@@ -17,6 +17,8 @@ in three scenarios built from Debian's dataset-fashion-mnist (each space written
 
 `--variant evidence`: the warm runs carry no candidate over (the sampler's evidence only), through a
 sitecustomize.py that wraps warm.read in the nas-run process: what the carried candidates add, and cost.
+`--variant nooptimizer`: the warm runs' evidence and carried candidate leave out the optimizer and its learning rate
+(the sampler chooses them as cold): whether (b)'s shift to SGD at 40 trials is what the 28-px evidence costs there.
 `--variant startup`: the warm runs keep the neighbourhood's whole start-up (10 sampled trials) before the sampler
 learns from the evidence, as before 86bba41, through a sitecustomize.py the same way.
 
@@ -105,6 +107,23 @@ PATCHES = {  # variant: the sitecustomize.py its warm runs start with
 import search.warm as W
 _read = W.read
 W.read = lambda *a, **k: dataclasses.replace(_read(*a, **k), candidates=())
+""",
+    "nooptimizer": """import dataclasses, optuna
+import search.warm as W
+_read = W.read
+def _keep(n):
+    return n != "train.optimizer" and not n.startswith("train.lr")
+def _strip(t):
+    e = optuna.trial.create_trial(state=t.state, value=t.value, params={n: v for n, v in t.params.items() if _keep(n)},
+                                  distributions={n: d for n, d in t.distributions.items() if _keep(n)},
+                                  intermediate_values=t.intermediate_values)
+    e.number = t.number
+    return e
+def read(*a, **k):
+    w = _read(*a, **k)
+    return dataclasses.replace(w, evidence=tuple(_strip(t) for t in w.evidence), candidates=tuple(
+        dataclasses.replace(c, params={n: v for n, v in c.params.items() if _keep(n)}) for c in w.candidates))
+W.read = read
 """,
     "startup": """import search.neighbourhood as N
 _init = N.NeighbourhoodSampler.__init__
