@@ -6,6 +6,11 @@
   designs, before anything is sampled, and trained at full length (objective.py); the parameters it lacks are
   sampled. Where the budget fills (`budget.fill`), its widths set the shape and fill sizes it to this budget, each
   ladder tier's.
+- Stage parameters carry by index only where both spaces lay their stages out alike (the same family, the same
+  stage count, pooling at the same stages): `model.stage1.width` of a 28-px space whose stage 1 keeps the full
+  resolution says nothing of stage 1 of a 64-px space that pools there. Where the layouts differ they are dropped
+  (named once), the carried trial takes this space's first design's stages, and what carries is the rest: the
+  recipe, the head, dropout, augmentation (nas-init writes such pairs for another image size).
 - The sampler is shown the earlier study's trained search trials as evidence (`EvidenceSampler`), mapped the same
   way, their validation values as ranks within their own study (the two tasks' accuracies are not on one scale;
   this study's values are shown as ranks too), numbered before this study's trials. Each counts as one trial:
@@ -30,11 +35,12 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import yaml
 from optuna.trial import FrozenTrial, TrialState
 
 from search import record as rec
 from search.errors import UserError
-from search.space import Param, Space, same_value
+from search.space import Param, Space, SpaceError, parse, read_yaml, same_value
 from search.study_view import StudyView, ViewSampler
 
 # Full-length trials carried over and enqueued, besides designs: the source's retrained winner where it was sampled,
@@ -150,15 +156,19 @@ def read(text: str, studies: str, space: Space, own_url: str) -> WarmStart:
     done = rec.full_length(trials)
     if not done:
         raise UserError(f"--from: {source.describe()} has no full-length search trial to start from")
-    target = Target.of(space)
+    target = Target.of(space, _stages_apart(study, space))
     if not any(carry(t.params, target)[0] for t in rec.trained(trials)):
         theirs, searched = sorted({n for t in done for n in t.params}), sorted(target.searched)
         raise UserError(f"--from: {source.describe()} shares no searched parameter with {space.file} (its "
                         f"parameters: {', '.join(theirs[:6])}{', ...' if len(theirs) > 6 else ''}; this space's: "
                         f"{', '.join(searched[:6])}{', ...' if len(searched) > 6 else ''})")
     candidates, designs, clipped, dropped = [], [], {}, {}
+    # where the stages do not carry, the carried trial takes the first design's (the net these images were given)
+    stages = {n: v for n, v in (space.search.first_trials or ({},))[0].items()
+              if n.startswith(STAGE_PREFIX)} if target.stages_apart else {}
     for t in _ranked(done, _winners(study)):
         params, moved, _ = carry(t.params, target)
+        params = {**stages, **params} if params else params
         design = next((i for i, d in enumerate(space.search.first_trials)  # the design, and values it left to the
                        if d.items() <= params.items()), None)  # sampler: trained as that design
         if design is not None:
@@ -176,6 +186,33 @@ def read(text: str, studies: str, space: Space, own_url: str) -> WarmStart:
     return WarmStart(source, tuple(candidates), tuple(designs), tuple(evidence(trials, target)),
                      tuple(f"{n} {v}" for n, v in sorted(clipped.items())),
                      tuple(f"{n} ({v})" for n, v in sorted(dropped.items())))
+
+
+STAGE_PREFIX = "model.stage"
+
+
+def layout(space: Space) -> str:
+    """A space's stages as a family and a mark per stage: p pools first, - does not, ? searched, . no pool key."""
+    def mark(stage: dict) -> str:
+        p = stage.get("pool")
+        return "." if p is None else "?" if p.choices is not None else "p" if p.value else "-"
+    return f"{space.family} " + "".join(mark(st) for st in space.stages)
+
+
+def _stages_apart(study, space: Space) -> str | None:
+    """Why the source's stage parameters do not carry onto `space` by index (their layouts, see `layout`), or
+    None: the same layout, or the source's space cannot be read (an older study: mapped by name as before)."""
+    stored = rec.stored_space(study)
+    try:
+        theirs = layout(parse(read_yaml(stored[0]), stored[1], stored[0])) if stored else None
+    except (SpaceError, yaml.YAMLError):
+        theirs = None
+    ours = layout(space)
+    if theirs is None or theirs == ours:
+        return None
+    first = "; the carried trial takes first_trials[0]'s" if space.search.first_trials else ""
+    return (f"its stages are laid out otherwise: {theirs} against {ours}, p: pools first, -: does not, ?: "
+            f"searched{first}")
 
 
 def _where(url: str) -> str:
@@ -202,11 +239,13 @@ class Target:
 
     searched: dict[str, Param]
     branch_of: dict[str, tuple[str, str, Any]]  # branch name -> (conditional key's name, its `by`, the choice)
+    stages_apart: str | None = None  # why stage parameters do not carry (`_stages_apart`), or None: they do
 
     @classmethod
-    def of(cls, space: Space) -> Target:
+    def of(cls, space: Space, stages_apart: str | None = None) -> Target:
         return cls({n: p for n, p in space.params().items() if p.distribution() is not None},
-                   {b.name: (p.name, p.by, value) for p in space.conditional_keys() for value, b in p.branches})
+                   {b.name: (p.name, p.by, value) for p in space.conditional_keys() for value, b in p.branches},
+                   stages_apart)
 
     def name_for(self, name: str, params: dict) -> str | None:
         """This space's name for an earlier trial's parameter: the same name; where this space makes the key
@@ -226,6 +265,9 @@ def carry(params: dict, target: Target) -> tuple[dict, dict[str, str], dict[str,
     {name: "v -> w"} for the clipped numbers; {name: why} for the dropped)."""
     kept, clipped, dropped = {}, {}, {}
     for source_name, v in params.items():
+        if target.stages_apart and source_name.startswith(STAGE_PREFIX):
+            dropped[STAGE_PREFIX + "*"] = target.stages_apart
+            continue
         name = target.name_for(source_name, params)
         p = target.searched.get(name) if name else None
         if p is None:
