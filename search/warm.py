@@ -161,7 +161,8 @@ def read(text: str, studies: str, space: Space, own_url: str) -> WarmStart:
         theirs, searched = sorted({n for t in done for n in t.params}), sorted(target.searched)
         raise UserError(f"--from: {source.describe()} shares no searched parameter with {space.file} (its "
                         f"parameters: {', '.join(theirs[:6])}{', ...' if len(theirs) > 6 else ''}; this space's: "
-                        f"{', '.join(searched[:6])}{', ...' if len(searched) > 6 else ''})")
+                        f"{', '.join(searched[:6])}{', ...' if len(searched) > 6 else ''}"
+                        f"{'; model.stage* not carried: ' + target.stages_apart if target.stages_apart else ''})")
     candidates, designs, clipped, dropped = [], [], {}, {}
     # where the stages do not carry, the carried trial takes the first design's (the net these images were given)
     stages = {n: v for n, v in (space.search.first_trials or ({},))[0].items()

@@ -19,6 +19,7 @@ from search import budget as B
 from search import record as rec
 from search import warm as W
 from search.catalogue import DATASETS
+from search.errors import UserError
 from search.space import parse
 from search.storage import make_storage
 from search.study import open_study
@@ -203,6 +204,17 @@ def test_stages_laid_out_otherwise_do_not_carry_and_the_carried_trial_takes_the_
     same = W.read(src, str(tmp_path), parse(_target()), f"sqlite:///{tmp_path}/same.db")  # tiny's layout: by index
     assert not any(d.startswith("model.stage*") for d in same.dropped)
     assert all("model.stage1.width" in e.params for e in same.evidence)
+
+
+def test_a_source_sharing_only_stages_laid_out_otherwise_says_so(finished, tmp_path):
+    raw = tiny_space()
+    raw["name"] = "stages_only"
+    raw["model"]["stages"] = [{"width": [4, 8], "depth": 1}, {"width": [8, 16], "depth": 1, "pool": False}]
+    raw["model"]["head"] = "gap"  # only stage widths are searched, and stage 1 does not pool here ("--")
+    raw["train"]["lr"] = 0.01
+    with pytest.raises(UserError, match=r"shares no searched parameter .*model\.stage\* not carried: its stages are "
+                                        r"laid out otherwise: convnet -p against convnet --"):
+        W.read(str(finished[0] / "studies" / "tiny.db"), str(tmp_path), parse(raw), f"sqlite:///{tmp_path}/s.db")
 
 
 def test_a_carried_candidate_with_a_designs_values_stays_that_design(finished, tmp_path):
