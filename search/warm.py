@@ -18,6 +18,9 @@
   and shrinks as this study's own come in (with 50 earlier trials, half after 50 here); TPE also weighs the
   oldest observations of its other set down past 25. Each also stands in for one start-up trial (`startup_trials`,
   the neighbourhood's or TPE's random one): the start-up is there because the sampler has nothing to learn from.
+  Not where the stages did not carry: the evidence is then the recipe alone, and the neighbourhood start-up around
+  this space's designs keeps its trials (on 28 -> 64 px it reached the cold run's test by half its time at 4 of 5
+  seeds, against 1 of 5 with the start-up replaced: RESULTS.md, "Warm start (b): the start-up kept").
 - The source is opened read-only (SQLite in mode=ro; PostgreSQL in read-only transactions): read, never written.
 
 OptunaHub's MetaLearnTPESampler (task-similarity weighted TPE over source studies) was the other way the issue
@@ -118,13 +121,20 @@ class WarmStart:
     evidence: tuple[FrozenTrial, ...]
     clipped: tuple[str, ...]  # "name v -> w (trial n)", for the candidates
     dropped: tuple[str, ...]  # "name (why)", over the source's trained trials
+    stages_apart: str | None = None  # why its stage parameters did not carry (`_stages_apart`), or None: they did
+
+    @property
+    def startup_left(self) -> bool:
+        """Whether this run keeps its own start-up trials before the sampler learns (see the module docstring)."""
+        return self.stages_apart is not None
 
     def lines(self) -> list[str]:
         """What the run and --check print."""
         trials = ", ".join(f"{c.trial} (val {c.value:.4f})" for c in self.candidates)
         out = [f"warm start from {self.source.describe()}: its trials {trials} train at full length after the "
                f"designs, mapped onto this space; the sampler starts from {len(self.evidence)} of its trained trials, "
-               f"each in place of a start-up trial"]
+               + ("after this space's start-up trials (its nets are laid out otherwise)" if self.startup_left else
+                  "each in place of a start-up trial")]
         if self.designs:
             out.append("warm start: its trials " + ", ".join(self.designs) + " are this space's designs, trained as such")
         if self.clipped:
@@ -186,7 +196,7 @@ def read(text: str, studies: str, space: Space, own_url: str) -> WarmStart:
             dropped.setdefault(name, why)
     return WarmStart(source, tuple(candidates), tuple(designs), tuple(evidence(trials, target)),
                      tuple(f"{n} {v}" for n, v in sorted(clipped.items())),
-                     tuple(f"{n} ({v})" for n, v in sorted(dropped.items())))
+                     tuple(f"{n} ({v})" for n, v in sorted(dropped.items())), target.stages_apart)
 
 
 STAGE_PREFIX = "model.stage"
@@ -335,12 +345,14 @@ class _WithEvidence(StudyView):
 
 
 class EvidenceSampler(ViewSampler):
-    """`sampler`, shown the earlier study's trials besides this study's (see the module docstring)."""
+    """`sampler`, shown the earlier study's trials besides this study's once this study has `after` finished trials
+    of its own (its own start-up, where the earlier trials do not stand in for it; see the module docstring)."""
 
-    def __init__(self, sampler: optuna.samplers.BaseSampler, evidence: tuple[FrozenTrial, ...]):
+    def __init__(self, sampler: optuna.samplers.BaseSampler, evidence: tuple[FrozenTrial, ...], after: int = 0):
         super().__init__(sampler)
-        self.evidence = evidence
+        self.evidence, self.after = evidence, after
 
     def view(self, study, trial):
-        return _WithEvidence(study, self.evidence)
+        own = self.after and len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+        return _WithEvidence(study, self.evidence if own >= self.after else ())
 

@@ -233,19 +233,29 @@ def test_a_carried_candidate_with_a_designs_values_stays_that_design(finished, t
     assert [r.warm_from for r in waiting[1:]] == [f"tiny#{c.trial}" for c in warm.candidates]
 
 
-def test_the_earlier_trials_stand_in_for_the_start_up_one_each(finished, tmp_path):
+def test_the_earlier_trials_stand_in_for_the_start_up_one_each_where_their_nets_carry(finished, tmp_path):
     """With neighbourhood start-up, a cold study's first `startup_trials` sampled trials are neighbours of the
-    incumbent; a warm one's are fewer by the evidence, after which the sampler proposes from what it was shown."""
+    incumbent; a warm one's are fewer by the evidence, after which the sampler proposes from what it was shown. From
+    a source whose stages are laid out otherwise (another image size) the start-up stays whole: the evidence then
+    says nothing of this space's nets."""
+    src = str(finished[0] / "studies" / "tiny.db")
     raw = _target()
     raw["search"].update(startup="neighbourhood", startup_trials=12)
     space = parse(raw)
-    warm = W.read(str(finished[0] / "studies" / "tiny.db"), str(tmp_path), space, f"sqlite:///{tmp_path}/x.db")
+    warm = W.read(src, str(tmp_path), space, f"sqlite:///{tmp_path}/x.db")
     n = len(warm.evidence)
-    assert 0 < n < 12
-    searched = W.Target.of(space).searched
-    design = warm.candidates[0].params
-    for name, start_from, neighbours in (("cold", None, 12), ("warm", warm, 12 - n)):
-        study = open_study(space, make_storage(f"sqlite:///{tmp_path}/{name}.db"), warm=start_from)
+    assert 0 < n < 12 and not warm.startup_left
+    assert "each in place of a start-up trial" in warm.lines()[0]
+    raw["model"]["stages"].append({"width": [16, 32], "depth": [1, 2], "pool": True})  # tiny's "-p" -> "-pp"
+    apart = parse(raw)
+    warm_apart = W.read(src, str(tmp_path), apart, f"sqlite:///{tmp_path}/y.db")
+    assert len(warm_apart.evidence) == n and warm_apart.startup_left
+    assert "after this space's start-up trials (its nets are laid out otherwise)" in warm_apart.lines()[0]
+    for name, sp, start_from, neighbours in (("cold", space, None, 12), ("warm", space, warm, 12 - n),
+                                             ("apart", apart, warm_apart, 12)):
+        study = open_study(sp, make_storage(f"sqlite:///{tmp_path}/{name}.db"), warm=start_from)
+        design = (start_from or warm).candidates[0].params
+        searched = W.Target.of(sp).searched
         study.add_trial(optuna.trial.create_trial(  # a design trained at full length: the incumbent
             value=0.8, params=design, distributions={k: searched[k].distribution() for k in design},
             user_attrs={"trained": True}, system_attrs={"fixed_params": design}))
@@ -255,6 +265,24 @@ def test_the_earlier_trials_stand_in_for_the_start_up_one_each(finished, tmp_pat
             study.add_trial(optuna.trial.create_trial(state=TrialState.PRUNED, params={}, distributions={},
                                                       user_attrs={"trained": True}, intermediate_values={1: 0.1}))
         assert moved == [True] * neighbours + [False] * (14 - neighbours), (name, n, moved)
+
+
+def test_random_start_up_stays_whole_from_a_source_laid_out_otherwise(finished, tmp_path):
+    """TPE's own random start-up counts the trials it is shown: from a source laid out otherwise the evidence is
+    shown only once this study has `startup_trials` finished trials of its own."""
+    raw = _target()
+    raw["search"].update(startup="random", startup_trials=3)
+    raw["model"]["stages"].append({"width": [16, 32], "depth": [1, 2], "pool": True})
+    space = parse(raw)
+    warm = W.read(str(finished[0] / "studies" / "tiny.db"), str(tmp_path), space, f"sqlite:///{tmp_path}/r.db")
+    assert warm.startup_left and warm.evidence
+    study = open_study(space, make_storage(f"sqlite:///{tmp_path}/r.db"), warm=warm)
+    shown = []
+    for _ in range(5):
+        shown.append(len(study.sampler.view(study, None).get_trials(deepcopy=False)) - len(study.trials))
+        study.add_trial(optuna.trial.create_trial(state=TrialState.PRUNED, params={}, distributions={},
+                                                  user_attrs={"trained": True}, intermediate_values={1: 0.1}))
+    assert shown == [0, 0, 0, len(warm.evidence), len(warm.evidence)]
 
 
 def _sampled(evidence, n=30, seed=0) -> list[float]:

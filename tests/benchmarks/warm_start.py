@@ -7,13 +7,14 @@ in three scenarios built from Debian's dataset-fashion-mnist (each space written
     (c) classes  fm28 at 8,000 params, warm-started from a study of fm28_5 (its first 5 classes only).
 (a) and (c) share the cold runs. Every run is `nas-run --workers auto` on this machine, one after another.
 
-    python tests/benchmarks/warm_start.py run [--work DIR] [--seeds 5] [--trials 16] [--epochs 8]
+    python tests/benchmarks/warm_start.py run [--work DIR] [--seeds 5] [--first-seed 0] [--trials 16] [--epochs 8]
                                               [--variant evidence|startup] [--scenarios a,c]
     python tests/benchmarks/warm_start.py table [--work DIR]
     python tests/benchmarks/warm_start.py winners [--work DIR]
         The issue's measure: minutes until the warm run's winner (its best full-length trial then, retrained by
         `nas-export --trial N` as the run retrains) first reached the cold run's final test accuracy; the same for
-        the cold run's own winners, as the reference (a first design may already reach it).
+        the cold run's own winners, as the reference (a first design may already reach it), and for another cold run
+        (the next seed's) as if it were the warm run: what the measure gives by chance.
 
 `--variant evidence`: the warm runs carry no candidate over (the sampler's evidence only), through a
 sitecustomize.py that wraps warm.read in the nas-run process: what the carried candidates add, and cost.
@@ -225,11 +226,12 @@ def rows_file(work: Path, variant: str) -> Path:
     return work / ("rows.jsonl" if variant == "both" else f"rows_{variant}.jsonl")
 
 
-def main_run(work: Path, seeds: int, trials: int, epochs: int, variant: str, scenarios: str) -> None:
+def main_run(work: Path, seeds: int, trials: int, epochs: int, variant: str, scenarios: str,
+             first_seed: int = 0) -> None:
     for name, (task, params) in SOURCES.items():
         run(work, name, space(work, task, params, name, SOURCE_SEED, epochs), SOURCE_TRIALS)
     rows = rows_file(work, variant)
-    for seed in range(seeds):
+    for seed in range(first_seed, first_seed + seeds):
         for key in scenarios.split(","):
             task, params, source = SCENARIOS[key]
             cold_name = f"cold_{task}_s{seed}"
@@ -281,18 +283,22 @@ def table(work: Path, variant: str = "both") -> None:
 
 def winners_table(work: Path, variant: str = "both") -> None:
     """Per scenario: how many warm runs' winners reached the cold run's final test accuracy, and when, as a share of
-    the cold run's wall-clock; beside it, when the cold run's own winner first did (how much its search added)."""
+    the cold run's wall-clock; beside it, when the cold run's own winner first did (how much its search added), and
+    when another cold run (the next seed's, as if it were the warm run) did: what the measure gives by chance."""
     rows = [json.loads(x) for x in rows_file(work, variant).read_text().splitlines()]
     print("| scenario | warm winner reached cold's final test | when (share of cold's wall-clock) | "
-          "cold's own winner reached it |")
-    print("|---|---|---|---|")
+          "cold's own winner reached it | another cold run reached it | when |")
+    print("|---|---|---|---|---|---|")
     for key in SCENARIOS:
-        shares = {"warm": [], "cold": []}
-        for r in (r for r in rows if r["scenario"] == key):
+        mine = [r for r in rows if r["scenario"] == key]
+        shares = {"warm": [], "cold": [], "other": []}
+        for i, r in enumerate(mine):
             target, cold_minutes = statistics.fmean(r["cold"]["accs"]), r["cold"]["seconds"] / 60
             runs = []
-            for which in ("warm", "cold"):
-                points, reached = winners(work, r[which], target)
+            for which, its in (("warm", r["warm"]), ("cold", r["cold"]), ("other", mine[(i + 1) % len(mine)]["cold"])):
+                if which == "other" and len(mine) < 2:
+                    continue
+                points, reached = winners(work, its, target)
                 shares[which].append(None if reached is None else reached / cold_minutes)
                 runs.append(f"{which} " + ", ".join(f"{m:.1f} min #{n} {acc:.4f}" for m, n, acc in points)
                             + " -> " + ("never" if reached is None else f"{reached:.1f} min"))
@@ -301,13 +307,19 @@ def winners_table(work: Path, variant: str = "both") -> None:
         if shares["warm"]:
             n = len(shares["warm"])
             print(f"| ({key}) | {sum(x is not None for x in shares['warm'])} of {n} | {_shares(shares['warm'])} | "
-                  f"{_shares(shares['cold'])} |")
+                  f"{_shares(shares['cold'])} | {sum(x is not None for x in shares['other'])} of "
+                  f"{len(shares['other'])} | {_shares(shares['other'])} |")
 
 
 def _shares(xs: list) -> str:
-    """Shares of the cold wall-clock at which a run reached the target, the runs that never did left out."""
+    """Shares of the cold wall-clock at which a run reached the target: the median over all runs (one that never did
+    counts as later than any; of an even count the higher middle one), then each run that did."""
     hit = [x for x in xs if x is not None]
-    return f"{statistics.fmean(hit):.0%} (each {', '.join(f'{h:.0%}' for h in hit)})" if hit else "-"
+    if not hit:
+        return "-"
+    median = statistics.median_high(float("inf") if x is None else x for x in xs)
+    middle = "never" if median == float("inf") else f"{median:.0%}"
+    return f"median {middle} (each {', '.join(f'{h:.0%}' for h in hit)})"
 
 
 def main() -> None:
@@ -315,6 +327,7 @@ def main() -> None:
     p.add_argument("what", choices=("run", "table", "winners"))
     p.add_argument("--work", default="/tmp/nas-run-warm-start")
     p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--first-seed", type=int, default=0, help="study seeds FIRST .. FIRST + SEEDS - 1")
     p.add_argument("--trials", type=int, default=16)
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--variant", choices=("both", *PATCHES), default="both")
@@ -323,7 +336,7 @@ def main() -> None:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     if args.what == "run":
-        main_run(work, args.seeds, args.trials, args.epochs, args.variant, args.scenarios)
+        main_run(work, args.seeds, args.trials, args.epochs, args.variant, args.scenarios, args.first_seed)
     if args.what == "winners":
         winners_table(work, args.variant)
     else:
