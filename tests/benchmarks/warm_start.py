@@ -21,7 +21,9 @@ sitecustomize.py that wraps warm.read in the nas-run process: what the carried c
 `--variant nooptimizer`: the warm runs' evidence and carried candidate leave out the optimizer and its learning rate
 (the sampler chooses them as cold): whether (b)'s shift to SGD at 40 trials is what the 28-px evidence costs there.
 `--variant startup`: the warm runs keep the neighbourhood's whole start-up (10 sampled trials) before the sampler
-learns from the evidence, as before 86bba41, through a sitecustomize.py the same way.
+learns from the evidence, as before 86bba41, through a sitecustomize.py the same way. Since 647c4f5 the warm start
+does so itself where the stages do not carry: on (b) the variant is the shipped warm start (the evidence shown from
+the start, not after the start-up).
 
 For each warm/cold pair (same study seed, so the same validation split): the final retrained winner's test accuracy;
 the minutes from the command's start until the best full-length search trial's validation accuracy first reached the
