@@ -18,9 +18,10 @@
   and shrinks as this study's own come in (with 50 earlier trials, half after 50 here); TPE also weighs the
   oldest observations of its other set down past 25. Each also stands in for one start-up trial (`startup_trials`,
   the neighbourhood's or TPE's random one): the start-up is there because the sampler has nothing to learn from.
-  Not where the stages did not carry: the evidence is then the recipe alone, and the neighbourhood start-up around
-  this space's designs keeps its trials (on 28 -> 64 px it reached the cold run's test by half its time at 4 of 5
-  seeds, against 1 of 5 with the start-up replaced: RESULTS.md, "Warm start (b): the start-up kept").
+  Not where the stages did not carry: the evidence is then the recipe alone; the run keeps its start-up (the
+  neighbourhood's, around this space's designs, or TPE's random one) and the sampler is shown the evidence after
+  it (on 28 -> 64 px the run reached the cold run's test by half its time at 4 of 5 seeds, against 1 of 5 with the
+  start-up replaced: RESULTS.md, "Warm start (b): the start-up kept").
 - The source is opened read-only (SQLite in mode=ro; PostgreSQL in read-only transactions): read, never written.
 
 OptunaHub's MetaLearnTPESampler (task-similarity weighted TPE over source studies) was the other way the issue
@@ -350,9 +351,11 @@ class EvidenceSampler(ViewSampler):
 
     def __init__(self, sampler: optuna.samplers.BaseSampler, evidence: tuple[FrozenTrial, ...], after: int = 0):
         super().__init__(sampler)
-        self.evidence, self.after = evidence, after
+        self.evidence, self.after, self._held = evidence, after, after > 0
 
     def view(self, study, trial):
-        own = self.after and len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
-        return _WithEvidence(study, self.evidence if own >= self.after else ())
+        if self._held:  # until the study has `after` finished trials; they only grow, so counted until then
+            finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+            self._held = len(finished) < self.after
+        return _WithEvidence(study, () if self._held else self.evidence)
 
