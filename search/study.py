@@ -153,8 +153,11 @@ def open_study(space: Space, storage, worker: int = 0, warm: WarmStart | None = 
         # earlier nets were laid out otherwise (another image size): the start-up around this space's designs found
         # what the evidence, the recipe alone, did not (RESULTS.md, "Warm start (b): the start-up kept"); the
         # sampler is shown the evidence once the start-up is done.
-        sampler = EvidenceSampler(sampler, warm.evidence, after=startup if warm.startup_left else 0)
-        startup = startup if warm.startup_left else max(0, startup - len(warm.evidence))
+        if warm.startup_left:
+            sampler = EvidenceSampler(sampler, warm.evidence, after=startup)
+        else:
+            sampler = EvidenceSampler(sampler, warm.evidence)
+            startup = max(0, startup - len(warm.evidence))
     if space.search.startup == "neighbourhood":
         sampler = NeighbourhoodSampler(sampler, startup, space.search.seed)
     # A ladder's tiers share one sampler: fill gives them one shape space, and each tier's few trials alone
