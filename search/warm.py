@@ -6,11 +6,13 @@
   designs, before anything is sampled, and trained at full length (objective.py); the parameters it lacks are
   sampled. Where the budget fills (`budget.fill`), its widths set the shape and fill sizes it to this budget, each
   ladder tier's.
-- Stage parameters carry by index only where both spaces lay their stages out alike (the same family, the same
-  stage count, pooling at the same stages): `model.stage1.width` of a 28-px space whose stage 1 keeps the full
-  resolution says nothing of stage 1 of a 64-px space that pools there. Where the layouts differ they are dropped
-  (named once), the carried trial takes this space's first design's stages, and what carries is the rest: the
-  recipe, the head, dropout, augmentation (nas-init writes such pairs for another image size).
+- The net's parameters (`model.*`) carry only where both spaces lay their stages out alike (the same family, the
+  same stage count, pooling at the same stages): `model.stage1.width` of a 28-px space whose stage 1 keeps the full
+  resolution says nothing of stage 1 of a 64-px space that pools there, and what separable convolutions, a head or
+  padding were worth there says little of them on a net laid out otherwise (at 64 px a separable epoch also costs
+  2.7x a plain one). Where the layouts differ the net is dropped (named once), the carried trial takes this space's
+  first design's net, and what carries is the training recipe (`train.*`: optimizer, learning rate, schedule,
+  batch, augmentation; nas-init writes such pairs for another image size).
 - The sampler is shown the earlier study's trained search trials as evidence (`EvidenceSampler`), mapped the same
   way, their validation values as ranks within their own study (the two tasks' accuracies are not on one scale;
   this study's values are shown as ranks too), numbered before this study's trials. Each counts as one trial:
@@ -122,7 +124,7 @@ class WarmStart:
     evidence: tuple[FrozenTrial, ...]
     clipped: tuple[str, ...]  # "name v -> w (trial n)", for the candidates
     dropped: tuple[str, ...]  # "name (why)", over the source's trained trials
-    stages_apart: str | None = None  # why its stage parameters did not carry (`_stages_apart`), or None: they did
+    stages_apart: str | None = None  # why its net's parameters did not carry (`_stages_apart`), or None: they did
 
     @property
     def startup_left(self) -> bool:
@@ -173,14 +175,14 @@ def read(text: str, studies: str, space: Space, own_url: str) -> WarmStart:
         raise UserError(f"--from: {source.describe()} shares no searched parameter with {space.file} (its "
                         f"parameters: {', '.join(theirs[:6])}{', ...' if len(theirs) > 6 else ''}; this space's: "
                         f"{', '.join(searched[:6])}{', ...' if len(searched) > 6 else ''}"
-                        f"{'; model.stage* not carried: ' + target.stages_apart if target.stages_apart else ''})")
+                        f"{'; ' + NET_PREFIX + '* not carried: ' + target.stages_apart if target.stages_apart else ''})")
     candidates, designs, clipped, dropped = [], [], {}, {}
-    # where the stages do not carry, the carried trial takes the first design's (the net these images were given)
-    stages = {n: v for n, v in (space.search.first_trials or ({},))[0].items()
-              if n.startswith(STAGE_PREFIX)} if target.stages_apart else {}
+    # where the net does not carry, the carried trial takes the first design's (the net these images were given)
+    net = {n: v for n, v in (space.search.first_trials or ({},))[0].items()
+           if n.startswith(NET_PREFIX)} if target.stages_apart else {}
     for t in _ranked(done, _winners(study)):
         params, moved, _ = carry(t.params, target)
-        params = {**stages, **params} if params else params
+        params = {**net, **params} if params else params
         design = next((i for i, d in enumerate(space.search.first_trials)  # the design, and values it left to the
                        if d.items() <= params.items()), None)  # sampler: trained as that design
         if design is not None:
@@ -200,7 +202,7 @@ def read(text: str, studies: str, space: Space, own_url: str) -> WarmStart:
                      tuple(f"{n} ({v})" for n, v in sorted(dropped.items())), target.stages_apart)
 
 
-STAGE_PREFIX = "model.stage"
+NET_PREFIX = "model."  # the net's parameters: they carry where the stages are laid out alike
 
 
 def layout(space: Space) -> str:
@@ -212,7 +214,7 @@ def layout(space: Space) -> str:
 
 
 def _stages_apart(study, space: Space) -> str | None:
-    """Why the source's stage parameters do not carry onto `space` by index (their layouts, see `layout`), or
+    """Why the source's net parameters do not carry onto `space` (their stage layouts, see `layout`), or
     None: the same layout, or the source's space cannot be read (an older study: mapped by name as before)."""
     stored = rec.stored_space(study)
     try:
@@ -222,7 +224,7 @@ def _stages_apart(study, space: Space) -> str | None:
     ours = layout(space)
     if theirs is None or theirs == ours:
         return None
-    first = "; the carried trial takes first_trials[0]'s" if space.search.first_trials else ""
+    first = "; the carried trial takes first_trials[0]'s net" if space.search.first_trials else ""
     return (f"its stages are laid out otherwise: {theirs} against {ours}, p: pools first, -: does not, ?: "
             f"searched{first}")
 
@@ -251,7 +253,7 @@ class Target:
 
     searched: dict[str, Param]
     branch_of: dict[str, tuple[str, str, Any]]  # branch name -> (conditional key's name, its `by`, the choice)
-    stages_apart: str | None = None  # why stage parameters do not carry (`_stages_apart`), or None: they do
+    stages_apart: str | None = None  # why the net's parameters do not carry (`_stages_apart`), or None: they do
 
     @classmethod
     def of(cls, space: Space, stages_apart: str | None = None) -> Target:
@@ -277,8 +279,8 @@ def carry(params: dict, target: Target) -> tuple[dict, dict[str, str], dict[str,
     {name: "v -> w"} for the clipped numbers; {name: why} for the dropped)."""
     kept, clipped, dropped = {}, {}, {}
     for source_name, v in params.items():
-        if target.stages_apart and source_name.startswith(STAGE_PREFIX):
-            dropped[STAGE_PREFIX + "*"] = target.stages_apart
+        if target.stages_apart and source_name.startswith(NET_PREFIX):
+            dropped[NET_PREFIX + "*"] = target.stages_apart
             continue
         name = target.name_for(source_name, params)
         p = target.searched.get(name) if name else None

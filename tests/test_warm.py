@@ -179,9 +179,10 @@ def test_a_warm_start_into_a_ladder_queues_each_candidate_in_each_tier_filled_to
         assert trial.params["train.lr"] == 0.002
 
 
-def test_stages_laid_out_otherwise_do_not_carry_and_the_carried_trial_takes_the_designs(finished, tmp_path):
+def test_a_net_laid_out_otherwise_does_not_carry_and_the_carried_trial_takes_the_designs(finished, tmp_path):
     """Another image size gets another stage layout from nas-init (a pool at other stages, another count): stage
-    parameters by index would mean other layers there. They are dropped, named once; the recipe carries."""
+    parameters by index would mean other layers there, and the net's other choices (head, separable) were weighed
+    on that other net. The net is dropped, named once; the carried trial takes the first design's; the recipe carries."""
     src = str(finished[0] / "studies" / "tiny.db")
     raw = _target()
     raw["model"]["stages"].append({"width": [16, 32], "depth": [1, 2], "pool": True})  # tiny's "-p" -> "-pp"
@@ -190,20 +191,18 @@ def test_stages_laid_out_otherwise_do_not_carry_and_the_carried_trial_takes_the_
     for designs in ([design], []):
         raw["search"]["first_trials"] = designs
         warm = W.read(src, str(tmp_path), parse(raw), f"sqlite:///{tmp_path}/apart.db")
-        [why] = [d for d in warm.dropped if d.startswith("model.stage*")]
+        [why] = [d for d in warm.dropped if d.startswith("model.*")]
         assert "laid out otherwise: convnet -p against convnet -pp" in why
         assert ("first_trials[0]'s" in why) == bool(designs)
-        assert [d for d in warm.dropped if d.startswith("model.stage")] == [why]  # one line for all of them
+        assert [d for d in warm.dropped if d.startswith("model.")] == [why]  # one line for all of them
         [carried] = warm.candidates
-        src_trial = optuna.load_study(study_name="tiny", storage=f"sqlite:///{src}").trials[carried.trial]
-        stages = {n: v for n, v in carried.params.items() if n.startswith("model.stage")}
-        assert stages == ({n: v for n, v in design.items() if n.startswith("model.stage")} if designs else {})
-        assert carried.params["model.head"] == src_trial.params["model.head"]  # the rest carries as before
-        assert carried.params["train.lr"] == 0.002
-        assert warm.evidence and all(not n.startswith("model.stage") for e in warm.evidence for n in e.params)
+        net = {n: v for n, v in carried.params.items() if n.startswith("model.")}
+        assert net == ({n: v for n, v in design.items() if n.startswith("model.")} if designs else {})
+        assert carried.params["train.lr"] == 0.002  # the recipe carries
+        assert warm.evidence and all(n.startswith("train.") for e in warm.evidence for n in e.params)
     same = W.read(src, str(tmp_path), parse(_target()), f"sqlite:///{tmp_path}/same.db")  # tiny's layout: by index
-    assert not any(d.startswith("model.stage*") for d in same.dropped)
-    assert all("model.stage1.width" in e.params for e in same.evidence)
+    assert not any(d.startswith("model.*") for d in same.dropped)
+    assert all({"model.stage1.width", "model.head"} <= set(e.params) for e in same.evidence)
 
 
 def test_a_source_sharing_only_stages_laid_out_otherwise_says_so(finished, tmp_path):
@@ -212,7 +211,7 @@ def test_a_source_sharing_only_stages_laid_out_otherwise_says_so(finished, tmp_p
     raw["model"]["stages"] = [{"width": [4, 8], "depth": 1}, {"width": [8, 16], "depth": 1, "pool": False}]
     raw["model"]["head"] = "gap"  # only stage widths are searched, and stage 1 does not pool here ("--")
     raw["train"]["lr"] = 0.01
-    with pytest.raises(UserError, match=r"shares no searched parameter .*model\.stage\* not carried: its stages are "
+    with pytest.raises(UserError, match=r"shares no searched parameter .*model\.\* not carried: its stages are "
                                         r"laid out otherwise: convnet -p against convnet --"):
         W.read(str(finished[0] / "studies" / "tiny.db"), str(tmp_path), parse(raw), f"sqlite:///{tmp_path}/s.db")
 

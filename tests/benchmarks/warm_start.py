@@ -4,13 +4,15 @@ in three scenarios built from Debian's dataset-fashion-mnist (each space written
     (a) budget   fm28 (28 px grey, 10 classes) at 8,000 params, warm-started from a 4,000-param study of it;
     (b) size     fm64c (the same kind of images at 64 px, grey in R, G and B) at 25,000 params, warm-started from an
                  8,000-param study of fm28;
-    (c) classes  fm28 at 8,000 params, warm-started from a study of fm28_5 (its first 5 classes only).
+    (c) classes  fm28 at 8,000 params, warm-started from a study of fm28_5 (its first 5 classes only);
+    (d) colour   fm32c (the same kind of images at 32 px, grey in R, G and B, 2,000 of them) at 20,000 params,
+                 warm-started from the 8,000-param study of fm28: nas-init lays out a plain net there, as at 64 px.
 (a) and (c) share the cold runs. Every run is `nas-run --workers auto` on this machine, one after another.
 
     python tests/benchmarks/warm_start.py run [--work DIR] [--seeds 5] [--first-seed 0] [--trials 16] [--epochs 8]
-                                              [--variant evidence|startup] [--scenarios a,c]
-    python tests/benchmarks/warm_start.py table [--work DIR]
-    python tests/benchmarks/warm_start.py winners [--work DIR]
+                                              [--variant evidence|startup | --code CHECKOUT] [--scenarios a,c]
+    python tests/benchmarks/warm_start.py table [--work DIR] [--variant V | --code CHECKOUT]
+    python tests/benchmarks/warm_start.py winners [--work DIR] [--variant V | --code CHECKOUT]
         The issue's measure: minutes until the warm run's winner (its best full-length trial then, retrained by
         `nas-export --trial N` as the run retrains) first reached the cold run's final test accuracy; the same for
         the cold run's own winners, as the reference (a first design may already reach it), and for another cold run
@@ -24,6 +26,10 @@ sitecustomize.py that wraps warm.read in the nas-run process: what the carried c
 learns from the evidence, as before 86bba41, through a sitecustomize.py the same way. Since 647c4f5 the warm start
 does so itself where the stages do not carry: on (b) the variant is the shipped warm start (the evidence shown from
 the start, not after the start-up).
+
+`--code CHECKOUT`: the warm runs run another checkout's code (a folder holding search/, put first on PYTHONPATH),
+named after the folder, paired with the same cold runs (this checkout's): one change measured against another in
+one work folder.
 
 For each warm/cold pair (same study seed, so the same validation split): the final retrained winner's test accuracy;
 the minutes from the command's start until the best full-length search trial's validation accuracy first reached the
@@ -57,10 +63,11 @@ from search import record as rec  # noqa: E402
 from search.decode import resize, to_channels  # noqa: E402
 
 TASKS = {"fm28": (28, 1, 3000, tuple(range(10))), "fm28_5": (28, 1, 3000, (0, 1, 2, 3, 4)),
-         "fm64c": (64, 3, 1000, tuple(range(10)))}  # name: (side, channels, training images, classes kept)
+         "fm64c": (64, 3, 1000, tuple(range(10))), "fm32c": (32, 3, 2000, tuple(range(10)))}  # name: (side, channels, training images, classes kept)
 TEST_IMAGES = 1500
 SOURCES = {"src_fm28_4k": ("fm28", 4000), "src_fm28_5": ("fm28_5", 8000), "src_fm28_8k": ("fm28", 8000)}
-SCENARIOS = {"a": ("fm28", 8000, "src_fm28_4k"), "b": ("fm64c", 25000, "src_fm28_8k"), "c": ("fm28", 8000, "src_fm28_5")}
+SCENARIOS = {"a": ("fm28", 8000, "src_fm28_4k"), "b": ("fm64c", 25000, "src_fm28_8k"), "c": ("fm28", 8000, "src_fm28_5"),
+             "d": ("fm32c", 20000, "src_fm28_8k")}
 SOURCE_SEED, SOURCE_TRIALS = 100, 20
 
 
@@ -135,7 +142,7 @@ N.NeighbourhoodSampler.__init__ = lambda self, sampler, startup, study_seed: _in
 
 
 def run(work: Path, name: str, space_file: Path, trials: int, warm_from: str | None = None,
-        variant: str = "both") -> dict:
+        variant: str = "both", code: str | None = None) -> dict:
     """One `nas-run` (skipped when finished before) -> its row."""
     studies = work / "studies"
     done = work / "runs" / f"{name}.json"
@@ -150,6 +157,8 @@ def run(work: Path, name: str, space_file: Path, trials: int, warm_from: str | N
         patch.mkdir(exist_ok=True)
         (patch / "sitecustomize.py").write_text(PATCHES[variant])
         env["PYTHONPATH"] = str(patch)
+    if code:
+        env["PYTHONPATH"] = str(Path(code).resolve())
     started = time.time()
     with open(work / "runs" / f"{name}.log", "w") as log:
         rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
@@ -229,7 +238,7 @@ def rows_file(work: Path, variant: str) -> Path:
 
 
 def main_run(work: Path, seeds: int, trials: int, epochs: int, variant: str, scenarios: str,
-             first_seed: int = 0) -> None:
+             first_seed: int = 0, code: str | None = None) -> None:
     for name, (task, params) in SOURCES.items():
         run(work, name, space(work, task, params, name, SOURCE_SEED, epochs), SOURCE_TRIALS)
     rows = rows_file(work, variant)
@@ -240,7 +249,7 @@ def main_run(work: Path, seeds: int, trials: int, epochs: int, variant: str, sce
             cold = run(work, cold_name, space(work, task, params, cold_name, seed, epochs), trials)
             warm_name = f"warm{key}{'' if variant == 'both' else variant}_{task}_s{seed}"
             warm = run(work, warm_name, space(work, task, params, warm_name, seed, epochs), trials,
-                       str(work / "studies" / f"{source}.db"), variant)
+                       str(work / "studies" / f"{source}.db"), variant, code)
             row = {"scenario": key, "seed": seed, "cold": cold, "warm": warm}
             with open(rows, "a") as f:
                 f.write(json.dumps(row) + "\n")
@@ -334,11 +343,16 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--variant", choices=("both", *PATCHES), default="both")
     p.add_argument("--scenarios", default="a,b,c")
+    p.add_argument("--code", help="a checkout the warm runs run (named after its folder), not this one")
     args = p.parse_args()
+    if args.code:
+        if args.variant != "both":
+            p.error("--code and --variant: one or the other")
+        args.variant = Path(args.code).name  # names the warm runs and their rows
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     if args.what == "run":
-        main_run(work, args.seeds, args.trials, args.epochs, args.variant, args.scenarios, args.first_seed)
+        main_run(work, args.seeds, args.trials, args.epochs, args.variant, args.scenarios, args.first_seed, args.code)
     if args.what == "winners":
         winners_table(work, args.variant)
     else:
