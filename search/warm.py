@@ -9,10 +9,12 @@
 - The net's parameters (`model.*`) carry only where both spaces lay their stages out alike (the same family, the
   same stage count, pooling at the same stages): `model.stage1.width` of a 28-px space whose stage 1 keeps the full
   resolution says nothing of stage 1 of a 64-px space that pools there, and what separable convolutions, a head or
-  padding were worth there says little of them on a net laid out otherwise (at 64 px a separable epoch also costs
-  2.7x a plain one). Where the layouts differ the net is dropped (named once), the carried trial takes this space's
-  first design's net, and what carries is the training recipe (`train.*`: optimizer, learning rate, schedule,
-  batch, augmentation; nas-init writes such pairs for another image size).
+  padding were worth there says little of them on a net laid out otherwise. Where the layouts differ the net is
+  dropped (named once), the carried trial takes this space's first design's net, and what carries is the training
+  recipe (`train.*`: optimizer, learning rate, schedule, batch, augmentation; nas-init writes such pairs for another
+  image size). On 28 -> 64 px that reached the cold run's final test by 12-20% of its time at 5 of 5 seeds in
+  cold's wall-clock; with the 28-px winner's separable net carried too, 3 of 5 in 1.3x it (RESULTS.md, "Warm start
+  across image sizes").
 - The sampler is shown the earlier study's trained search trials as evidence (`EvidenceSampler`), mapped the same
   way, their validation values as ranks within their own study (the two tasks' accuracies are not on one scale;
   this study's values are shown as ranks too), numbered before this study's trials. Each counts as one trial:
@@ -20,7 +22,7 @@
   and shrinks as this study's own come in (with 50 earlier trials, half after 50 here); TPE also weighs the
   oldest observations of its other set down past 25. Each also stands in for one start-up trial (`startup_trials`,
   the neighbourhood's or TPE's random one): the start-up is there because the sampler has nothing to learn from.
-  Not where the stages did not carry: the evidence is then the recipe alone; the run keeps its start-up (the
+  Not where the net did not carry: the evidence is then the recipe alone; the run keeps its start-up (the
   neighbourhood's, around this space's designs, or TPE's random one) and the sampler is shown the evidence after
   it (on 28 -> 64 px the run reached the cold run's test by half its time at 4 of 5 seeds, against 1 of 5 with the
   start-up replaced: RESULTS.md, "Warm start (b): the start-up kept").
