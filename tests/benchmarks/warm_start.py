@@ -1,5 +1,5 @@
 """Warm start (#37): `nas-run SPACE --from EARLIER` against the same run cold, at the same --trials, over study seeds,
-in three scenarios built from Debian's dataset-fashion-mnist (each space written by `nas-init`, as a user would):
+in four scenarios built from Debian's dataset-fashion-mnist (each space written by `nas-init`, as a user would):
 
     (a) budget   fm28 (28 px grey, 10 classes) at 8,000 params, warm-started from a 4,000-param study of it;
     (b) size     fm64c (the same kind of images at 64 px, grey in R, G and B) at 25,000 params, warm-started from an
@@ -63,7 +63,8 @@ from search import record as rec  # noqa: E402
 from search.decode import resize, to_channels  # noqa: E402
 
 TASKS = {"fm28": (28, 1, 3000, tuple(range(10))), "fm28_5": (28, 1, 3000, (0, 1, 2, 3, 4)),
-         "fm64c": (64, 3, 1000, tuple(range(10))), "fm32c": (32, 3, 2000, tuple(range(10)))}  # name: (side, channels, training images, classes kept)
+         "fm64c": (64, 3, 1000, tuple(range(10))),
+         "fm32c": (32, 3, 2000, tuple(range(10)))}  # name: (side, channels, training images, classes kept)
 TEST_IMAGES = 1500
 SOURCES = {"src_fm28_4k": ("fm28", 4000), "src_fm28_5": ("fm28_5", 8000), "src_fm28_8k": ("fm28", 8000)}
 SCENARIOS = {"a": ("fm28", 8000, "src_fm28_4k"), "b": ("fm64c", 25000, "src_fm28_8k"), "c": ("fm28", 8000, "src_fm28_5"),
